@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up, then run the demo: the loop on the embedded default (CPU, offline corpus, built-in tuner).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if .venv/bin/python -c "import researchloop.cli" >/dev/null 2>&1; then
+  exec .venv/bin/researchloop demo "$@"
+fi
+# Until the loop exists the demo is the trainer's own run on the default corpus.
+cd trainer
+../.venv/bin/python prepare.py
+RESEARCHLOOP_TIME_BUDGET=${RESEARCHLOOP_TIME_BUDGET:-30} exec ../.venv/bin/python train.py
