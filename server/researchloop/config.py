@@ -1,0 +1,241 @@
+"""researchloop.toml: the workspace's committed settings, with defaults that work.
+
+Secrets never live here: the LLM key comes from the environment or the editor's secret store.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "researchloop.toml"
+STATE_DIR = ".researchloop"
+
+
+class ConfigError(ValueError):
+    """A bad value in researchloop.toml, naming the key and what to do."""
+
+
+@dataclass
+class ExperimentConfig:
+    train_script: str = "train.py"
+    command: str = "python train.py"  # a leading "python" means the trial interpreter
+    metric: str = "val_bpb"
+    direction: str = "minimize"  # or "maximize"
+    budget: float = 60.0  # training seconds per trial
+    grace: float = 120.0  # start-up + eval allowance; hard kill at 2 x budget + grace
+    tag: str = "main"  # research branch researchloop/<tag>
+
+
+@dataclass
+class JudgeConfig:
+    seeds: list[int] = field(default_factory=lambda: [42, 43])  # baseline seeds (>= 2)
+    k: float = 2.0  # keep only when the improvement exceeds k sigma
+    confirm_margin: float = 1.0  # z in [k, k + margin) earns a confirmation rerun
+    min_sigma_rel: float = 0.0005  # sigma floor, relative to the reference metric
+
+
+@dataclass
+class RunnerConfig:
+    slots: int = 1
+    python: str = ""  # interpreter for trials; "" = the one running researchloop
+    env_allow: list[str] = field(default_factory=list)  # secret-looking variables a trial needs
+    gpus: list[str] = field(default_factory=list)  # one per slot; [] = detect / CPU
+
+
+@dataclass
+class ProposerConfig:
+    kind: str = "tune"  # tune | llm | mixed
+    mix: list[str] = field(default_factory=lambda: ["llm", "tune"])  # order for kind = "mixed"
+    exclude: list[str] = field(default_factory=list)  # constants the tuner leaves alone
+
+
+@dataclass
+class LLMConfig:
+    model: str = "gpt-4o-mini"
+    base_url: str = ""  # "" = OpenAI; any OpenAI-compatible server otherwise
+    temperature: float = 0.7
+    timeout: float = 120.0
+    max_retries: int = 3
+    context_tokens: int = 12000
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.experiment.direction == "minimize"
+
+    def trial_python(self) -> str:
+        return self.runner.python or sys.executable
+
+    def trial_command(self) -> list[str]:
+        """The run command as argv, with a leading ``python`` bound to the trial interpreter."""
+        argv = shlex.split(self.experiment.command)
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = self.trial_python()
+        return argv
+
+
+_SECTIONS = {
+    "experiment": ExperimentConfig,
+    "judge": JudgeConfig,
+    "runner": RunnerConfig,
+    "proposer": ProposerConfig,
+    "llm": LLMConfig,
+}
+
+
+def _coerce(key: str, default: Any, value: Any) -> Any:
+    """Check a value against the type of its default; say which key is wrong."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, not {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, not {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, not {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, not {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, not {value!r}")
+        return list(value)
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    e, j, r = cfg.experiment, cfg.judge, cfg.runner
+    if e.direction not in ("minimize", "maximize"):
+        raise ConfigError(f'experiment.direction must be "minimize" or "maximize", not {e.direction!r}')
+    if not e.budget > 0:
+        raise ConfigError(f"experiment.budget must be > 0 seconds, not {e.budget}")
+    if e.grace < 0:
+        raise ConfigError(f"experiment.grace must be >= 0 seconds, not {e.grace}")
+    if not e.command.strip():
+        raise ConfigError("experiment.command is empty: set it to e.g. \"python train.py\"")
+    if not e.metric.strip():
+        raise ConfigError('experiment.metric is empty: set it to e.g. "val_bpb"')
+    if not e.tag or any(c in e.tag for c in " ~^:?*[\\") or ".." in e.tag:
+        raise ConfigError(f"experiment.tag {e.tag!r} is not usable in a git branch name")
+    if len(j.seeds) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in j.seeds):
+        raise ConfigError(f"judge.seeds must list at least 2 integer seeds, not {j.seeds!r}")
+    if len(set(j.seeds)) != len(j.seeds):
+        raise ConfigError(f"judge.seeds must be distinct, not {j.seeds!r}")
+    if not j.k > 0:
+        raise ConfigError(f"judge.k must be > 0, not {j.k}")
+    if r.slots < 1:
+        raise ConfigError(f"runner.slots must be >= 1, not {r.slots}")
+    if cfg.proposer.kind not in ("tune", "llm", "mixed"):
+        raise ConfigError(f'proposer.kind must be "tune", "llm" or "mixed", not {cfg.proposer.kind!r}')
+    for kind in cfg.proposer.mix:
+        if kind not in ("tune", "llm"):
+            raise ConfigError(f'proposer.mix entries must be "tune" or "llm", not {kind!r}')
+
+
+def from_dict(data: dict[str, Any], where: str = CONFIG_NAME) -> Config:
+    cfg = Config()
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+        target = getattr(cfg, section)
+        known = {f.name for f in fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(known))})"
+                )
+            default = getattr(target, key)
+            try:
+                setattr(target, key, _coerce(f"{section}.{key}", default, value))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+    try:
+        _validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return cfg
+
+
+def load(workspace: Path) -> Config:
+    """Read researchloop.toml from a workspace; a missing file means all defaults."""
+    path = Path(workspace) / CONFIG_NAME
+    if not path.exists():
+        return from_dict({}, str(path))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file or delete it for defaults") from None
+    return from_dict(data, str(path))
+
+
+DEFAULT_TOML = """\
+# researchloop settings (committed). The LLM API key never goes here: set OPENAI_API_KEY
+# or use "Research Loop: Set API Key" in VS Code.
+
+[experiment]
+train_script = "train.py"        # the one file the agent edits
+command = "python train.py"      # run in the experiment's worktree; "python" = trial interpreter
+metric = "val_bpb"               # read from the summary block the script prints
+direction = "minimize"           # or "maximize"
+budget = {budget}                # training seconds per trial
+grace = 120                      # start-up + eval allowance; hard kill at 2 x budget + grace
+tag = "main"                     # research branch: researchloop/<tag>
+
+[judge]
+seeds = [42, 43]                 # baseline seeds; sigma comes from their spread
+k = 2.0                          # keep only improvements beyond k sigma
+
+[runner]
+slots = 1                        # trials at a time (one GPU each where there are GPUs)
+python = ""                      # interpreter for trials; "" = the one running researchloop
+env_allow = []                   # secret-looking variables a trial truly needs
+
+[proposer]
+kind = "tune"                    # tune (built-in Optuna tuner) | llm | mixed
+
+[llm]
+model = "gpt-4o-mini"
+base_url = ""                    # any OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1
+temperature = 0.7
+timeout = 120
+"""
+
+
+def write_default(workspace: Path, budget: float = 60.0) -> Path:
+    path = Path(workspace) / CONFIG_NAME
+    budget_text = str(int(budget)) if float(budget).is_integer() else str(budget)
+    path.write_text(DEFAULT_TOML.format(budget=budget_text), encoding="utf-8")
+    return path
+
+
+def state_dir(workspace: Path) -> Path:
+    return Path(workspace) / STATE_DIR
+
+
+def env_truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,170 @@
+"""Records that cross module boundaries: experiments, proposals, trial specs and results.
+
+Status names and field meanings follow the contracts in docs/architecture.md (fixed names).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """Lifecycle of an experiment (fixed names)."""
+
+    PROPOSED = "proposed"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    QUEUED = "queued"
+    RUNNING = "running"
+    KEPT = "kept"
+    DISCARDED = "discarded"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    PRUNED = "pruned"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Statuses after which nothing more happens to an experiment.
+FINISHED = frozenset(
+    {Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT, Status.PRUNED}
+)
+#: Statuses of experiments that produced a usable metric.
+MEASURED = frozenset({Status.KEPT, Status.DISCARDED})
+
+
+class Outcome(str, enum.Enum):
+    """How a trial subprocess ended, before any judging."""
+
+    OK = "ok"  # exit 0 and the metric line was found
+    CRASHED = "crashed"  # non-zero exit, or no metric line
+    TIMEOUT = "timeout"  # killed at 2 x budget + grace
+    STOPPED = "stopped"  # stopped on request (user, loop stop, shutdown)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class CrashLocation:
+    """Where a trial died: the deepest traceback frame inside the workspace."""
+
+    file: str  # path relative to the workspace (e.g. "train.py")
+    line: int  # 1-based
+    message: str  # e.g. "RuntimeError: CUDA out of memory"
+
+
+@dataclass
+class Proposal:
+    """An edit of the train script with the claim it tests.
+
+    ``new_source`` is the whole script after the edit; the unified diff is derived from it.
+    """
+
+    new_source: str
+    hypothesis: str
+    source: str  # "tune", "llm:<model>", "user"
+    predicted_delta: float | None = None
+    rationale: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # proposer bookkeeping (json-able)
+
+
+@dataclass
+class Experiment:
+    """One row of the journal."""
+
+    id: int
+    status: Status
+    source: str  # "baseline", "tune", "llm:<model>", "user"
+    hypothesis: str = ""
+    predicted_delta: float | None = None
+    rationale: str = ""
+    diff: str = ""  # unified diff of the train script against parent_commit
+    parent_commit: str | None = None
+    commit: str | None = None
+    code_hash: str | None = None  # sha256 of the train script this experiment runs
+    seed: int | None = None
+    budget: float | None = None
+    metric: float | None = None
+    delta: float | None = None  # metric - reference metric (paired seed)
+    sigma: float | None = None  # noise estimate used for the verdict
+    z: float | None = None  # improvement in units of sigma (positive = better)
+    verdict: str = ""
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_path: str | None = None
+    metrics_path: str | None = None
+    crash: CrashLocation | None = None
+    rejection_reason: str | None = None
+    confirms: int | None = None  # id of the experiment this one re-runs on another seed
+    attempts: int = 0  # how many times it was started (interrupted runs are re-queued)
+    pid: int | None = None  # process group leader of the running trial
+    owner_pid: int | None = None  # engine process that started the trial
+    summary: dict[str, float] = field(default_factory=dict)  # the parsed summary block
+    params: dict[str, Any] = field(default_factory=dict)  # proposer bookkeeping
+    usage: dict[str, Any] = field(default_factory=dict)  # e.g. LLM token usage
+    timings: dict[str, float] = field(default_factory=dict)  # wall, startup, train, eval, judge
+    rev: int = 0  # journal revision of the last change (for watchers)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.source == "baseline"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass
+class ProgressRecord:
+    """One line of a trial's RESEARCHLOOP_METRICS file."""
+
+    exp_id: int
+    step: int
+    t: float
+    frac: float
+    loss: float | None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrialSpec:
+    """Everything the runner needs to start one trial."""
+
+    exp_id: int
+    cwd: str  # directory the command runs in (inside the experiment's worktree)
+    command: list[str]
+    budget: float
+    seed: int
+    log_path: str
+    metrics_path: str
+    metric: str = "val_bpb"
+    grace: float = 60.0
+    workspace_root: str | None = None  # frames under this path count as "inside the workspace"
+    env: dict[str, str] = field(default_factory=dict)  # extra variables (slot devices, threads)
+
+
+@dataclass
+class TrialResult:
+    """What the runner learned from one finished trial."""
+
+    exp_id: int
+    outcome: Outcome
+    metric: float | None = None
+    summary: dict[str, float] = field(default_factory=dict)
+    exit_code: int | None = None
+    crash: CrashLocation | None = None
+    error: str = ""  # one line a user can act on (FAIL line, last exception line, timeout note)
+    wall_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def code_hash(source: str) -> str:
+    """Identity of a script's content, used to group repeats of the same code."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
