@@ -1,0 +1,619 @@
+"""The journal: every experiment and its training curve, in SQLite at ``.researchloop/journal.db``.
+
+Several processes (the CLI running the loop, the language server watching it) and several
+threads in each open the same file at the same time, so:
+
+* WAL mode: readers never wait for the writer, and the writer never waits for readers.
+* Every write is one ``BEGIN IMMEDIATE`` transaction, so writers queue on SQLite's lock (with a
+  busy timeout) instead of failing half-way with "database is locked".
+* One connection per thread (and per process, after a fork).
+* Every insert or update of an experiment takes the next journal-wide revision number (``rev``),
+  kept in the ``meta`` table and bumped inside the same transaction. A watcher polls
+  :meth:`Journal.max_rev` (one indexed read) and fetches :meth:`Journal.changed_since`.
+
+The schema is versioned with ``PRAGMA user_version`` and upgraded at open by :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .config import STATE_DIR
+from .models import FINISHED, MEASURED, CrashLocation, Experiment, ProgressRecord, Status
+
+JOURNAL_NAME = "journal.db"
+BUSY_TIMEOUT_S = 10.0
+
+#: Schema migrations, in order. Step ``i`` (0-based) takes the schema from version ``i`` to
+#: ``i + 1``; the database's ``PRAGMA user_version`` is the number of steps applied.
+#: Never edit a released step: append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # v1: experiments, curves, the revision counter.
+    (
+        """CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID""",
+        """INSERT INTO meta (key, value) VALUES ('rev', 0)""",
+        """CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            status TEXT NOT NULL,
+            source TEXT NOT NULL,
+            hypothesis TEXT NOT NULL DEFAULT '',
+            predicted_delta REAL,
+            rationale TEXT NOT NULL DEFAULT '',
+            diff TEXT NOT NULL DEFAULT '',
+            parent_commit TEXT,
+            "commit" TEXT,
+            code_hash TEXT,
+            seed INTEGER,
+            budget REAL,
+            metric REAL,
+            delta REAL,
+            sigma REAL,
+            z REAL,
+            verdict TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            log_path TEXT,
+            metrics_path TEXT,
+            crash_file TEXT,
+            crash_line INTEGER,
+            crash_message TEXT,
+            rejection_reason TEXT,
+            confirms INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            pid INTEGER,
+            owner_pid INTEGER,
+            summary TEXT NOT NULL DEFAULT '{}',
+            params TEXT NOT NULL DEFAULT '{}',
+            timings TEXT NOT NULL DEFAULT '{}',
+            rev INTEGER NOT NULL
+        )""",
+        """CREATE TABLE curves (
+            exp_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            t REAL NOT NULL,
+            frac REAL NOT NULL,
+            loss REAL,
+            extra TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE INDEX curves_exp_step ON curves (exp_id, step)""",
+    ),
+    # v2: LLM usage per experiment; indexes for the editor's queries (watchers poll by rev,
+    # the tree view groups by status, the judge looks up baselines by code hash).
+    (
+        """ALTER TABLE experiments ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'""",
+        """CREATE UNIQUE INDEX experiments_rev ON experiments (rev)""",
+        """CREATE INDEX experiments_status ON experiments (status)""",
+        """CREATE INDEX experiments_code_hash ON experiments (code_hash)""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JournalError(Exception):
+    """Something wrong with the journal file or a call on it."""
+
+
+class SchemaTooNew(JournalError):
+    """The journal was written by a newer researchloop than this one."""
+
+
+class UnknownExperiment(JournalError, KeyError):
+    """No experiment with that id."""
+
+    def __init__(self, exp_id: int, path: Path | None = None) -> None:
+        self.exp_id = exp_id
+        where = f" in {path}" if path else ""
+        super().__init__(f"no experiment #{exp_id}{where}")
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+class UnknownField(JournalError, ValueError):
+    """A field name that Experiment does not have (or one the journal manages itself)."""
+
+
+# --- columns ------------------------------------------------------------------------------
+
+_FIELDS = [f.name for f in dataclasses.fields(Experiment)]
+_DICT_FIELDS = frozenset({"summary", "params", "usage", "timings"})
+_MANAGED = frozenset({"id", "rev"})  # set by the journal, never by callers
+_SETTABLE = frozenset(_FIELDS) - _MANAGED
+_CRASH_COLUMNS = ("crash_file", "crash_line", "crash_message")
+#: Table columns, in the order every SELECT returns them.
+_COLUMNS: tuple[str, ...] = tuple(
+    c for name in _FIELDS for c in (_CRASH_COLUMNS if name == "crash" else (name,))
+)
+_SELECT = ", ".join(f'"{c}"' for c in _COLUMNS)
+_IDX = {c: i for i, c in enumerate(_COLUMNS)}
+_STATUS_OF = {s.value: s for s in Status}
+
+
+def _json_dict(name: str, value: Any) -> str:
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise TypeError(f"Experiment.{name} must be a dict, not {type(value).__name__}")
+    return json.dumps(dict(value), separators=(",", ":"))
+
+
+def _load_dict(text: str | None) -> dict[str, Any]:
+    if not text or text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def _to_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Experiment field values -> column values; checks names and the few typed fields."""
+    unknown = sorted(set(fields) - _SETTABLE)
+    if unknown:
+        managed = [n for n in unknown if n in _MANAGED]
+        if managed:
+            raise UnknownField(f"{', '.join(managed)} is set by the journal and cannot be given")
+        raise UnknownField(
+            f"Experiment has no field {', '.join(map(repr, unknown))} "
+            f"(fields: {', '.join(sorted(_SETTABLE))})"
+        )
+    cols: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "status":
+            cols["status"] = Status(value).value
+        elif name == "crash":
+            if isinstance(value, Mapping):
+                value = CrashLocation(**value)
+            if value is None:
+                cols.update(crash_file=None, crash_line=None, crash_message=None)
+            elif isinstance(value, CrashLocation):
+                cols.update(
+                    crash_file=value.file, crash_line=value.line, crash_message=value.message
+                )
+            else:
+                raise TypeError(f"Experiment.crash must be a CrashLocation or None, not {value!r}")
+        elif name in _DICT_FIELDS:
+            cols[name] = _json_dict(name, value)
+        elif isinstance(value, os.PathLike):
+            cols[name] = os.fspath(value)
+        else:
+            cols[name] = value
+    return cols
+
+
+def _from_row(row: Sequence[Any]) -> Experiment:
+    values = dict(zip(_COLUMNS, row))
+    file, line, message = (values.pop(c) for c in _CRASH_COLUMNS)
+    values["crash"] = (
+        CrashLocation(file=file, line=line, message=message) if file is not None else None
+    )
+    values["status"] = _STATUS_OF[values["status"]]
+    for name in _DICT_FIELDS:
+        values[name] = _load_dict(values[name])
+    return Experiment(**values)
+
+
+def _statuses(status: Status | str | Iterable[Status | str]) -> list[str]:
+    if isinstance(status, (Status, str)):
+        return [Status(status).value]
+    return [Status(s).value for s in status]
+
+
+def journal_path(workspace: str | os.PathLike[str]) -> Path:
+    """Where a workspace keeps its journal."""
+    return Path(workspace) / STATE_DIR / JOURNAL_NAME
+
+
+# --- the journal --------------------------------------------------------------------------
+
+
+class Journal:
+    """Experiments and curves of one workspace. Safe across threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[tuple[int, sqlite3.Connection]] = []  # (pid, connection)
+        self._closed = False
+        self._migrate(self._conn())
+
+    @classmethod
+    def for_workspace(cls, workspace: str | os.PathLike[str]) -> Journal:
+        return cls(journal_path(workspace))
+
+    # --- connections and transactions ---
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,  # used by one thread only; close() may come from another
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network file system
+            conn.close()
+            raise JournalError(f"cannot use WAL mode for {self.path} (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        local = self._local
+        pid = os.getpid()
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != pid:  # new thread, or a forked child
+            conn = self._connect()
+            local.conn, local.pid = conn, pid
+            with self._lock:
+                self._conns.append((pid, conn))
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _next_rev(conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value"
+        ).fetchall()[0][0]
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(version)
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process?
+            self._check_version(version)
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path.name} was written by a newer researchloop (schema {version}); "
+                f"upgrade researchloop (this one reads schema {SCHEMA_VERSION} and older): "
+                f"{self.path}"
+            )
+
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        """Close every connection this process opened. Later calls raise JournalError."""
+        self._closed = True
+        pid = os.getpid()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for owner, conn in conns:
+            if owner == pid:  # a parent's connection must not be touched after a fork
+                conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    # --- experiments ---
+
+    def create(self, **fields: Any) -> Experiment:
+        """Add an experiment. ``status`` is required; ``id``, ``rev`` are assigned."""
+        if "status" not in fields:
+            raise TypeError("Journal.create() needs status=")
+        if "source" not in fields:
+            raise TypeError("Journal.create() needs source=")
+        cols = _to_columns(fields)
+        cols.setdefault("created_at", time.time())
+        names = list(cols)
+        with self._write() as conn:
+            cols_sql = ", ".join(f'"{n}"' for n in [*names, "rev"])
+            marks = ", ".join("?" * (len(names) + 1))
+            row = conn.execute(
+                f"INSERT INTO experiments ({cols_sql}) VALUES ({marks}) RETURNING {_SELECT}",
+                [*(cols[n] for n in names), self._next_rev(conn)],
+            ).fetchall()[0]
+        return _from_row(row)
+
+    def update(self, exp_id: int, **fields: Any) -> Experiment:
+        """Change some fields; returns the record as stored, with its new ``rev``.
+
+        With no fields it only takes a new revision (watchers see it as changed).
+        """
+        cols = _to_columns(fields)
+        with self._write() as conn:
+            rev = self._next_rev(conn)
+            sets = ", ".join(f'"{n}" = ?' for n in [*cols, "rev"])
+            rows = conn.execute(
+                f"UPDATE experiments SET {sets} WHERE id = ? RETURNING {_SELECT}",
+                [*cols.values(), rev, exp_id],
+            ).fetchall()
+            if not rows:
+                raise UnknownExperiment(exp_id, self.path)  # rolls the rev back too
+        return _from_row(rows[0])
+
+    def get(self, exp_id: int) -> Experiment:
+        row = (
+            self._conn()
+            .execute(f"SELECT {_SELECT} FROM experiments WHERE id = ?", (exp_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise UnknownExperiment(exp_id, self.path)
+        return _from_row(row)
+
+    def exists(self, exp_id: int) -> bool:
+        return (
+            self._conn().execute("SELECT 1 FROM experiments WHERE id = ?", (exp_id,)).fetchone()
+            is not None
+        )
+
+    def _query(self, where: str = "", args: Sequence[Any] = (), tail: str = "") -> list[Experiment]:
+        sql = f"SELECT {_SELECT} FROM experiments"
+        if where:
+            sql += f" WHERE {where}"
+        if tail:
+            sql += f" {tail}"
+        return [_from_row(r) for r in self._conn().execute(sql, args)]
+
+    def changed_since(self, rev: int) -> list[Experiment]:
+        """Experiments inserted or updated after revision ``rev``, in revision order."""
+        return self._query("rev > ?", (rev,), "ORDER BY rev")
+
+    def max_rev(self) -> int:
+        """The latest revision (0 for an empty journal). Cheap enough to poll."""
+        return self._conn().execute("SELECT value FROM meta WHERE key = 'rev'").fetchone()[0]
+
+    def data_version(self) -> int:
+        """SQLite's per-connection change counter: differs after another connection commits."""
+        return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
+    def by_status(self, *statuses: Status | str) -> list[Experiment]:
+        if not statuses:
+            return []
+        values = _statuses(statuses)
+        marks = ", ".join("?" * len(values))
+        return self._query(f"status IN ({marks})", values, "ORDER BY id")
+
+    def running(self) -> list[Experiment]:
+        return self.by_status(Status.RUNNING)
+
+    def recent(self, n: int) -> list[Experiment]:
+        """The ``n`` newest experiments, newest first."""
+        return self._query("", (), f"ORDER BY id DESC LIMIT {int(n)}")
+
+    def with_diff(self) -> list[Experiment]:
+        """Experiments with a non-empty diff (the editor's inlay hints), oldest first."""
+        return self._query("diff != ''", (), "ORDER BY id")
+
+    def baselines(self, code_hash: str | None = None) -> list[Experiment]:
+        if code_hash is None:
+            return self._query("source = 'baseline'", (), "ORDER BY id")
+        return self._query("source = 'baseline' AND code_hash = ?", (code_hash,), "ORDER BY id")
+
+    def best(self, lower_is_better: bool = True) -> Experiment | None:
+        """The best metric among kept experiments and measured baselines (ties: oldest)."""
+        measured = ", ".join(f"'{s.value}'" for s in MEASURED)
+        rows = self._query(
+            f"metric IS NOT NULL AND (status = 'kept' "
+            f"OR (source = 'baseline' AND status IN ({measured})))",
+            (),
+            f"ORDER BY metric {'ASC' if lower_is_better else 'DESC'}, id LIMIT 1",
+        )
+        return rows[0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        """Number of experiments per status (every status present, zeros included)."""
+        out = {s.value: 0 for s in Status}
+        for status, n in self._conn().execute(
+            "SELECT status, count(*) FROM experiments GROUP BY status"
+        ):
+            out[status] = n
+        return out
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM experiments").fetchone()[0]
+
+    # --- curves ---
+
+    def add_progress(self, exp_id: int, records: Iterable[ProgressRecord]) -> int:
+        """Append curve points in one transaction; returns how many were added."""
+        rows = []
+        for r in records:
+            if r.exp_id != exp_id:
+                raise ValueError(f"progress record for #{r.exp_id} given for #{exp_id}")
+            rows.append((exp_id, r.step, r.t, r.frac, r.loss, _json_dict("extra", r.extra)))
+        if not rows:
+            return 0
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM experiments WHERE id = ?", (exp_id,)).fetchone() is None:
+                raise UnknownExperiment(exp_id, self.path)
+            conn.executemany(
+                "INSERT INTO curves (exp_id, step, t, frac, loss, extra) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def curve(self, exp_id: int, max_points: int | None = None) -> list[ProgressRecord]:
+        """The training curve in step order; evenly thinned to ``max_points`` (first and last
+        points always kept)."""
+        if max_points is not None and max_points < 1:
+            raise ValueError("max_points must be at least 1")
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT step, t, frac, loss, extra FROM curves WHERE exp_id = ? "
+                "ORDER BY step, rowid",
+                (exp_id,),
+            )
+            .fetchall()
+        )
+        n = len(rows)
+        if max_points is not None and n > max_points:
+            if max_points == 1:
+                rows = [rows[-1]]
+            else:
+                span = n - 1
+                last = max_points - 1
+                rows = [rows[(i * span + last // 2) // last] for i in range(max_points)]
+        return [
+            ProgressRecord(
+                exp_id=exp_id, step=step, t=t, frac=frac, loss=loss, extra=_load_dict(extra)
+            )
+            for step, t, frac, loss, extra in rows
+        ]
+
+    def clear_curve(self, exp_id: int) -> int:
+        """Drop an experiment's curve (before a re-run); returns how many points went."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM curves WHERE exp_id = ?", (exp_id,)).rowcount
+
+    # --- exports ---
+
+    def write_results_tsv(self, path: str | os.PathLike[str], lower_is_better: bool = True) -> int:
+        """autoresearch's results.tsv (5 columns; ``val_bpb`` whatever the metric is called).
+
+        One row per finished experiment with a commit, in the order they finished.
+        ``lower_is_better`` is accepted for symmetry with :meth:`best`; the file has no
+        direction-dependent column. Returns the number of rows written.
+        """
+        del lower_is_better
+        lines = ["commit\tval_bpb\tmemory_gb\tstatus\tdescription"]
+        finished = [s.value for s in FINISHED]
+        rows = self._query(
+            f'"commit" IS NOT NULL AND "commit" != \'\' AND status IN '
+            f"({', '.join('?' * len(finished))})",
+            finished,
+            "ORDER BY coalesce(finished_at, created_at), id",
+        )
+        n = 0
+        for e in rows:
+            if e.status in (Status.CRASHED, Status.TIMEOUT):
+                status = "crash"
+            elif e.status == Status.KEPT or (e.is_baseline and e.status in MEASURED):
+                status = "keep"
+            elif e.status in (Status.DISCARDED, Status.PRUNED):
+                status = "discard"
+            else:  # rejected: never ran
+                continue
+            crashed = status == "crash"
+            metric = 0.0 if crashed or e.metric is None else e.metric
+            vram = None if crashed else e.summary.get("peak_vram_mb")
+            memory = 0.0 if vram is None else float(vram) / 1024
+            if e.is_baseline:
+                desc = f"baseline (seed {e.seed})" if e.seed is not None else "baseline"
+            else:
+                desc = e.hypothesis.replace("\r\n", " ").translate(_FLATTEN).strip()
+            lines.append(f"{(e.commit or '')[:7]}\t{metric:.6f}\t{memory:.1f}\t{status}\t{desc}")
+            n += 1
+        _write_atomic(Path(path), "\n".join(lines) + "\n")
+        return n
+
+    def export(self, path: str | os.PathLike[str], fmt: str = "jsonl") -> int:
+        """Every field of every experiment, oldest first: ``jsonl`` (one object a line) or
+        ``csv`` (dict fields and ``crash`` as JSON text, None as empty). Returns the count."""
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"export format must be 'jsonl' or 'csv', not {fmt!r}")
+        experiments = self._query("", (), "ORDER BY id")
+        records = [_as_json(e) for e in experiments]
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            if fmt == "jsonl":
+                for rec in records:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.DictWriter(f, fieldnames=_FIELDS)
+                writer.writeheader()
+                for rec in records:
+                    writer.writerow(
+                        {
+                            k: (
+                                ""
+                                if v is None
+                                else json.dumps(v, ensure_ascii=False)
+                                if isinstance(v, dict)
+                                else v
+                            )
+                            for k, v in rec.items()
+                        }
+                    )
+        os.replace(tmp, target)
+        return len(records)
+
+    # Defined last: inside the class body the name ``list`` means this method from here on.
+    def list(
+        self,
+        status: Status | str | Iterable[Status | str] | None = None,
+        source_prefix: str | None = None,
+        limit: int | None = None,
+        order: str = "asc",
+    ) -> list[Experiment]:
+        """Experiments by id (``order`` "asc" or "desc"), optionally filtered by status(es)
+        and by source prefix (e.g. ``"llm:"``), at most ``limit`` of them."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            values = _statuses(status)
+            if not values:
+                return []
+            where.append(f"status IN ({', '.join('?' * len(values))})")
+            args += values
+        if source_prefix:
+            where.append("substr(source, 1, ?) = ?")
+            args += [len(source_prefix), source_prefix]
+        tail = f"ORDER BY id {order.upper()}"
+        if limit is not None:
+            tail += f" LIMIT {int(limit)}"
+        return self._query(" AND ".join(where), args, tail)
+
+
+_FLATTEN = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+
+
+def _as_json(e: Experiment) -> dict[str, Any]:
+    rec = dataclasses.asdict(e)
+    rec["status"] = e.status.value
+    return rec
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
