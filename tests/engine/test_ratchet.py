@@ -353,3 +353,31 @@ def test_ensure_ignored(tmp_path: Path) -> None:
 def test_bad_tag(ws: Path) -> None:
     with pytest.raises(RatchetError, match="tag"):
         Ratchet(ws, "bad tag..")
+
+
+def test_ensure_ignored_in_subfolder(tmp_path: Path) -> None:
+    root = tmp_path / "mono"
+    root.mkdir()
+    git(root, "init", "-q")
+    ws = root / "proj"
+    ws.mkdir()
+    (ws / "train.py").write_text(SCRIPT)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    r = Ratchet(ws, "main")
+    assert r.ensure_ignored() is True
+    assert (ws / ".gitignore").read_text() == ".researchloop/\n"
+    assert not (root / ".gitignore").exists()
+    assert r.ensure_ignored() is False
+    r.prepare_worktree(1, r.ensure_branch(), EDITED, "exp #1")
+    assert status(root) == "?? proj/.gitignore"
+
+
+def test_advance_refuses_when_branch_checked_out(ws: Path) -> None:
+    r = Ratchet(ws, "main")
+    base = r.ensure_branch()
+    r.prepare_worktree(1, base, EDITED, "exp #1")
+    git(ws, "checkout", "-q", "researchloop/main")
+    with pytest.raises(RatchetError, match="checked out"):
+        r.advance(1)
+    assert r.head() == base
