@@ -373,6 +373,8 @@ def kill_orphan(pid: int, exp_id: int) -> bool:
     ``RESEARCHLOOP_EXP_ID=<exp_id>`` in /proc/<pid>/environ, which guards against PID reuse.
     Returns whether something was killed.
     """
+    if pid <= 1 or pid == os.getpgrp():
+        return False
     entry = f"RESEARCHLOOP_EXP_ID={exp_id}".encode()
     members = [pid]
     if not is_alive(pid):
@@ -654,10 +656,20 @@ def detect_gpus() -> list[str]:
     return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
 
 
+def cpu_count() -> int:
+    """CPUs this process may use (affinity-aware, so container limits count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]:
-    """Per-slot variables: one GPU each where there are GPUs, and a share of the CPU threads."""
+    """Per-slot variables: one GPU each where there are GPUs, and a share of the CPU threads.
+
+    ``gpus=None`` detects them; with fewer GPUs than slots, slots share them round-robin.
+    """
     gpus = detect_gpus() if gpus is None else list(gpus)
-    threads = str(max(1, (os.cpu_count() or 1) // slots))
+    threads = str(max(1, cpu_count() // slots))
     envs = []
     for i in range(slots):
         env = {
@@ -672,7 +684,10 @@ def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]
 
 
 class LocalExecutor:
-    """Trials as local subprocesses, ``slots`` at a time; queued submissions wait for a slot."""
+    """Trials as local subprocesses, ``slots`` at a time; queued submissions wait for a slot.
+
+    Each trial gets its slot's variables (:func:`slot_envs`); ``spec.env`` overrides them.
+    """
 
     def __init__(
         self, slots: int = 1, gpus: list[str] | None = None, env_allow: Iterable[str] = ()

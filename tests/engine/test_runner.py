@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from researchloop.models import Outcome, ProgressRecord, TrialSpec
 from researchloop.runner import (
     LocalExecutor,
+    cpu_count,
     is_alive,
     kill_orphan,
     parse_progress_line,
@@ -475,7 +477,7 @@ def test_local_executor_runs_slots_concurrently_and_queues_the_rest(tmp_path):
     w = {i: json.loads((tmp_path / "ws" / f"window{i}.json").read_text()) for i in (1, 2, 3)}
     assert w[1]["start"] < w[2]["end"] and w[2]["start"] < w[1]["end"]  # overlapping
     assert w[3]["start"] >= min(w[1]["end"], w[2]["end"]) - 0.05  # waited for a slot
-    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    threads = str(max(1, cpu_count() // 2))
     assert (
         {w[i]["omp"] for i in w}
         == {w[i]["mkl"] for i in w}
@@ -542,3 +544,44 @@ def test_kill_orphan_checks_environ(tmp_path):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_kill_orphan_kills_children_that_outlived_the_leader(tmp_path):
+    code = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+    )
+    env = dict(os.environ, RESEARCHLOOP_EXP_ID="5")
+    leader = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE
+    )
+    try:
+        child = int(leader.stdout.readline())
+        leader.wait(timeout=5)
+        assert is_alive(child)
+        assert kill_orphan(leader.pid, 6) is False
+        assert kill_orphan(leader.pid, 5) is True
+        assert wait_dead(child)
+        assert kill_orphan(os.getpid(), 5) is False  # never our own group
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.stdout.close()
+
+
+def test_children_left_behind_by_a_finished_trial_are_killed(tmp_path):
+    spec = make_spec(
+        tmp_path,
+        """
+        import subprocess
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open("child.pid", "w").write(str(child.pid))
+        summary(val_bpb=1.0)
+        """,
+    )
+    t0 = time.monotonic()
+    result = run_trial(spec)
+    assert result.outcome is Outcome.OK and time.monotonic() - t0 < 3
+    assert wait_dead(int((tmp_path / "ws" / "child.pid").read_text()))
