@@ -1,0 +1,486 @@
+"""`researchloop`: the engine, headless, for a terminal or an SSH session.
+
+A thin adapter: every command is a call into :mod:`researchloop.engine`; rich renders events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from . import __version__
+from . import config as config_mod
+from .events import Event, ExperimentUpdated, LoopState, TrialProgress
+from .models import Experiment, Status
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+TRAINER_FILES = ("prepare.py", "train.py", "program.md")
+STATUS_STYLE = {
+    "kept": "green", "discarded": "yellow", "crashed": "red", "timeout": "red",
+    "running": "cyan", "queued": "blue", "proposed": "magenta", "rejected": "dim",
+    "interrupted": "red", "pruned": "dim", "accepted": "blue",
+}
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def trainer_template() -> Path:
+    """The trainer/ folder a new workspace starts from."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "trainer",  # source checkout / editable install
+        Path(sys.prefix) / "share" / "researchloop" / "trainer",
+    ]
+    for path in candidates:
+        if all((path / f).exists() for f in TRAINER_FILES):
+            return path
+    raise CLIError("the trainer template (trainer/) was not found next to the researchloop package; "
+                   "install researchloop from its repository with `pip install -e .`")
+
+
+# -- workspace setup ------------------------------------------------------------------------------
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("GIT_AUTHOR_NAME", "researchloop")
+    env.setdefault("GIT_AUTHOR_EMAIL", "researchloop@localhost")
+    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def init_workspace(directory: Path, budget: float = 60.0, force: bool = False) -> Path:
+    """Copy the trainer into a folder, make it a git repo if needed, commit the starting point."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    template = trainer_template()
+    created = []
+    for name in TRAINER_FILES:
+        dst = directory / name
+        if dst.exists() and not force:
+            console.print(f"[dim]kept existing {dst.name}[/]")
+            continue
+        shutil.copyfile(template / name, dst)
+        created.append(name)
+    if not (directory / config_mod.CONFIG_NAME).exists() or force:
+        config_mod.write_default(directory, budget)
+        created.append(config_mod.CONFIG_NAME)
+    inside = _git(directory, "rev-parse", "--show-toplevel")
+    if inside.returncode != 0:
+        r = _git(directory, "init", "-q", "-b", "main")
+        if r.returncode != 0:
+            raise CLIError(f"git init failed in {directory}: {r.stderr.strip()}")
+    gitignore = directory / ".gitignore"
+    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
+    if ".researchloop/" not in lines:
+        gitignore.write_text("\n".join([*lines, ".researchloop/", "__pycache__/"]) + "\n")
+        created.append(".gitignore")
+    paths = [p for p in created if (directory / p).exists()]
+    if paths:
+        _git(directory, "add", "--", *paths)
+        r = _git(directory, "commit", "-q", "-m", "researchloop: start from the embedded trainer", "--", *paths)
+        if r.returncode != 0 and "nothing to commit" not in r.stdout + r.stderr:
+            raise CLIError(f"could not commit the starting point: {(r.stderr or r.stdout).strip()}")
+    return directory
+
+
+def find_workspace(start: Path | None) -> Path:
+    """The folder holding researchloop.toml: the given one, or the nearest parent of the cwd."""
+    if start is not None:
+        start = start.resolve()
+        if not (start / config_mod.CONFIG_NAME).exists():
+            raise CLIError(f"{start} has no {config_mod.CONFIG_NAME}; run `researchloop init {start}` first")
+        return start
+    here = Path.cwd().resolve()
+    for path in (here, *here.parents):
+        if (path / config_mod.CONFIG_NAME).exists():
+            return path
+    raise CLIError(f"no {config_mod.CONFIG_NAME} here or in a parent folder; "
+                   "run `researchloop init` to make this folder a workspace")
+
+
+def open_engine(workspace: Path):
+    from .engine import Engine  # imported late: `researchloop --help` stays fast
+
+    try:
+        return Engine(workspace)
+    except config_mod.ConfigError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def run_prepare(workspace: Path) -> None:
+    cfg = config_mod.load(workspace)
+    script = workspace / "prepare.py"
+    if not script.exists():
+        console.print("[dim]no prepare.py in the workspace: nothing to prepare[/]")
+        return
+    console.print(f"[bold]Preparing data and tokenizer[/] ({script})")
+    r = subprocess.run([cfg.trial_python(), "prepare.py"], cwd=workspace)
+    if r.returncode != 0:
+        raise CLIError(f"prepare.py failed (exit {r.returncode}); see its message above")
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def experiments_table(exps: list[Experiment], metric: str) -> Table:
+    table = Table(title=None, show_lines=False, header_style="bold")
+    for col, kw in (("#", {"justify": "right"}), ("status", {}), ("source", {}), ("seed", {"justify": "right"}),
+                    (metric, {"justify": "right"}), ("Δ", {"justify": "right"}), ("z", {"justify": "right"}),
+                    ("hypothesis / verdict", {"overflow": "fold"})):
+        table.add_column(col, **kw)
+    for e in exps:
+        style = STATUS_STYLE.get(e.status.value, "")
+        what = e.hypothesis or ""
+        if e.verdict:
+            what = f"{what}\n[dim]{e.verdict}[/]" if what else e.verdict
+        table.add_row(str(e.id), f"[{style}]{e.status.value}[/]", e.source, fmt(e.seed, "d") if e.seed is not None else "–",
+                      fmt(e.metric, ".6f"), fmt(e.delta, "+.4f"), fmt(e.z, ".1f"), what)
+    return table
+
+
+class LiveReporter:
+    """Renders engine events: a progress bar per running trial, a line per verdict."""
+
+    def __init__(self, engine, quiet: bool = False):
+        self.engine = engine
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]#{task.fields[exp]}[/] {task.description}"), BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"), TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(), console=console, transient=True,
+        )
+        self.tasks: dict[int, int] = {}
+        self.announced: set[tuple[int, str]] = set()
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        self.unsubscribe = self.engine.bus.subscribe(self.on_event)
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.unsubscribe()
+        self.progress.stop()
+
+    def on_event(self, event: Event) -> None:
+        with self.lock:
+            if isinstance(event, TrialProgress) and event.exp_id in self.tasks and event.records:
+                last = event.records[-1]
+                loss = f"{last.loss:.3f}" if last.loss is not None else "–"
+                self.progress.update(self.tasks[event.exp_id], completed=min(1.0, last.frac) * 100, loss=loss)
+            elif isinstance(event, ExperimentUpdated):
+                self._on_experiment(event.experiment)
+            elif isinstance(event, LoopState) and event.running and event.iteration and not self.quiet:
+                key = (-event.iteration, "loop")
+                if key not in self.announced:
+                    self.announced.add(key)
+                    console.rule(f"iteration {event.iteration} of {event.iterations}")
+
+    def _on_experiment(self, e: Experiment) -> None:
+        if e.status == Status.RUNNING and e.id not in self.tasks and e.verdict == "running":
+            label = e.hypothesis or e.source
+            self.tasks[e.id] = self.progress.add_task(label[:60], total=100, exp=e.id, loss="–")
+            return
+        if e.status in (Status.RUNNING,) and e.verdict.startswith("confirming") and (e.id, "confirm") not in self.announced:
+            self.announced.add((e.id, "confirm"))
+            console.print(f"  #{e.id} {e.verdict}")
+        if e.id in self.tasks and e.status != Status.RUNNING:
+            self.progress.remove_task(self.tasks.pop(e.id))
+        if e.status in (Status.PROPOSED, Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED,
+                        Status.TIMEOUT, Status.INTERRUPTED) and (e.id, e.status.value) not in self.announced:
+            self.announced.add((e.id, e.status.value))
+            style = STATUS_STYLE.get(e.status.value, "")
+            text = e.verdict if e.status != Status.PROPOSED else f"proposed: {e.hypothesis}"
+            if e.status == Status.CRASHED and e.crash:
+                text += f" (at {e.crash.file}:{e.crash.line})"
+            console.print(f"  [{style}]#{e.id} {e.status.value}[/] {text}")
+
+
+def print_status(engine) -> None:
+    s = engine.summary()
+    metric = engine.config.experiment.metric
+    console.print(f"[bold]workspace[/] {engine.workspace}")
+    console.print(f"[bold]branch[/]    {engine.ratchet.branch_name} @ {engine.head()[:8]}")
+    base = "–" if s.baseline is None else f"{s.baseline:.6f}"
+    sigma = "" if s.sigma is None else f" ± {s.sigma:.4f} (σ from {s.sigma_dof} repeat dof)"
+    console.print(f"[bold]reference[/] {metric} {base}{sigma}")
+    if s.best is not None:
+        console.print(f"[bold]best[/]      #{s.best.id} {metric} {s.best.metric:.6f}  {s.best.hypothesis}")
+    console.print(f"[bold]kept[/]      {s.kept} of {s.run} candidates run")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
+    console.print(f"[bold]journal[/]   {counts or 'empty'}")
+    if s.running:
+        console.print(f"[bold]running[/]   {', '.join('#' + str(i) for i in s.running)}")
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_init(args) -> int:
+    ws = init_workspace(Path(args.dir), budget=args.budget, force=args.force)
+    console.print(f"[green]workspace ready[/]: {ws}")
+    console.print("next: [bold]researchloop prepare[/] then [bold]researchloop baseline[/] and "
+                  "[bold]researchloop loop --iterations 10[/]")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    run_prepare(find_workspace(args.workspace))
+    return 0
+
+
+def _with_engine(args, fn) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    stop_once = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop_once.is_set():
+            raise KeyboardInterrupt
+        stop_once.set()
+        err.print("[yellow]stopping: the running trial is being stopped (Ctrl-C again to force)[/]")
+        engine.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return fn(engine)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        engine.close()
+
+
+def cmd_baseline(args) -> int:
+    def go(engine) -> int:
+        with LiveReporter(engine):
+            exps = engine.run_baseline(budget=args.budget)
+        console.print(experiments_table(exps, engine.config.experiment.metric))
+        print_status(engine)
+        return 0 if all(e.status == Status.KEPT for e in exps) else 1
+
+    return _with_engine(args, go)
+
+
+def cmd_loop(args) -> int:
+    def go(engine) -> int:
+        with LiveReporter(engine):
+            exps = engine.loop(args.iterations, budget=args.budget, proposer=args.proposer)
+        console.print(experiments_table(exps, engine.config.experiment.metric))
+        print_status(engine)
+        return 130 if engine.stopping else 0
+
+    return _with_engine(args, go)
+
+
+def cmd_log(args) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        exps = engine.experiments()
+        if args.limit:
+            exps = exps[-args.limit:]
+        if args.json:
+            for e in exps:
+                print(json.dumps(_jsonable(e)))
+        else:
+            console.print(experiments_table(exps, engine.config.experiment.metric))
+    finally:
+        engine.close()
+    return 0
+
+
+def _jsonable(e: Experiment) -> dict:
+    from dataclasses import asdict
+
+    d = asdict(e)
+    d["status"] = e.status.value
+    return d
+
+
+def cmd_show(args) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        try:
+            e = engine.get(args.id)
+        except KeyError as exc:
+            raise CLIError(str(exc).strip("'\"")) from None
+        metric = engine.config.experiment.metric
+        console.rule(f"experiment #{e.id}  [{STATUS_STYLE.get(e.status.value, '')}]{e.status.value}[/]")
+        rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
+                ("rationale", e.rationale), ("seed", str(e.seed)), (metric, fmt(e.metric, ".6f")),
+                ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
+                ("verdict", e.verdict), ("parent", (e.parent_commit or "")[:10]), ("commit", (e.commit or "")[:10]),
+                ("rejection reason", e.rejection_reason or ""), ("log", e.log_path or "")]
+        if e.crash:
+            rows.append(("crash", f"{e.crash.file}:{e.crash.line}: {e.crash.message}"))
+        if e.timings:
+            rows.append(("timings", ", ".join(f"{k} {v:.1f}s" for k, v in e.timings.items())))
+        for k, v in rows:
+            if v not in ("", "–", "None"):
+                console.print(f"[bold]{k:>16}[/]  {v}")
+        if e.summary:
+            console.print("[bold]         summary[/]  " + "  ".join(f"{k}={v:g}" for k, v in e.summary.items()))
+        if e.diff:
+            console.print(Syntax(e.diff, "diff", theme="ansi_dark", background_color="default"))
+        if e.log_path and os.path.exists(e.log_path):
+            lines = Path(e.log_path).read_text(errors="replace").splitlines()[-args.tail:]
+            console.rule("log tail")
+            for line in lines:
+                console.print(line, markup=False)
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_status(args) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        print_status(engine)
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_export(args) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        out = Path(args.output or (engine.state_dir / f"experiments.{args.format}"))
+        engine.journal.export(out, fmt=args.format)
+        console.print(f"wrote {out}")
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_adopt(args) -> int:
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        from .engine import EngineError
+        from .ratchet import RatchetError
+
+        try:
+            path = engine.adopt(args.id)
+        except (EngineError, RatchetError) as exc:
+            raise CLIError(str(exc)) from None
+        console.print(f"[green]adopted #{args.id}[/] into {path} (not committed: review and commit it)")
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="researchloop-demo-"))
+    console.rule("[bold]researchloop demo")
+    console.print("The embedded default: CPU, the offline corpus (this Python's standard library), "
+                  f"the built-in Optuna tuner; {args.budget:g} s per trial.")
+    ws = init_workspace(base, budget=args.budget)
+    console.print(f"workspace: {ws}")
+    run_prepare(ws)
+
+    def go(engine) -> int:
+        with LiveReporter(engine):
+            console.rule("baseline on 2 seeds")
+            engine.run_baseline(budget=args.budget)
+            console.rule(f"{args.iterations} tuned proposals")
+            engine.loop(args.iterations, budget=args.budget, proposer="tune")
+        console.print(experiments_table(engine.experiments(), engine.config.experiment.metric))
+        print_status(engine)
+        console.print(f"\n[bold]where everything is[/]\n  journal   {engine.state_dir / 'journal.db'}\n"
+                      f"  logs      {engine.state_dir / 'logs'}\n  results   {ws / 'results.tsv'}\n"
+                      f"  branch    {engine.ratchet.branch_name} (every experiment at refs/researchloop/exp/<id>)\n"
+                      f"  try       researchloop --workspace {ws} show 3")
+        return 130 if engine.stopping else 0
+
+    args.workspace = ws
+    return _with_engine(args, go)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="researchloop", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"researchloop {__version__}")
+    p.add_argument("-w", "--workspace", type=Path, default=None,
+                   help="workspace folder (default: the nearest folder with researchloop.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="make a folder a workspace, starting from the embedded trainer")
+    s.add_argument("dir", nargs="?", default=".")
+    s.add_argument("--budget", type=float, default=60.0, help="training seconds per trial (default 60)")
+    s.add_argument("--force", action="store_true", help="overwrite existing trainer files and config")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("prepare", help="build the data cache and tokenizer (runs prepare.py)")
+    s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("baseline", help="run the current code on the judge's seeds")
+    s.add_argument("--budget", type=float, default=None, help="training seconds (default: the config's)")
+    s.set_defaults(fn=cmd_baseline)
+
+    s = sub.add_parser("loop", help="propose, run, judge and keep, N times")
+    s.add_argument("--iterations", "-n", type=int, default=10)
+    s.add_argument("--budget", type=float, default=None, help="training seconds (default: the config's)")
+    s.add_argument("--proposer", choices=["tune", "llm"], default=None, help="default: the config's")
+    s.set_defaults(fn=cmd_loop)
+
+    s = sub.add_parser("log", help="the experiments as a table")
+    s.add_argument("--limit", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(fn=cmd_log)
+
+    s = sub.add_parser("show", help="one experiment: diff, metrics, verdict, log tail")
+    s.add_argument("id", type=int)
+    s.add_argument("--tail", type=int, default=20, help="log lines to show")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("status", help="reference ± sigma, best so far, counts")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("export", help="every field of every experiment, as jsonl or csv")
+    s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    s.add_argument("--output", "-o", default=None)
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("adopt", help="copy a kept experiment's script into your working tree")
+    s.add_argument("id", type=int)
+    s.set_defaults(fn=cmd_adopt)
+
+    s = sub.add_parser("demo", help="the embedded default: 2 baselines + N tuned proposals on CPU")
+    s.add_argument("--dir", default=None, help="workspace folder (default: a new temporary one)")
+    s.add_argument("--budget", type=float, default=15.0, help="training seconds per trial (default 15)")
+    s.add_argument("--iterations", "-n", type=int, default=4)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except CLIError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    except config_mod.ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        return 130
+    finally:
+        time.sleep(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

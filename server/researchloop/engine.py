@@ -1,0 +1,526 @@
+"""The engine: propose → accept → run → judge → ratchet → record, for every adapter.
+
+The CLI and the language server are thin adapters over :class:`Engine`: they call its
+operations and subscribe to its events. Nothing here knows about LSP, rich or VS Code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as config_mod
+from .config import Config
+from .edits import EditError, apply_unified_diff, unified_diff, validate_source
+from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
+from .journal import Journal
+from .judge import Judge, Reference, pooled_sigma, reference_for
+from .models import (
+    FINISHED,
+    Experiment,
+    Outcome,
+    ProgressRecord,
+    Proposal,
+    Status,
+    TrialResult,
+    TrialSpec,
+    code_hash,
+)
+from .proposers import ProposalContext, ProposalError, make_proposer
+from .ratchet import Ratchet, StaleExperiment
+from .runner import Executor, LocalExecutor, is_alive, kill_orphan
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """An operation that can't be done now; the message says why and what to do."""
+
+
+@dataclass
+class Summary:
+    """The numbers an editor shows at the top of the script."""
+
+    baseline: float | None
+    sigma: float | None
+    sigma_dof: int
+    best: Experiment | None
+    kept: int
+    run: int
+    running: list[int]
+    counts: dict[str, int]
+
+
+class Engine:
+    def __init__(
+        self,
+        workspace: Path | str,
+        config: Config | None = None,
+        executor: Executor | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.config = config or config_mod.load(self.workspace)
+        self.state_dir = config_mod.state_dir(self.workspace)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        (self.state_dir / "metrics").mkdir(exist_ok=True)
+        exp_cfg = self.config.experiment
+        self.journal = Journal(self.state_dir / "journal.db")
+        self.ratchet = Ratchet(self.workspace, exp_cfg.tag, exp_cfg.train_script)
+        self.ratchet.ensure_ignored()
+        self.bus = bus or EventBus()
+        self.judge = Judge(self.config.judge, self.config.lower_is_better, exp_cfg.metric)
+        self._executor = executor
+        self._proposers: dict[str, object] = {}
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # serialises judging + ratchet moves
+        self._loop_thread_busy = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            r = self.config.runner
+            self._executor = LocalExecutor(slots=r.slots, gpus=r.gpus or None, env_allow=r.env_allow)
+        return self._executor
+
+    def close(self) -> None:
+        """Stop running trials and release resources."""
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.journal.close()
+
+    def _update(self, exp_id: int, **fields) -> Experiment:
+        exp = self.journal.update(exp_id, **fields)
+        self.bus.emit(ExperimentUpdated(exp))
+        return exp
+
+    def _create(self, **fields) -> Experiment:
+        exp = self.journal.create(**fields)
+        self.bus.emit(ExperimentUpdated(exp))
+        return exp
+
+    def experiments(self) -> list[Experiment]:
+        return self.journal.list()
+
+    def get(self, exp_id: int) -> Experiment:
+        return self.journal.get(exp_id)
+
+    @property
+    def script_name(self) -> str:
+        return self.config.experiment.train_script
+
+    # -- what the current state is ---------------------------------------------------------------
+    def head(self) -> str:
+        return self.ratchet.ensure_branch()
+
+    def head_source(self) -> str:
+        return self.ratchet.read_script(self.head())
+
+    def reference(self, experiments: list[Experiment] | None = None) -> Reference:
+        exps = experiments if experiments is not None else self.journal.list()
+        return reference_for(exps, code_hash(self.head_source()))
+
+    def sigma(self, experiments: list[Experiment] | None = None) -> float | None:
+        exps = experiments if experiments is not None else self.journal.list()
+        return self.judge.sigma(exps, reference_for(exps, code_hash(self.head_source())))
+
+    def summary(self) -> Summary:
+        exps = self.journal.list()
+        ref = self.reference(exps)
+        s, dof = pooled_sigma(exps)
+        measured = [e for e in exps if e.status == Status.KEPT and e.metric is not None]
+        best = None
+        if measured:
+            key = (lambda e: e.metric) if self.config.lower_is_better else (lambda e: -e.metric)
+            best = min(measured, key=key)
+        counts: dict[str, int] = {}
+        for e in exps:
+            counts[e.status.value] = counts.get(e.status.value, 0) + 1
+        ran = [e for e in exps if e.status in (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT)]
+        return Summary(
+            baseline=ref.value,
+            sigma=self.judge.sigma(exps, ref) if s is not None else None,
+            sigma_dof=dof,
+            best=best,
+            kept=sum(1 for e in exps if e.status == Status.KEPT and not e.is_baseline and e.confirms is None),
+            run=sum(1 for e in ran if not e.is_baseline and e.confirms is None),
+            running=[e.id for e in exps if e.status == Status.RUNNING],
+            counts=counts,
+        )
+
+    # -- recovery --------------------------------------------------------------------------------
+    def recover(self) -> list[Experiment]:
+        """Experiments left running by a dead engine become interrupted, are killed and re-queued."""
+        requeued = []
+        me = os.getpid()
+        for exp in self.journal.running():
+            owner = exp.owner_pid
+            if owner is not None and owner != me and is_alive(owner):
+                continue  # another live engine (e.g. the CLI beside the editor) owns it
+            if owner == me:
+                continue
+            if exp.pid:
+                kill_orphan(exp.pid, exp.id)
+            self._archive_attempt(exp)
+            self._update(exp.id, status=Status.INTERRUPTED, verdict="interrupted: engine stopped mid-trial")
+            requeued.append(self._update(exp.id, status=Status.QUEUED, pid=None, owner_pid=None))
+            try:
+                self.ratchet.remove_worktree(exp.id)
+            except Exception:
+                log.exception("could not remove worktree of #%s", exp.id)
+        return requeued
+
+    def _archive_attempt(self, exp: Experiment) -> None:
+        """Keep the log of an interrupted attempt next to the new one: nothing is lost."""
+        for path in (exp.log_path, exp.metrics_path):
+            if path and os.path.exists(path):
+                os.replace(path, f"{path}.attempt{exp.attempts}")
+
+    # -- proposals -------------------------------------------------------------------------------
+    def _proposer(self, kind: str):
+        if kind not in self._proposers:
+            self._proposers[kind] = make_proposer(kind, self.config, self.state_dir)
+        return self._proposers[kind]
+
+    def _context(self) -> ProposalContext:
+        exps = self.journal.list()
+        ref = reference_for(exps, code_hash(self.head_source()))
+        program = self.workspace / "program.md"
+        summary = self.summary()
+        return ProposalContext(
+            source=self.head_source(),
+            script_name=self.script_name,
+            experiments=exps,
+            best=summary.best,
+            sigma=self.judge.sigma(exps, ref),
+            metric=self.config.experiment.metric,
+            lower_is_better=self.config.lower_is_better,
+            program=program.read_text(encoding="utf-8") if program.exists() else "",
+            state_dir=self.state_dir,
+        )
+
+    def propose(self, kind: str | None = None, iteration: int = 0) -> Experiment:
+        """Ask a proposer for an edit; an invalid one is recorded as rejected, never run."""
+        kind = kind or self._kind_for(iteration)
+        proposer = self._proposer(kind)
+        ctx = self._context()
+        try:
+            proposal = proposer.propose(ctx)
+        except ProposalError as exc:
+            exp = self._create(
+                status=Status.REJECTED, source=getattr(proposer, "name", kind),
+                parent_commit=self.head(), rejection_reason=f"no valid proposal: {exc}",
+                verdict=f"no valid proposal: {exc}",
+            )
+            return exp
+        return self.add_proposal(proposal, base_source=ctx.source)
+
+    def _kind_for(self, iteration: int) -> str:
+        p = self.config.proposer
+        if p.kind == "mixed":
+            return p.mix[iteration % len(p.mix)]
+        return p.kind
+
+    def add_proposal(self, proposal: Proposal, base_source: str | None = None) -> Experiment:
+        """Record a proposal (from any proposer or the user) against the research branch head."""
+        head = self.head()
+        old = base_source if base_source is not None else self.ratchet.read_script(head)
+        diff = unified_diff(old, proposal.new_source, self.script_name)
+        fields = dict(
+            source=proposal.source, hypothesis=proposal.hypothesis,
+            predicted_delta=proposal.predicted_delta, rationale=proposal.rationale,
+            parent_commit=head, params=proposal.params, diff=diff,
+            code_hash=code_hash(proposal.new_source),
+        )
+        try:
+            validate_source(proposal.new_source, old)
+        except EditError as exc:
+            exp = self._create(status=Status.REJECTED, rejection_reason=str(exc),
+                               verdict=f"rejected before running: {exc}", **fields)
+            self._observe(exp)
+            return exp
+        return self._create(status=Status.PROPOSED, **fields)
+
+    def propose_diff(self, diff: str, hypothesis: str, predicted_delta: float | None = None) -> Experiment:
+        """A user's own edit as a unified diff against the research branch head."""
+        head = self.head()
+        old = self.ratchet.read_script(head)
+        try:
+            new = apply_unified_diff(old, diff)
+        except EditError as exc:
+            return self._create(status=Status.REJECTED, source="user", hypothesis=hypothesis,
+                                parent_commit=head, diff=diff, rejection_reason=f"edit does not apply: {exc}",
+                                verdict=f"rejected before running: edit does not apply: {exc}")
+        return self.add_proposal(Proposal(new, hypothesis, "user", predicted_delta), base_source=old)
+
+    def accept(self, exp_id: int) -> Experiment:
+        exp = self.journal.get(exp_id)
+        if exp.status != Status.PROPOSED:
+            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only proposed experiments can be accepted")
+        self._update(exp_id, status=Status.ACCEPTED)
+        return self._update(exp_id, status=Status.QUEUED)
+
+    def reject(self, exp_id: int, reason: str | None = None) -> Experiment:
+        exp = self.journal.get(exp_id)
+        if exp.status not in (Status.PROPOSED, Status.ACCEPTED, Status.QUEUED):
+            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only pending experiments can be rejected")
+        reason = (reason or "").strip() or None
+        exp = self._update(exp_id, status=Status.REJECTED, rejection_reason=reason,
+                           verdict=f"rejected by user{': ' + reason if reason else ''}")
+        self._observe(exp)
+        return exp
+
+    def _observe(self, exp: Experiment) -> None:
+        if exp.confirms is not None:
+            return
+        kind = "tune" if exp.source == "tune" else ("llm" if exp.source.startswith("llm") else None)
+        if kind is None:
+            return
+        try:
+            self._proposer(kind).observe(exp)
+        except Exception:
+            log.exception("proposer %s failed to observe #%s", kind, exp.id)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run_baseline(self, seeds: list[int] | None = None, budget: float | None = None) -> list[Experiment]:
+        """Run the head's code unchanged on each seed (default: the judge's seeds) in parallel."""
+        head = self.head()
+        source = self.ratchet.read_script(head)
+        exps = [
+            self._create(status=Status.QUEUED, source="baseline", parent_commit=head,
+                         hypothesis=f"baseline (seed {seed})", seed=seed, code_hash=code_hash(source),
+                         budget=budget)
+            for seed in (seeds or self.config.judge.seeds)
+        ]
+        return self._run_many([e.id for e in exps])
+
+    def ensure_baseline(self, budget: float | None = None) -> list[Experiment]:
+        """Run whatever baseline seeds the current head lacks (none when it has them all)."""
+        ref = self.reference()
+        missing = [s for s in self.config.judge.seeds if s not in ref.by_seed]
+        if not missing:
+            return []
+        return self.run_baseline(missing, budget)
+
+    def _run_many(self, ids: list[int]) -> list[Experiment]:
+        if len(ids) == 1 or self.executor.slots == 1:
+            return [self.run(i) for i in ids]
+        with ThreadPoolExecutor(max_workers=min(len(ids), self.executor.slots)) as pool:
+            return list(pool.map(self.run, ids))
+
+    def run_queued(self) -> list[Experiment]:
+        return self._run_many([e.id for e in self.journal.list(status=Status.QUEUED)])
+
+    def run(self, exp_id: int, budget: float | None = None) -> Experiment:
+        """Run a queued experiment to its verdict (blocking), confirmation rerun included."""
+        exp = self.journal.get(exp_id)
+        if exp.status == Status.PROPOSED:
+            exp = self.accept(exp_id)
+        if exp.status != Status.QUEUED:
+            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only queued experiments can run")
+        if budget is not None:
+            exp = self._update(exp_id, budget=budget)
+        result = self._execute(exp)
+        return self._finish(self.journal.get(exp_id), result)
+
+    def _source_of(self, exp: Experiment) -> str | None:
+        """The script an experiment runs; None when it runs its parent unchanged."""
+        if not exp.diff:
+            return None
+        return apply_unified_diff(self.ratchet.read_script(exp.parent_commit), exp.diff)
+
+    def _execute(self, exp: Experiment) -> TrialResult:
+        cfg = self.config.experiment
+        if exp.seed is None:
+            ref = self.reference()
+            seed = self.judge.pick_seed(ref)
+            exp = self._update(exp.id, seed=seed if seed is not None else self.config.judge.seeds[0])
+        budget = exp.budget or cfg.budget
+        log_path = self.state_dir / "logs" / f"{exp.id}.log"
+        metrics_path = self.state_dir / "metrics" / f"{exp.id}.jsonl"
+        message = f"exp #{exp.id}: {exp.hypothesis or exp.source}"[:200]
+        wt = self.ratchet.prepare_worktree(exp.id, exp.parent_commit, self._source_of(exp), message)
+        self._update(
+            exp.id, status=Status.RUNNING, commit=wt.commit, started_at=time.time(), budget=budget,
+            attempts=exp.attempts + 1, owner_pid=os.getpid(), log_path=str(log_path),
+            metrics_path=str(metrics_path), verdict="running",
+        )
+        self.journal.clear_curve(exp.id)
+        spec = TrialSpec(
+            exp_id=exp.id, cwd=str(wt.cwd), command=self.config.trial_command(), budget=budget,
+            seed=exp.seed, log_path=str(log_path), metrics_path=str(metrics_path), metric=cfg.metric,
+            grace=cfg.grace, workspace_root=str(wt.cwd),
+        )
+        handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
+        try:
+            return handle.result()
+        finally:
+            try:
+                self.ratchet.remove_worktree(exp.id)
+            except Exception:
+                log.exception("could not remove worktree of #%s", exp.id)
+
+    def _on_start(self, exp_id: int, pid: int) -> None:
+        self._update(exp_id, pid=pid)
+
+    def _on_progress(self, exp_id: int, records: list[ProgressRecord]) -> None:
+        self.journal.add_progress(exp_id, records)
+        self.bus.emit(TrialProgress(exp_id, records))
+
+    def _finish(self, exp: Experiment, result: TrialResult) -> Experiment:
+        now = time.time()
+        timings = dict(result.timings, wall=result.wall_seconds)
+        common = dict(finished_at=now, summary=result.summary, timings=timings, pid=None)
+        if result.outcome == Outcome.STOPPED:
+            exp = self._update(exp.id, status=Status.INTERRUPTED, verdict="stopped before it finished",
+                               **common)
+            return exp
+        if result.outcome in (Outcome.CRASHED, Outcome.TIMEOUT) or result.metric is None or not math.isfinite(result.metric):
+            status = Status.TIMEOUT if result.outcome == Outcome.TIMEOUT else Status.CRASHED
+            exp = self._update(exp.id, status=status, crash=result.crash, metric=None,
+                               verdict=f"{status.value}: {result.error}".strip(), **common)
+            self._after_finish(exp)
+            return exp
+        exp = self._update(exp.id, metric=result.metric, **common)
+        t0 = time.time()
+        exp = self._judge(exp)
+        if exp.status in FINISHED:
+            exp = self._update(exp.id, timings=dict(exp.timings, judge=time.time() - t0))
+        return exp
+
+    def _judge(self, exp: Experiment) -> Experiment:
+        """Decide a measured run: baselines become the reference, candidates face the judge."""
+        if exp.is_baseline:
+            exp = self._update(exp.id, status=Status.KEPT,
+                               verdict=f"baseline (seed {exp.seed}): {exp.metric:.6f}")
+            self._after_finish(exp)
+            return exp
+        if exp.confirms is not None:
+            # a confirmation run: the experiment it confirms takes the decision
+            return self._update(exp.id, status=Status.RUNNING, verdict="confirmation measured")
+        exps = self.journal.list()
+        ref = reference_for(exps, code_hash(self.ratchet.read_script(exp.parent_commit)))
+        sigma = self.judge.sigma(exps, ref)
+        if sigma is None or exp.seed not in ref.by_seed:
+            exp = self._update(exp.id, status=Status.DISCARDED,
+                               verdict="no paired baseline to judge against: run the baseline first")
+            self._after_finish(exp)
+            return exp
+        runs = [(exp.seed, exp.metric)]
+        verdict = self.judge.judge(runs, ref, sigma)
+        seed = self.judge.pick_seed(ref, exclude=[exp.seed]) if verdict.needs_confirmation else None
+        if seed is not None:
+            self._update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z,
+                         verdict=f"confirming: {verdict.text}")
+            conf = self._create(
+                status=Status.QUEUED, source=exp.source, parent_commit=exp.commit, seed=seed,
+                hypothesis=f"confirm #{exp.id} on seed {seed}", confirms=exp.id,
+                code_hash=exp.code_hash, budget=exp.budget,
+            )
+            conf = self._finish(self.journal.get(conf.id), self._execute(conf))
+            exps = self.journal.list()
+            sigma = self.judge.sigma(exps, ref)
+            if conf.metric is None or conf.status != Status.RUNNING:
+                verdict.status = Status.DISCARDED
+                verdict.text = f"{verdict.text.split(':')[0]}; confirmation #{conf.id} {conf.status.value}, discarded"
+            else:
+                runs.append((conf.seed, conf.metric))
+                verdict = self.judge.judge(runs, ref, sigma)
+        elif verdict.needs_confirmation:  # the reference has one seed only: decide on one run
+            verdict.status = Status.KEPT
+            verdict.text = verdict.text.replace("confirming on another seed", "kept (no second seed to confirm on)")
+        with self._lock:  # one ratchet move at a time
+            if verdict.status == Status.KEPT:
+                try:
+                    self.ratchet.advance(exp.id)
+                except StaleExperiment as exc:
+                    verdict.status = Status.DISCARDED
+                    verdict.text += f", but not kept: {exc}"
+            exp = self._update(exp.id, status=verdict.status, delta=verdict.delta, sigma=verdict.sigma,
+                               z=verdict.z, verdict=verdict.text)
+        for conf in self.journal.list(status=Status.RUNNING):
+            if conf.confirms == exp.id:
+                self._update(conf.id, status=verdict.status, verdict=f"confirmation of #{exp.id}: {verdict.text}")
+        self._after_finish(exp)
+        return exp
+
+    def _after_finish(self, exp: Experiment) -> None:
+        self._observe(exp)
+        try:
+            self.journal.write_results_tsv(self.workspace / "results.tsv", self.config.lower_is_better)
+        except OSError:
+            log.exception("could not write results.tsv")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def loop(
+        self,
+        iterations: int,
+        budget: float | None = None,
+        proposer: str | None = None,
+        on_iteration: Callable[[int, Experiment], None] | None = None,
+    ) -> list[Experiment]:
+        """Propose → run → judge → ratchet, `iterations` times or until stop() is called."""
+        if not self._loop_thread_busy.acquire(blocking=False):
+            raise EngineError("a loop is already running in this engine; stop it first")
+        self._stop.clear()
+        done: list[Experiment] = []
+        try:
+            self.bus.emit(LoopState(True, 0, iterations, "starting"))
+            for exp in self.recover():
+                if not self._stop.is_set():
+                    done.append(self.run(exp.id, budget))
+            if not self._stop.is_set():
+                self.ensure_baseline(budget)
+            for i in range(iterations):
+                if self._stop.is_set():
+                    break
+                self.bus.emit(LoopState(True, i + 1, iterations, "proposing"))
+                exp = self.propose(proposer, iteration=i)
+                if exp.status == Status.PROPOSED:
+                    self.accept(exp.id)
+                    self.bus.emit(LoopState(True, i + 1, iterations, f"running #{exp.id}"))
+                    exp = self.run(exp.id, budget)
+                done.append(exp)
+                if on_iteration:
+                    on_iteration(i, exp)
+        finally:
+            self.bus.emit(LoopState(False, len(done), iterations, "stopped" if self._stop.is_set() else "done"))
+            self._loop_thread_busy.release()
+        return done
+
+    def stop(self) -> None:
+        """Stop the loop after its current step and stop every running trial."""
+        self._stop.set()
+        for exp in self.journal.running():
+            if exp.owner_pid == os.getpid():
+                self.executor.stop(exp.id)
+
+    def stop_experiment(self, exp_id: int) -> bool:
+        return self.executor.stop(exp_id)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- the user's file -------------------------------------------------------------------------
+    def adopt(self, exp_id: int) -> Path:
+        exp = self.journal.get(exp_id)
+        if exp.status != Status.KEPT or exp.is_baseline:
+            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only kept experiments can be adopted")
+        return self.ratchet.adopt(exp_id)
+
+    def experiment_source(self, exp_id: int) -> str:
+        """The train script as the experiment ran it (or would run it)."""
+        exp = self.journal.get(exp_id)
+        src = self._source_of(exp)
+        return src if src is not None else self.ratchet.read_script(exp.parent_commit)
