@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_TRAIN, edit, git
+
 from researchloop.edits import unified_diff
 from researchloop.engine import Engine, EngineError
 from researchloop.models import Proposal, Status
 from researchloop.ratchet import AdoptConflict
 from researchloop.runner import is_alive
+
+from enginekit import FAKE_TRAIN, edit, git
 
 
 def user_edit(engine: Engine, old: str, new: str, hypothesis: str = "an edit"):
