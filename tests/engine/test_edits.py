@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 
 import pytest
+
 from researchloop.edits import (
     EditError,
     apply_search_replace,
