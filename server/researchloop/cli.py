@@ -150,7 +150,7 @@ def experiments_table(exps: list[Experiment], metric: str) -> Table:
     for e in exps:
         style = STATUS_STYLE.get(e.status.value, "")
         what = e.hypothesis or ""
-        if e.verdict:
+        if e.verdict and not e.is_baseline:
             what = f"{what}\n[dim]{e.verdict}[/]" if what else e.verdict
         table.add_row(str(e.id), f"[{style}]{e.status.value}[/]", e.source, fmt(e.seed, "d") if e.seed is not None else "–",
                       fmt(e.metric, ".6f"), fmt(e.delta, "+.4f"), fmt(e.z, ".1f"), what)
