@@ -521,29 +521,33 @@ def test_executor_stop_and_shutdown(tmp_path):
 def test_kill_orphan_checks_environ(tmp_path):
     code = (
         "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     env = dict(os.environ, RESEARCHLOOP_EXP_ID="77")
-    orphan = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE
+    )
     plain_env = {k: v for k, v in os.environ.items() if k != "RESEARCHLOOP_EXP_ID"}
     stranger = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], env=plain_env, start_new_session=True
     )
     try:
-        time.sleep(0.3)
+        child = int(orphan.stdout.readline())
         assert kill_orphan(orphan.pid, 78) is False  # wrong experiment: PID reused
         assert kill_orphan(stranger.pid, 77) is False  # no RESEARCHLOOP_EXP_ID at all
         assert is_alive(orphan.pid) and is_alive(stranger.pid)
         assert kill_orphan(orphan.pid, 77) is True
         orphan.wait(timeout=5)
-        assert not is_alive(orphan.pid)
+        assert wait_dead(child) and not is_alive(orphan.pid)
         assert kill_orphan(orphan.pid, 77) is False  # nothing left to kill
     finally:
         for proc in (orphan, stranger):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        orphan.stdout.close()
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
