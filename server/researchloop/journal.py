@@ -89,11 +89,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX curves_exp_step ON curves (exp_id, step)""",
     ),
     # v2: LLM usage per experiment; indexes for the editor's queries (watchers poll by rev,
-    # the tree view groups by status, the judge looks up baselines by code hash).
+    # the tree view groups by status and asks for the best kept metric, source prefixes
+    # filter proposers, the judge looks up baselines by code hash).
     (
         """ALTER TABLE experiments ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'""",
         """CREATE UNIQUE INDEX experiments_rev ON experiments (rev)""",
-        """CREATE INDEX experiments_status ON experiments (status)""",
+        """CREATE INDEX experiments_status_metric ON experiments (status, metric)""",
+        """CREATE INDEX experiments_source ON experiments (source)""",
         """CREATE INDEX experiments_code_hash ON experiments (code_hash)""",
     ),
 )
@@ -189,16 +191,29 @@ def _to_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
     return cols
 
 
-def _from_row(row: Sequence[Any]) -> Experiment:
-    values = dict(zip(_COLUMNS, row))
-    file, line, message = (values.pop(c) for c in _CRASH_COLUMNS)
-    values["crash"] = (
-        CrashLocation(file=file, line=line, message=message) if file is not None else None
+_CRASH_AT = _COLUMNS.index("crash_file")
+_FIELD_DICT_AT = tuple(_FIELDS.index(n) for n in sorted(_DICT_FIELDS))
+_loads = json.loads
+
+
+def _from_row(row: Sequence[Any], dicts: bool = True) -> Experiment:
+    """A table row (columns in ``_COLUMNS`` order) -> Experiment; positional for speed.
+
+    ``dicts=False`` leaves the JSON fields empty (skips decoding, the bulk of the cost)."""
+    at = _CRASH_AT
+    values = list(row[:at])
+    file = row[at]
+    values.append(
+        CrashLocation(file=file, line=row[at + 1], message=row[at + 2])
+        if file is not None
+        else None
     )
-    values["status"] = _STATUS_OF[values["status"]]
-    for name in _DICT_FIELDS:
-        values[name] = _load_dict(values[name])
-    return Experiment(**values)
+    values += row[at + 3 :]
+    values[1] = _STATUS_OF[values[1]]
+    for i in _FIELD_DICT_AT:
+        text = values[i]
+        values[i] = _loads(text) if dicts and text and text != "{}" else {}
+    return Experiment(*values)
 
 
 def _statuses(status: Status | str | Iterable[Status | str]) -> list[str]:
@@ -415,9 +430,17 @@ class Journal:
         """The ``n`` newest experiments, newest first."""
         return self._query("", (), f"ORDER BY id DESC LIMIT {int(n)}")
 
-    def with_diff(self) -> list[Experiment]:
-        """Experiments with a non-empty diff (the editor's inlay hints), oldest first."""
-        return self._query("diff != ''", (), "ORDER BY id")
+    def with_diff(self, *, since_rev: int = 0, dicts: bool = True) -> list[Experiment]:
+        """Experiments with a non-empty diff (the editor's inlay hints), oldest first.
+
+        ``since_rev``: only those changed after that revision (refresh a cache cheaply).
+        ``dicts=False``: leave summary/params/usage/timings empty (not decoded) - several times
+        faster for thousands of rows when only the scalar fields are needed.
+        """
+        where = "diff != ''" + (" AND rev > ?" if since_rev else "")
+        args = (since_rev,) if since_rev else ()
+        sql = f"SELECT {_SELECT} FROM experiments WHERE {where} ORDER BY id"
+        return [_from_row(r, dicts) for r in self._conn().execute(sql, args)]
 
     def baselines(self, code_hash: str | None = None) -> list[Experiment]:
         if code_hash is None:
@@ -426,13 +449,23 @@ class Journal:
 
     def best(self, lower_is_better: bool = True) -> Experiment | None:
         """The best metric among kept experiments and measured baselines (ties: oldest)."""
+        agg = "min" if lower_is_better else "max"
         measured = ", ".join(f"'{s.value}'" for s in MEASURED)
-        rows = self._query(
-            f"metric IS NOT NULL AND (status = 'kept' "
-            f"OR (source = 'baseline' AND status IN ({measured})))",
-            (),
-            f"ORDER BY metric {'ASC' if lower_is_better else 'DESC'}, id LIMIT 1",
-        )
+        counted = f"(status = 'kept' OR (source = 'baseline' AND status IN ({measured})))"
+        conn = self._conn()
+        # Two index lookups (status, metric) and (source), then the row itself.
+        candidates = [
+            conn.execute(f"SELECT {agg}(metric) FROM experiments WHERE status = 'kept'"),
+            conn.execute(
+                f"SELECT {agg}(metric) FROM experiments "
+                f"WHERE source = 'baseline' AND +status IN ({measured})"  # + : use the source index
+            ),
+        ]
+        values = [v for (v,) in (c.fetchone() for c in candidates) if v is not None]
+        if not values:
+            return None
+        target = min(values) if lower_is_better else max(values)
+        rows = self._query(f"metric = ? AND {counted}", (target,), "ORDER BY id LIMIT 1")
         return rows[0] if rows else None
 
     def counts(self) -> dict[str, int]:
@@ -472,23 +505,33 @@ class Journal:
         points always kept)."""
         if max_points is not None and max_points < 1:
             raise ValueError("max_points must be at least 1")
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT step, t, frac, loss, extra FROM curves WHERE exp_id = ? "
-                "ORDER BY step, rowid",
-                (exp_id,),
-            )
-            .fetchall()
-        )
-        n = len(rows)
-        if max_points is not None and n > max_points:
-            if max_points == 1:
-                rows = [rows[-1]]
+        conn = self._conn()
+        order = "ORDER BY step, rowid"
+        conn.execute("BEGIN")  # one snapshot for the count and the rows
+        try:
+            n = conn.execute("SELECT count(*) FROM curves WHERE exp_id = ?", (exp_id,)).fetchone()[
+                0
+            ]
+            if max_points is None or n <= max_points:
+                rows = conn.execute(
+                    f"SELECT step, t, frac, loss, extra FROM curves WHERE exp_id = ? {order}",
+                    (exp_id,),
+                ).fetchall()
             else:
-                span = n - 1
-                last = max_points - 1
-                rows = [rows[(i * span + last // 2) // last] for i in range(max_points)]
+                if max_points == 1:
+                    wanted = [n - 1]
+                else:  # evenly spaced positions, rounded; the first and the last included
+                    span, last = n - 1, max_points - 1
+                    wanted = [(i * span + last // 2) // last for i in range(max_points)]
+                rows = conn.execute(
+                    "SELECT step, t, frac, loss, extra FROM ("
+                    f" SELECT step, t, frac, loss, extra, row_number() OVER ({order}) - 1 AS pos"
+                    " FROM curves WHERE exp_id = ?"
+                    ") WHERE pos IN (SELECT value FROM json_each(?)) ORDER BY pos",
+                    (exp_id, json.dumps(wanted)),
+                ).fetchall()
+        finally:
+            conn.execute("COMMIT")
         return [
             ProgressRecord(
                 exp_id=exp_id, step=step, t=t, frac=frac, loss=loss, extra=_load_dict(extra)
@@ -594,9 +637,9 @@ class Journal:
                 return []
             where.append(f"status IN ({', '.join('?' * len(values))})")
             args += values
-        if source_prefix:
-            where.append("substr(source, 1, ?) = ?")
-            args += [len(source_prefix), source_prefix]
+        if source_prefix:  # a range on the source index (no LIKE wildcards to escape)
+            where.append("source >= ? AND source < ?")
+            args += [source_prefix, source_prefix[:-1] + chr(ord(source_prefix[-1]) + 1)]
         tail = f"ORDER BY id {order.upper()}"
         if limit is not None:
             tail += f" LIMIT {int(limit)}"

@@ -16,6 +16,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
+
 from researchloop import journal as journal_mod
 from researchloop.journal import (
     MIGRATIONS,
@@ -481,7 +482,7 @@ def test_migrates_v1_forward(tmp_path: Path) -> None:
         assert (new.id, new.rev) == (2, 2)
         assert j.get(2).usage == {"prompt_tokens": 10}
         indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(experiments)")}
-        assert {"experiments_rev", "experiments_status"} <= indexes
+        assert {"experiments_rev", "experiments_status_metric", "experiments_source"} <= indexes
     finally:
         j.close()
     # Re-opening a current journal changes nothing.
