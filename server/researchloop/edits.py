@@ -515,7 +515,12 @@ def format_value(
 
 def set_constants(source: str, values: dict[str, int | float | bool], digits: int = 4) -> str:
     """Replace the literals of top-level constants in place, keeping comments and layout."""
-    constants = {c.name: c for c in find_constants(source)}
+    try:
+        constants = {c.name: c for c in find_constants(source)}
+    except SyntaxError as exc:
+        raise EditError(
+            f"the script does not parse: {exc.msg} (line {exc.lineno})", line=exc.lineno
+        ) from None
     missing = [name for name in values if name not in constants]
     if missing:
         raise EditError(

@@ -109,6 +109,13 @@ def test_diff_errors_are_specific():
         apply_unified_diff(SCRIPT, truncated)
 
 
+def test_git_style_diff_applies():
+    new = SCRIPT.replace("SEED = 42", "SEED = 42\nEXTRA = 1")
+    diff = unified_diff(SCRIPT, new)
+    git_diff = "diff --git a/train.py b/train.py\nindex 1234567..89abcde 100644\n" + diff
+    assert apply_unified_diff(SCRIPT, git_diff) == new
+
+
 def test_diff_without_line_numbers_is_located_by_context():
     diff = (
         "--- a/train.py\n+++ b/train.py\n@@ ... @@\n"
@@ -259,6 +266,8 @@ def test_set_constants_keeps_comments_and_layout():
     assert again["USE_QK_NORM"] is False
     with pytest.raises(EditError, match="no top-level numeric constant named NAME"):
         set_constants(SCRIPT, {"NAME": 1})
+    with pytest.raises(EditError, match="does not parse"):
+        set_constants("A = = 1\n", {"A": 2})
 
 
 def test_set_constants_two_on_one_line():
