@@ -443,11 +443,16 @@ def run_trial(
     if stop_event.is_set():
         return TrialResult(spec.exp_id, Outcome.STOPPED, error="stopped before it started")
     env = trial_env(spec, env_allow)
-    Path(spec.metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(spec.metrics_path).write_bytes(b"")
     started_at = time.strftime("%Y-%m-%d %H:%M:%S")
     header = f"[researchloop] exp {spec.exp_id} {started_at}: {shlex.join(spec.command)} (cwd {spec.cwd})\n"
-    log_file, log_start = _open_log(spec.log_path, header)
+    try:
+        Path(spec.metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(spec.metrics_path).write_bytes(b"")
+        log_file, log_start = _open_log(spec.log_path, header)
+    except OSError as exc:
+        return TrialResult(
+            spec.exp_id, Outcome.CRASHED, error=f"could not create trial files: {exc}"
+        )
     try:
         return _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
     finally:
