@@ -135,9 +135,13 @@ def main() -> None:
 
         ids = [e.id for e in j.list(limit=1)] + list(range(1, n + 1))
         top = j.max_rev()
-        inlay = lambda: [  # noqa: E731 - the inlay-hint source
-            (e.id, e.status, e.diff, e.metric, e.delta, e.z, e.hypothesis) for e in j.with_diff()
-        ]
+
+        def inlay(dicts: bool) -> list[tuple]:  # the inlay-hint source
+            return [
+                (e.id, e.status, e.diff, e.metric, e.delta, e.z, e.hypothesis)
+                for e in j.with_diff(dicts=dicts)
+            ]
+
         queries = {
             "get": timed(lambda: j.get(rng.choice(ids)), 2000),
             "recent_50": timed(lambda: j.list(order="desc", limit=50), 500),
@@ -150,7 +154,9 @@ def main() -> None:
             f"curve_{args.long_curve}pts_max500": timed(
                 lambda: j.curve(long_id, max_points=500), 50
             ),
-            "with_diff_all": timed(inlay, 20),
+            "with_diff_all": timed(lambda: inlay(True), 20),
+            "with_diff_all_no_dicts": timed(lambda: inlay(False), 20),
+            "with_diff_since_max_rev_minus_10": timed(lambda: j.with_diff(since_rev=top - 10), 500),
         }
         assert len(j.running()) == 2 and j.best() is not None
         with_diff = len(j.with_diff())

@@ -274,6 +274,12 @@ def test_editor_queries(journal: Journal) -> None:
     assert [e.id for e in journal.by_status("queued", Status.CRASHED)] == [5, 8]
     assert [e.id for e in journal.recent(2)] == [9, 8]
     assert [e.id for e in journal.with_diff()] == [3, 4, 5, 6]
+    mark = journal.max_rev()
+    journal.update(4, summary={"peak_vram_mb": 1.0}, z=-1.5)
+    journal.update(7, hypothesis="no diff, not listed")
+    (slim,) = journal.with_diff(since_rev=mark, dicts=False)
+    assert (slim.id, slim.z, slim.diff, slim.metric, slim.summary) == (4, -1.5, "d4", 0.98, {})
+    assert journal.with_diff(since_rev=mark)[0].summary == {"peak_vram_mb": 1.0}
     assert [e.id for e in journal.baselines()] == [1, 2, 9]
     assert [e.id for e in journal.baselines(code_hash="h0")] == [1, 2]
     # The discarded 0.980 does not count; the baseline of later code (0.985) does.
@@ -317,12 +323,19 @@ def test_curve_add_and_downsample(journal: Journal) -> None:
     with pytest.raises(ValueError, match="record for #7"):
         journal.add_progress(e.id, [ProgressRecord(7, 1, 0, 0, 1.0)])
 
+    # Repeated steps (a re-read metrics file) keep insertion order, thinned or not.
+    dup = journal.create(status="running", source="tune")
+    pts = [ProgressRecord(dup.id, s // 2, float(i), 0.0, float(i)) for i, s in enumerate(range(40))]
+    journal.add_progress(dup.id, pts)
+    assert journal.curve(dup.id) == pts
+    assert [r.t for r in journal.curve(dup.id, max_points=5)] == [0.0, 10.0, 20.0, 29.0, 39.0]
+
     other = journal.create(status="running", source="tune")
     journal.add_progress(other.id, [ProgressRecord(other.id, 1, 0.1, 0.5, 2.0)])
     assert journal.clear_curve(e.id) == 100
     assert journal.curve(e.id) == []
     assert len(journal.curve(other.id)) == 1
-    assert journal.max_rev() == rev + 1  # curves do not take revisions; the create did
+    assert journal.max_rev() == rev + 2  # curves do not take revisions; the creates did
     assert journal.curve(12345) == []
 
 
