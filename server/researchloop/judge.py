@@ -130,11 +130,11 @@ class Judge:
         """Judge a candidate from its runs [(seed, metric), ...] against the paired reference."""
         if sigma is None:
             raise ValueError("no noise estimate yet: run the baseline on at least 2 seeds first")
-        deltas = []
-        for seed, value in runs:
-            if seed not in reference.by_seed:
-                raise ValueError(f"seed {seed} has no reference run to pair with")
-            deltas.append(value - reference.by_seed[seed])
+        if reference.value is None:
+            raise ValueError("no reference runs of the current code: run the baseline first")
+        # paired with the reference run of the same seed where there is one, else its mean
+        # (then the noise of the difference is below sqrt(2) sigma: the verdict stays conservative)
+        deltas = [value - reference.by_seed.get(seed, reference.value) for seed, value in runs]
         n = len(deltas)
         delta = sum(deltas) / n
         sd = math.sqrt(2.0) * sigma / math.sqrt(n)  # noise of a mean of n paired differences

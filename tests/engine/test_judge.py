@@ -97,5 +97,12 @@ def test_judging_without_noise_estimate_or_pairing_is_an_error():
     ref = reference_for(BASE, "base")
     with pytest.raises(ValueError, match="baseline"):
         judge.judge([(42, 1.4)], ref, None)
-    with pytest.raises(ValueError, match="seed 7"):
-        judge.judge([(7, 1.4)], ref, 0.01)
+    with pytest.raises(ValueError, match="reference"):
+        judge.judge([(42, 1.4)], reference_for([], "base"), 0.01)
+
+
+def test_a_seed_without_its_own_reference_run_is_compared_with_the_mean():
+    judge = Judge(JudgeConfig(seeds=[42, 43], k=2.0))
+    ref = reference_for(BASE, "base")
+    v = judge.judge([(7, 1.505)], ref, judge.sigma(BASE, ref))
+    assert v.delta == pytest.approx(1.505 - 1.510)
