@@ -411,7 +411,7 @@ class Engine:
         exps = self.journal.list()
         ref = reference_for(exps, code_hash(self.ratchet.read_script(exp.parent_commit)))
         sigma = self.judge.sigma(exps, ref)
-        if sigma is None or exp.seed not in ref.by_seed:
+        if sigma is None or ref.value is None:
             exp = self._update(exp.id, status=Status.DISCARDED,
                                verdict="no paired baseline to judge against: run the baseline first")
             self._after_finish(exp)
