@@ -349,7 +349,9 @@ class Engine:
         log_path = self.state_dir / "logs" / f"{exp.id}.log"
         metrics_path = self.state_dir / "metrics" / f"{exp.id}.jsonl"
         message = f"exp #{exp.id}: {exp.hypothesis or exp.source}"[:200]
+        t_git = time.time()
         wt = self.ratchet.prepare_worktree(exp.id, exp.parent_commit, self._source_of(exp), message)
+        git_seconds = time.time() - t_git
         self._update(
             exp.id, status=Status.RUNNING, commit=wt.commit, started_at=time.time(), budget=budget,
             attempts=exp.attempts + 1, owner_pid=os.getpid(), log_path=str(log_path),
@@ -363,12 +365,16 @@ class Engine:
         )
         handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
         try:
-            return handle.result()
+            result = handle.result()
         finally:
+            t_git = time.time()
             try:
                 self.ratchet.remove_worktree(exp.id)
             except Exception:
                 log.exception("could not remove worktree of #%s", exp.id)
+            git_seconds += time.time() - t_git
+        result.timings["git"] = git_seconds
+        return result
 
     def _on_start(self, exp_id: int, pid: int) -> None:
         self._update(exp_id, pid=pid)
