@@ -220,7 +220,7 @@ class Engine:
             exp = self._create(
                 status=Status.REJECTED, source=getattr(proposer, "name", kind),
                 parent_commit=self.head(), rejection_reason=f"no valid proposal: {exc}",
-                verdict=f"no valid proposal: {exc}",
+                verdict=f"no valid proposal: {exc}", usage=dict(getattr(exc, "usage", None) or {}),
             )
             return exp
         return self.add_proposal(proposal, base_source=ctx.source)
@@ -236,10 +236,12 @@ class Engine:
         head = self.head()
         old = base_source if base_source is not None else self.ratchet.read_script(head)
         diff = unified_diff(old, proposal.new_source, self.script_name)
+        params = dict(proposal.params or {})
+        usage = params.pop("usage", None) or {}  # e.g. LLM tokens: its own journal column
         fields = dict(
             source=proposal.source, hypothesis=proposal.hypothesis,
             predicted_delta=proposal.predicted_delta, rationale=proposal.rationale,
-            parent_commit=head, params=proposal.params, diff=diff,
+            parent_commit=head, params=params, usage=dict(usage), diff=diff,
             code_hash=code_hash(proposal.new_source),
         )
         try:

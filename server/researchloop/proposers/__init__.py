@@ -44,6 +44,15 @@ def _make_tune(config: Any, state_dir: Path | None) -> Proposer:
 register_proposer("tune", _make_tune)
 
 
+def _make_llm(config: Any, state_dir: Path | None) -> Proposer:
+    from researchloop.proposers.llm import LLMProposer
+
+    return LLMProposer.from_config(config, state_dir)
+
+
+register_proposer("llm", _make_llm)
+
+
 def make_proposer(kind: str, config: Any, state_dir: Path | str | None) -> Proposer:
     """Build a proposer of ``kind`` from the workspace ``Config`` and its state dir."""
     factory = _REGISTRY.get(kind)

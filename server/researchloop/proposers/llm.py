@@ -1,0 +1,986 @@
+"""The LLM proposer: an edit of the train script from any OpenAI-compatible Chat Completions API.
+
+Works with OpenAI and with OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp):
+``llm.base_url``, ``llm.model``, ``llm.temperature``, ``llm.timeout``, ``llm.max_retries`` and
+``llm.context_tokens`` come from researchloop.toml; the key from ``OPENAI_API_KEY`` or an
+explicit ``api_key`` (the language server passes the editor's secret). The key is never
+written to the config, the journal, a log or an exception message.
+
+One proposal:
+
+1. **Context** (:func:`build_messages`): program.md, the script with line numbers (never
+   truncated), best result and sigma, the researcher's reasons for rejected proposals, recent
+   experiments as a table, tails of recent crash logs and the ideas already tried, fitted to
+   ``llm.context_tokens`` by dropping the lowest-priority parts first.
+2. **Answer**: one JSON object ``{hypothesis, predicted_delta, rationale, edits: [{search,
+   replace}]}`` requested with ``response_format`` json_schema; a server that rejects that (a
+   400 naming response_format) is asked for json_object, then for a fenced ```json block.
+3. **Validation** before anything runs (:func:`check_answer`): every search text occurs once,
+   the result parses, changes code (not only the seed), and leaves the fixed evaluation alone
+   (:func:`check_protected`). A failed answer is shown back to the model with the problem, at
+   most ``llm.max_retries`` times, then :class:`LLMProposalError` (the engine records a
+   rejected "no valid proposal" experiment and the loop goes on).
+4. **Transport**: the client's own retries are off; 429 and 5xx are retried here with
+   backoff honouring ``Retry-After`` (at most ``llm.max_retries`` times per request); a timeout
+   or a refused connection fails at once with a message naming the base URL.
+
+Token usage (prompt/completion/total, every attempt) goes to ``Proposal.params["usage"]``,
+which the engine stores as ``Experiment.usage``.
+"""
+
+from __future__ import annotations
+
+import ast
+import email.utils
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from researchloop.edits import EditError, apply_search_replace, validate_source
+from researchloop.models import Experiment, Proposal, Status
+from researchloop.proposers.base import ProposalContext, ProposalError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LLMProposalError",
+    "LLMProposer",
+    "Usage",
+    "build_messages",
+    "check_answer",
+    "check_protected",
+    "estimate_tokens",
+    "parse_answer",
+    "set_api_key",
+]
+
+KEY_ENV = "OPENAI_API_KEY"
+LOCAL_PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, the client wants one
+MAX_BACKOFF_S = 60.0
+CRASH_TAIL_LINES = 20
+MAX_TABLE_ROWS = 40
+MAX_CRASH_TAILS = 3
+MAX_REJECTION_REASONS = 10
+FEEDBACK_ECHO_CHARS = 4000  # how much of a failed answer is shown back to the model
+
+_explicit_key: str | None = None
+
+
+def set_api_key(key: str | None) -> None:
+    """Use ``key`` for every LLM proposer built afterwards (e.g. from the editor's secret store).
+
+    It is kept in memory only; ``None`` goes back to ``OPENAI_API_KEY``.
+    """
+    global _explicit_key
+    _explicit_key = key or None
+
+
+class LLMProposalError(ProposalError):
+    """No valid proposal from the model; ``usage`` holds the tokens spent trying."""
+
+    def __init__(self, message: str, usage: dict[str, int] | None = None):
+        super().__init__(message)
+        self.usage = dict(usage or {})
+
+
+class AnswerError(ValueError):
+    """The model's answer is not a usable proposal; the message is shown to the model."""
+
+
+# ------------------------------------------------------------------------------------------
+# tokens
+
+
+def _load_tiktoken() -> Callable[[str], int] | None:
+    if os.environ.get("RESEARCHLOOP_NO_TIKTOKEN"):
+        return None
+    try:  # only in the trainer extra; its encodings may need a download: fall back quietly
+        import tiktoken
+
+        enc = tiktoken.get_encoding("o200k_base")
+    except Exception:
+        return None
+    return lambda text: len(enc.encode(text, disallowed_special=()))
+
+
+_TIKTOKEN: Callable[[str], int] | None | bool = False  # False: not tried yet
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of ``text``: tiktoken when it is importable and loads, else ≈ chars / 4."""
+    global _TIKTOKEN
+    if _TIKTOKEN is False:
+        _TIKTOKEN = _load_tiktoken()
+    if _TIKTOKEN:
+        return _TIKTOKEN(text)  # type: ignore[operator]
+    return (len(text) + 3) // 4
+
+
+MESSAGE_OVERHEAD = 4  # role and separators per chat message
+
+
+def messages_tokens(messages: Sequence[dict[str, str]]) -> int:
+    return sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages) + 2
+
+
+# ------------------------------------------------------------------------------------------
+# the prompt
+
+SYSTEM_PROMPT = """\
+You are a research engineer improving a training script in an automated experiment loop.
+Each proposal edits only {script} and runs as one fixed-time-budget trial; a noise-aware
+judge keeps it only if {metric} gets {better} by more than run-to-run noise.
+
+Rules:
+- Edit only {script}. The data, tokenizer and evaluation ({metric}) are fixed: never touch
+  prepare.py, its imports, the evaluation call or the line that prints {metric}.
+- One idea per proposal, with a falsifiable hypothesis. Do not repeat ideas already tried.
+- Keep the script runnable: it must parse and finish within its time budget.
+- Changing only the random seed, comments or formatting is not an experiment.
+
+Reply with ONE JSON object and nothing else (if you cannot, put it in a single ```json block):
+{{
+  "hypothesis": "one sentence: the change and its expected effect",
+  "predicted_delta": <number: expected change of {metric}, new minus current; {sign_rule}>,
+  "rationale": "why you expect it, briefly",
+  "edits": [{{"search": "exact text copied from {script}", "replace": "its replacement"}}]
+}}
+Each "search" must be copied exactly from the script (whitespace included, WITHOUT the
+line-number prefix shown below) and occur exactly once; include enough lines to be unique.
+"""
+
+
+@dataclass
+class _Part:
+    """A block of the user message; optional parts are dropped or shortened to fit."""
+
+    title: str
+    lines: list[str]
+    priority: int  # higher = kept longer
+    drop_from_end: bool = True  # lines are newest-first: drop from the end (oldest)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _numbered(source: str) -> str:
+    lines = source.splitlines()
+    width = max(3, len(str(len(lines))))
+    return "\n".join(f"{i:>{width}}| {line}" for i, line in enumerate(lines, 1))
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tail(path: str | None, n: int = CRASH_TAIL_LINES, max_bytes: int = 16384) -> list[str]:
+    if not path or not os.path.exists(path):
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln.rstrip()[:300] for ln in data.splitlines()[-n:]]
+
+
+def _is_user_rejection(e: Experiment) -> bool:
+    return e.status == Status.REJECTED and (e.verdict or "").startswith("rejected by user")
+
+
+def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
+    exps = [e for e in ctx.experiments if e.confirms is None]
+    proposals = [e for e in exps if not e.is_baseline]
+    newest = list(reversed(proposals))
+
+    # the researcher's reasons for rejecting proposals (highest optional priority)
+    reasons = [
+        f"- #{e.id} \"{_one_line(e.hypothesis, 100)}\": {_one_line(e.rejection_reason or '', 200)}"
+        for e in reversed(exps)
+        if _is_user_rejection(e) and e.rejection_reason
+    ][:MAX_REJECTION_REASONS]
+
+    # recent experiments, newest first
+    rows = []
+    for e in newest[:MAX_TABLE_ROWS]:
+        status = e.status.value
+        rows.append(
+            f"| {e.id} | {_one_line(e.source, 16)} | {_one_line(e.hypothesis, 90)} | "
+            f"{_fmt(e.predicted_delta, '+.4f')} | {_fmt(e.delta, '+.4f')} | {_fmt(e.z, '+.1f')} | "
+            f"{status}: {_one_line(e.verdict, 60)} |"
+        )
+    in_table = {e.id for e in newest[:MAX_TABLE_ROWS]}
+
+    # tails of recent crash logs
+    crashes = []
+    for e in newest:
+        if len(crashes) >= MAX_CRASH_TAILS:
+            break
+        if e.status not in (Status.CRASHED, Status.TIMEOUT):
+            continue
+        tail = _tail(e.log_path)
+        where = f" at {e.crash.file}:{e.crash.line}: {e.crash.message}" if e.crash else ""
+        if tail or where:
+            crashes.append(
+                f"#{e.id} ({e.status.value}{where}) \"{_one_line(e.hypothesis, 80)}\"\n```\n"
+                + "\n".join(tail)
+                + "\n```"
+            )
+
+    # ideas already tried, beyond the table (oldest dropped first)
+    seen: set[str] = set()
+    tried = []
+    for e in newest:
+        h = _one_line(e.hypothesis, 120)
+        if e.id in in_table or not h or h.lower() in seen:
+            continue
+        seen.add(h.lower())
+        tried.append(f"- #{e.id} {h} → {e.status.value}")
+
+    header = "| id | source | hypothesis | predicted Δ | measured Δ | z | verdict |\n|---|---|---|---|---|---|---|"
+    parts = [
+        _Part("Reasons the researcher gave for rejecting proposals (respect them)", reasons, 40),
+        _Part(
+            "Recent experiments, newest first (Δ = new − reference; z > 0 is better, in noise units)",
+            [header, *rows],
+            30,
+        ),
+        _Part("Ideas already tried (do not repeat), newest first", tried, 20),
+        _Part("Tails of recent crash logs", crashes, 10),
+    ]
+    return [p for p in parts if p.lines and p.lines != [header]]
+
+
+def _status_text(ctx: ProposalContext, k: float | None) -> str:
+    better = "lower" if ctx.lower_is_better else "higher"
+    lines = [f"Metric: {ctx.metric or 'the metric'} ({better} is better)."]
+    if ctx.best is not None and ctx.best.metric is not None:
+        lines.append(f"Best so far: {ctx.best.metric:.6f} (experiment #{ctx.best.id}, {ctx.best.source}).")
+    else:
+        lines.append("Best so far: none measured yet.")
+    if ctx.sigma:
+        need = f" (a change is kept when it beats about {k:g} × √2 × sigma = {k * math.sqrt(2) * ctx.sigma:.6f})" if k else ""
+        lines.append(f"Run-to-run noise sigma: {ctx.sigma:.6f}{need}.")
+    else:
+        lines.append("Run-to-run noise sigma: not measured yet.")
+    return "\n".join(lines)
+
+
+def _render(parts: list[_Part]) -> str:
+    return "".join(f"\n\n## {p.title}\n" + "\n".join(p.lines) for p in parts if p.lines)
+
+
+@dataclass
+class BuiltContext:
+    messages: list[dict[str, str]]
+    tokens: int
+    budget: int
+    dropped: dict[str, int] = field(default_factory=dict)  # part title -> lines left out
+
+
+def build_messages(
+    ctx: ProposalContext, budget: int, k: float | None = None, reserve: int = 0
+) -> BuiltContext:
+    """The chat messages for one proposal, within ``budget - reserve`` tokens.
+
+    Mandatory: the instructions, the script (whole) and the status; program.md next (cut
+    with a note only if it alone can't fit); then, in priority order, rejection reasons,
+    recent experiments, ideas tried, crash tails, each shortened oldest-first.
+    Raises ProposalError when the script alone does not fit.
+    """
+    better = "lower" if ctx.lower_is_better else "higher"
+    sign_rule = (
+        "negative means better, since lower is better"
+        if ctx.lower_is_better
+        else "positive means better, since higher is better"
+    )
+    system = SYSTEM_PROMPT.format(
+        script=ctx.script_name, metric=ctx.metric or "the metric", better=better, sign_rule=sign_rule
+    )
+    script = f"## Current {ctx.script_name} (line numbers are not part of the file)\n```python\n{_numbered(ctx.source)}\n```"
+    status = _status_text(ctx, k)
+    ask = "\n\nPropose the next experiment as the JSON object described."
+    limit = budget - reserve
+
+    def total(program_text: str, optional: str) -> int:
+        user = program_text + script + "\n\n" + status + optional + ask
+        return messages_tokens([{"content": system}, {"content": user}])
+
+    base = total("", "")
+    if base > limit:
+        raise ProposalError(
+            f"{ctx.script_name} alone needs about {base} tokens of context but llm.context_tokens "
+            f"is {budget} (with {reserve} kept for a retry); raise llm.context_tokens "
+            "(the script is never cut)"
+        )
+    program = ""
+    if ctx.program.strip():
+        program = f"## Instructions from the researcher (program.md)\n{ctx.program.strip()}\n\n"
+        if total(program, "") > limit:
+            room = (limit - base) * 4 - 200
+            program = (
+                "## Instructions from the researcher (program.md, cut to fit)\n"
+                + ctx.program.strip()[: max(0, room)]
+                + "\n[... program.md cut to fit llm.context_tokens ...]\n\n"
+            )
+            while program and total(program, "") > limit:
+                program = program[: int(len(program) * 0.9)]
+
+    parts = _context_parts(ctx, k)
+    kept = [_Part(p.title, [], p.priority) for p in parts]
+    dropped: dict[str, int] = {}
+    # fill by priority: each part takes as many lines (newest first) as still fit
+    for src, dst in sorted(zip(parts, kept), key=lambda pair: -pair[0].priority):
+        used = total(program, _render(kept))
+        for i, line in enumerate(src.lines):
+            dst.lines.append(line)
+            cost = estimate_tokens(line) + 1 + (estimate_tokens(dst.title) + 4 if len(dst.lines) == 1 else 0)
+            if used + cost > limit:
+                dst.lines.pop()
+                dropped[src.title] = len(src.lines) - i
+                break
+            used += cost
+        if dst.lines and dst.lines[0].startswith("| id |") and len(dst.lines) == 1:
+            dst.lines.clear()  # a table header without rows
+    # the estimate per line is additive; re-check the rendered whole and trim if needed
+    optional = _render(kept)
+    while total(program, optional) > limit:
+        victim = min((p for p in kept if p.lines), key=lambda p: p.priority, default=None)
+        if victim is None:
+            break
+        victim.lines.pop()
+        dropped[victim.title] = dropped.get(victim.title, 0) + 1
+        optional = _render(kept)
+    user = program + script + "\n\n" + status + optional + ask
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return BuiltContext(messages, messages_tokens(messages), budget, dropped)
+
+
+# ------------------------------------------------------------------------------------------
+# the answer
+
+PROPOSAL_SCHEMA: dict[str, Any] = {
+    "name": "proposal",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["hypothesis", "predicted_delta", "rationale", "edits"],
+        "properties": {
+            "hypothesis": {"type": "string"},
+            "predicted_delta": {"type": "number"},
+            "rationale": {"type": "string"},
+            "edits": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["search", "replace"],
+                    "properties": {"search": {"type": "string"}, "replace": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+_FENCE_RE = re.compile(r"```[ \t]*(json)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def parse_answer(content: str | None) -> dict[str, Any]:
+    """The JSON object of an answer: the whole reply, or its one ```json block."""
+    if content is None or not content.strip():
+        raise AnswerError("the reply was empty; reply with the JSON object")
+    text = _THINK_RE.sub("", content).strip()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        blocks = _FENCE_RE.findall(text)
+        labelled = [b for label, b in blocks if label]
+        candidates = labelled or [b for _, b in blocks]
+        if len(candidates) != 1:
+            where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            raise AnswerError(
+                f"the reply is not valid JSON ({where}) and does not hold exactly one ```json "
+                "block; reply with ONE JSON object only"
+            ) from None
+        try:
+            data = json.loads(candidates[0])
+        except json.JSONDecodeError as exc2:
+            raise AnswerError(
+                f"the ```json block is not valid JSON (line {exc2.lineno}, column "
+                f"{exc2.colno}: {exc2.msg}); check quotes and escapes (newlines in strings are \\n)"
+            ) from None
+    if not isinstance(data, dict):
+        raise AnswerError(f"the reply is JSON but a {type(data).__name__}, not an object")
+    return data
+
+
+_NUMBER_PREFIX_RE = re.compile(r"^ *\d+\| ?")
+
+
+def _strip_line_numbers(text: str) -> str | None:
+    """``text`` without the ``  12| `` prefixes the prompt shows, if every line has one."""
+    lines = text.splitlines(keepends=True)
+    if not lines or not all(_NUMBER_PREFIX_RE.match(ln) or not ln.strip() for ln in lines):
+        return None
+    return "".join(_NUMBER_PREFIX_RE.sub("", ln, count=1) for ln in lines)
+
+
+def _edit_blocks(data: dict[str, Any], script_name: str) -> list[tuple[str, str]]:
+    edits = data.get("edits")
+    if not isinstance(edits, list) or not edits:
+        raise AnswerError('"edits" must be a non-empty list of {"search": ..., "replace": ...}')
+    blocks = []
+    for i, item in enumerate(edits, 1):
+        if not isinstance(item, dict):
+            raise AnswerError(f"edit {i} is not an object with search and replace")
+        target = item.get("file") or item.get("path") or item.get("filename")
+        if target and os.path.basename(str(target)) != os.path.basename(script_name):
+            raise AnswerError(
+                f"edit {i} targets {target}; only {script_name} may be edited (prepare.py and "
+                "every other file are fixed)"
+            )
+        search, replace = item.get("search"), item.get("replace")
+        if not isinstance(search, str) or not isinstance(replace, str):
+            raise AnswerError(f'edit {i} needs string fields "search" and "replace"')
+        blocks.append((search, replace))
+    return blocks
+
+
+def _apply(source: str, blocks: list[tuple[str, str]]) -> str:
+    try:
+        return apply_search_replace(source, blocks)
+    except EditError as first:
+        # a model that copied the line-number prefixes: strip them and try once more
+        fixed = []
+        changed = False
+        for search, replace in blocks:
+            s = _strip_line_numbers(search) if search not in source else None
+            if s is not None:
+                r = _strip_line_numbers(replace)
+                fixed.append((s, r if r is not None else replace))
+                changed = True
+            else:
+                fixed.append((search, replace))
+        if changed:
+            try:
+                return apply_search_replace(source, fixed)
+            except EditError:
+                pass
+        raise AnswerError(str(first)) from None
+
+
+# -- the fixed evaluation ------------------------------------------------------------------
+
+PROTECTED_MODULE = "prepare"
+
+
+def _prepare_imports(tree: ast.AST) -> tuple[list[str], set[str], set[str]]:
+    """(dumps of the import statements that involve prepare, module aliases, imported names)."""
+    dumps, modules, names = [], set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            hit = [a for a in node.names if a.name.split(".")[0] == PROTECTED_MODULE]
+            if hit:
+                dumps.append(ast.dump(node))
+                modules.update((a.asname or a.name.split(".")[0]) for a in hit)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PROTECTED_MODULE:
+            dumps.append(ast.dump(node))
+            names.update((a.asname or a.name) for a in node.names)
+    return sorted(dumps), modules, names
+
+
+def _bindings(tree: ast.AST) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] += 1
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out[node.id] += 1
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                out[a.asname or a.name.split(".")[0]] += 1
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            for n in node.names:
+                out[n] += 1
+    return out
+
+
+def _module_writes(tree: ast.AST, modules: set[str]) -> int:
+    """Assignments/deletions of attributes of the prepare module, and setattr/delattr on it."""
+    n = 0
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, (ast.Store, ast.Del))
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+        ):
+            n += 1
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("setattr", "delattr")
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id in modules
+        ):
+            n += 1
+    return n
+
+
+def _is_eval_name(name: str) -> bool:
+    return name.lower().startswith(("evaluate", "eval_"))
+
+
+def _protected_statements(tree: ast.AST, modules: set[str], names: set[str], metric: str) -> list[str]:
+    """Simple statements that run the fixed evaluation or print the metric line."""
+    marker = f"{metric}:" if metric else None
+    out = []
+    for stmt in ast.walk(tree):
+        if not isinstance(stmt, ast.stmt) or hasattr(stmt, "body"):
+            continue
+        hit = False
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id in modules and _is_eval_name(node.attr):
+                    hit = True
+            elif isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id):
+                hit = True
+            elif marker and isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if marker in node.value:
+                    hit = True
+            if hit:
+                break
+        if hit:
+            out.append(ast.dump(stmt))
+    return sorted(out)
+
+
+def _protected_targets(tree: ast.AST, modules: set[str], names: set[str]) -> set[str]:
+    """Names assigned from the evaluation call (e.g. ``val_bpb = prepare.evaluate_bpb(...)``)."""
+    targets = set()
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+            calls_eval = any(
+                (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules and _is_eval_name(n.attr))
+                or (isinstance(n, ast.Name) and n.id in names and _is_eval_name(n.id))
+                for n in ast.walk(stmt.value)
+            )
+            if calls_eval:
+                for t in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+                    targets.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+    return targets
+
+
+def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
+    """Raise EditError when an edit reaches into the fixed data/evaluation (prepare.py).
+
+    The rule (a guard against accidents and obvious gaming, not a sandbox):
+      1. no new mention of ``prepare.py`` (opening, copying or rewriting it);
+      2. the statements importing ``prepare`` stay exactly as they are;
+      3. nothing new is bound to a name imported from prepare, the module's own name, or an
+         ``evaluate*``/``eval_*`` name (no redefinition or shadowing of the metric);
+      4. no new assignment/deletion/setattr of attributes of the prepare module (monkeypatching);
+      5. the statements that call the evaluation or print ``<metric>:`` stay the same (they may
+         move, not change), and the variable they assign is not assigned anywhere new.
+    """
+    if new.count("prepare.py") > old.count("prepare.py"):
+        raise EditError(
+            "the edit mentions prepare.py; prepare.py (data, tokenizer, metric) is fixed: edit "
+            "only the train script"
+        )
+    try:
+        old_tree, new_tree = ast.parse(old), ast.parse(new)
+    except SyntaxError:
+        return  # validate_source reports syntax errors
+    old_imports, modules, names = _prepare_imports(old_tree)
+    new_imports, new_modules, new_names = _prepare_imports(new_tree)
+    if old_imports != new_imports:
+        raise EditError(
+            "the edit changes the imports from prepare (the fixed data and metric); leave them as they are"
+        )
+    old_b, new_b = _bindings(old_tree), _bindings(new_tree)
+    guarded = modules | names | {PROTECTED_MODULE}
+    guarded |= {n for n in new_b if _is_eval_name(n)}
+    guarded |= _protected_targets(old_tree, modules, names)
+    for name in sorted(guarded):
+        if new_b[name] > old_b[name]:
+            raise EditError(
+                f"the edit (re)defines {name!r}, which belongs to the fixed evaluation; "
+                "the metric must come from prepare.py unchanged"
+            )
+    if _module_writes(new_tree, modules) > _module_writes(old_tree, modules):
+        raise EditError(
+            "the edit assigns to attributes of the prepare module (monkeypatching the fixed "
+            "data or metric); leave prepare alone"
+        )
+    if _protected_statements(old_tree, modules, names, metric) != _protected_statements(
+        new_tree, modules, names, metric
+    ):
+        raise EditError(
+            f"the edit changes the evaluation call or the line printing {metric}; those are "
+            "fixed: change the training, not the measurement"
+        )
+
+
+def check_answer(
+    data: dict[str, Any], source: str, script_name: str = "train.py", metric: str = "val_bpb"
+) -> tuple[str, str, float, str]:
+    """(new_source, hypothesis, predicted_delta, rationale) of a valid answer, else AnswerError."""
+    hypothesis = data.get("hypothesis")
+    if not isinstance(hypothesis, str) or not hypothesis.strip():
+        raise AnswerError('"hypothesis" must be a non-empty string')
+    predicted = data.get("predicted_delta")
+    if isinstance(predicted, str):
+        try:
+            predicted = float(predicted.strip())
+        except ValueError:
+            predicted = None
+    if isinstance(predicted, bool) or not isinstance(predicted, (int, float)) or not math.isfinite(predicted):
+        raise AnswerError('"predicted_delta" must be a finite number (the expected change of the metric)')
+    rationale = data.get("rationale", "")
+    if not isinstance(rationale, str):
+        rationale = json.dumps(rationale)
+    blocks = _edit_blocks(data, script_name)
+    new = _apply(source, blocks)
+    try:
+        validate_source(new, source)
+        check_protected(source, new, metric)
+    except EditError as exc:
+        raise AnswerError(str(exc)) from None
+    return new, hypothesis.strip(), float(predicted), rationale.strip()
+
+
+# ------------------------------------------------------------------------------------------
+# usage
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    def add(self, usage: Any) -> None:
+        self.requests += 1
+        if usage is None:
+            return
+        p = getattr(usage, "prompt_tokens", None) or 0
+        c = getattr(usage, "completion_tokens", None) or 0
+        t = getattr(usage, "total_tokens", None) or (p + c)
+        self.prompt_tokens += int(p)
+        self.completion_tokens += int(c)
+        self.total_tokens += int(t)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "requests": self.requests,
+        }
+
+
+# ------------------------------------------------------------------------------------------
+# the proposer
+
+FORMATS = ("json_schema", "json_object", "text")
+
+
+def _is_local(base_url: str) -> bool:
+    host = (urlparse(base_url).hostname or "").lower()
+    return (
+        host in ("localhost", "0.0.0.0", "::1", "host.docker.internal")
+        or host.startswith("127.")
+        or host.endswith(".local")
+        or host.startswith(("10.", "192.168."))
+        or bool(re.match(r"^172\.(1[6-9]|2\d|3[01])\.", host))
+    )
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class LLMProposer:
+    """Proposes search/replace edits of the train script from a Chat Completions model."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "gpt-4o-mini",
+        base_url: str = "",
+        api_key: str | None = None,
+        temperature: float = 0.7,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        context_tokens: int = 12000,
+        k: float | None = None,
+        max_backoff: float = MAX_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.model = model
+        self.base_url = base_url.strip()
+        self._key = api_key  # never logged, stored or put in a message
+        self.temperature = temperature
+        self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
+        self.context_tokens = context_tokens
+        self.k = k
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._format = FORMATS[0]
+        self._client: Any = None
+        self.last_context: BuiltContext | None = None  # for the bench and the editor
+        self.last_timings: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return f"llm:{self.model}"
+
+    def __repr__(self) -> str:  # no key here
+        return f"LLMProposer(model={self.model!r}, base_url={self.base_url!r})"
+
+    @classmethod
+    def from_config(cls, config: Any, state_dir: Path | str | None = None, api_key: str | None = None) -> LLMProposer:
+        llm = getattr(config, "llm", config)
+        judge = getattr(config, "judge", None)
+        return cls(
+            model=llm.model,
+            base_url=llm.base_url,
+            api_key=api_key,
+            temperature=llm.temperature,
+            timeout=llm.timeout,
+            max_retries=llm.max_retries,
+            context_tokens=llm.context_tokens,
+            k=getattr(judge, "k", None),
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def display_url(self) -> str:
+        if self.base_url:
+            return self.base_url
+        return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+    def _redact(self, text: str) -> str:
+        for key in {self._key, _explicit_key, os.environ.get(KEY_ENV)}:
+            if key and len(key) >= 4:
+                text = text.replace(key, "***")
+        return re.sub(r"\bsk-[A-Za-z0-9_\-]{6,}", "sk-***", text)
+
+    def _error(self, message: str, usage: Usage) -> LLMProposalError:
+        return LLMProposalError(self._redact(message), usage.as_dict())
+
+    def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        key = self._key or _explicit_key or os.environ.get(KEY_ENV) or None
+        if not key:
+            if not self.base_url:
+                raise ProposalError(
+                    f"no API key for the LLM proposer: set {KEY_ENV} or llm.base_url "
+                    "(a local OpenAI-compatible server such as http://127.0.0.1:11434/v1)"
+                )
+            key = LOCAL_PLACEHOLDER_KEY
+        import openai
+
+        kwargs: dict[str, Any] = dict(api_key=key, timeout=self.timeout, max_retries=0)
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        self._client = openai.OpenAI(**kwargs)
+        return self._client
+
+    def observe(self, experiment: Experiment) -> None:
+        """Nothing to learn online: every proposal reads the whole journal."""
+
+    # -- one request ---------------------------------------------------------------------------
+    def _request(self, messages: list[dict[str, str]], usage: Usage) -> str | None:
+        """One completion, with our own bounded retries and response_format fallback."""
+        import openai
+
+        client = self._get_client()
+        transient = 0
+        while True:
+            kwargs: dict[str, Any] = dict(
+                model=self.model, messages=messages, temperature=self.temperature
+            )
+            if self._format == "json_schema":
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": PROPOSAL_SCHEMA}
+            elif self._format == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+            try:
+                resp = client.chat.completions.create(**kwargs)
+            except openai.APITimeoutError:
+                raise self._error(
+                    f"the model {self.model} at {self.display_url} did not answer within "
+                    f"{self.timeout:g} s (llm.timeout); raise llm.timeout or use a faster model",
+                    usage,
+                ) from None
+            except openai.APIConnectionError as exc:
+                cause = exc.__cause__ or exc.__context__
+                why = f" ({type(cause).__name__}: {cause})" if cause else ""
+                raise self._error(
+                    f"cannot connect to the LLM server at {self.display_url}{why}; is it running? "
+                    "check llm.base_url",
+                    usage,
+                ) from None
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                message = str(getattr(exc, "message", "") or exc)
+                if status == 400 and "response_format" in message.lower() and self._format != "text":
+                    nxt = FORMATS[FORMATS.index(self._format) + 1]
+                    log.info("%s rejects response_format %s; trying %s", self.display_url, self._format, nxt)
+                    self._format = nxt
+                    continue
+                if status == 429 or status >= 500:
+                    if transient >= self.max_retries:
+                        raise self._error(
+                            f"the LLM server at {self.display_url} answered {status} "
+                            f"{'(rate limited)' if status == 429 else '(server error)'} "
+                            f"{transient + 1} times: {_one_line(message, 200)}",
+                            usage,
+                        ) from None
+                    wait = _retry_after(exc)
+                    if wait is None:
+                        wait = 0.5 * 2**transient
+                    wait = min(wait, self.max_backoff)
+                    transient += 1
+                    log.info("LLM server %s answered %s; retry %d in %.1f s", self.display_url, status, transient, wait)
+                    self._sleep(wait)
+                    continue
+                if status == 401:
+                    hint = f"set {KEY_ENV} (or the key in the editor)"
+                elif status == 404:
+                    hint = f"is llm.model {self.model!r} served there, and llm.base_url right?"
+                else:
+                    hint = "check llm.model and llm.base_url"
+                raise self._error(
+                    f"the LLM server at {self.display_url} answered {status}: "
+                    f"{_one_line(message, 300)}; {hint}",
+                    usage,
+                ) from None
+            usage.add(getattr(resp, "usage", None))
+            choices = getattr(resp, "choices", None) or []
+            if not choices:
+                raise AnswerError("the reply had no choices")
+            choice = choices[0]
+            content = getattr(choice.message, "content", None)
+            if getattr(choice, "finish_reason", None) == "length":
+                raise AnswerError(
+                    "the reply was cut off (token limit); make the edits smaller: search only the "
+                    "lines you change plus enough context to be unique"
+                )
+            refusal = getattr(choice.message, "refusal", None)
+            if not content and refusal:
+                raise AnswerError(f"the model refused: {_one_line(refusal, 200)}")
+            return content
+
+    # -- the proposal --------------------------------------------------------------------------
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        t0 = time.perf_counter()
+        self._get_client()  # no key and no base_url: say so before building anything
+        reserve = min(1500, self.context_tokens // 8) if self.max_retries else 0
+        built = build_messages(ctx, self.context_tokens, self.k, reserve=reserve)
+        self.last_context = built
+        timings = {"context": time.perf_counter() - t0, "model": 0.0, "validate": 0.0}
+        usage = Usage()
+        messages = list(built.messages)
+        problems: list[str] = []
+        for attempt in range(1, self.max_retries + 2):
+            t1 = time.perf_counter()
+            content: str | None = None
+            try:
+                content = self._request(messages, usage)
+                timings["model"] += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                try:
+                    data = parse_answer(content)
+                    new, hypothesis, predicted, rationale = check_answer(
+                        data, ctx.source, ctx.script_name, ctx.metric
+                    )
+                finally:
+                    timings["validate"] += time.perf_counter() - t2
+            except AnswerError as exc:
+                problem = self._redact(str(exc))
+                problems.append(problem)
+                log.info("LLM answer %d rejected: %s", attempt, problem)
+                messages = [*built.messages, *self._feedback(content, problem, reserve)]
+                continue
+            self.last_timings = timings
+            return Proposal(
+                new_source=new,
+                hypothesis=hypothesis,
+                source=self.name,
+                predicted_delta=predicted,
+                rationale=rationale,
+                params={
+                    "attempts": attempt,
+                    "response_format": self._format,
+                    "context_tokens": built.tokens,
+                    "usage": usage.as_dict(),
+                    **({"rejected_answers": problems} if problems else {}),
+                },
+            )
+        self.last_timings = timings
+        raise self._error(
+            f"{self.name} gave no valid edit in {self.max_retries + 1} attempts; last problem: "
+            f"{problems[-1]}",
+            usage,
+        )
+
+    def _feedback(self, content: str | None, problem: str, reserve: int) -> list[dict[str, str]]:
+        """The failed answer (shortened) and what was wrong with it, within ``reserve`` tokens."""
+        note = (
+            f"Your previous answer could not be used: {problem}\n"
+            "Reply again with ONE corrected JSON object (same fields). Copy search texts exactly "
+            "from the script, without the line-number prefix."
+        )
+        room = max(0, reserve - messages_tokens([{"content": note}]) - MESSAGE_OVERHEAD - 20) * 4
+        echo = (content or "")[: min(room, FEEDBACK_ECHO_CHARS)]
+        if content and len(echo) < len(content):
+            echo += "\n[... cut ...]"
+        out = []
+        if echo:
+            out.append({"role": "assistant", "content": echo})
+        out.append({"role": "user", "content": note})
+        return out
+
