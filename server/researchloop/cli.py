@@ -382,6 +382,36 @@ def cmd_adopt(args) -> int:
     return 0
 
 
+def cmd_calibration(args) -> int:
+    from .calibration import calibrate
+
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        exps = engine.experiments()
+        cal = calibrate(exps, engine.sigma(exps), engine.config.lower_is_better,
+                        k=engine.config.judge.k, source=args.source)
+    finally:
+        engine.close()
+    if args.json:
+        print(json.dumps(cal.as_dict(points=args.points)))
+        return 0
+    table = Table(title="calibration: predicted vs measured Δ", show_header=False)
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.0f}%"
+
+    table.add_row("proposals with a prediction", f"{cal.n_predicted} ({cal.n} measured)")
+    table.add_row("sign accuracy", pct(cal.sign_accuracy))
+    table.add_row("pearson r", fmt(cal.pearson, "+.2f"))
+    table.add_row("predicted improvements", str(cal.predicted_improvements))
+    table.add_row(f"  within noise (|z| < {cal.k:g})", str(cal.improvements_within_noise))
+    table.add_row(f"  confirmed (z ≥ {cal.k:g})", str(cal.improvements_confirmed))
+    table.add_row("mean |error|", fmt(cal.mean_abs_error, ".4f"))
+    table.add_row("bias (measured − predicted)", fmt(cal.bias, "+.4f"))
+    console.print(table)
+    return 0
+
+
 def cmd_demo(args) -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="researchloop-demo-"))
     console.rule("[bold]researchloop demo")
@@ -456,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("adopt", help="copy a kept experiment's script into your working tree")
     s.add_argument("id", type=int)
     s.set_defaults(fn=cmd_adopt)
+
+    s = sub.add_parser("calibration", help="how well predicted effects matched measured ones")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    s.add_argument("--points", action="store_true", help="with --json: every (predicted, measured) pair")
+    s.add_argument("--source", default=None, help='only sources starting with this, e.g. "llm"')
+    s.set_defaults(fn=cmd_calibration)
 
     s = sub.add_parser("demo", help="the embedded default: 2 baselines + N tuned proposals on CPU")
     s.add_argument("--dir", default=None, help="workspace folder (default: a new temporary one)")

@@ -112,7 +112,7 @@ def _load_tiktoken() -> Callable[[str], int] | None:
     return lambda text: len(enc.encode(text, disallowed_special=()))
 
 
-_TIKTOKEN: Callable[[str], int] | None | bool = False  # False: not tried yet
+_TIKTOKEN: Callable[[str], int] | bool | None = False  # False: not tried yet
 
 
 def estimate_tokens(text: str) -> int:
@@ -209,7 +209,7 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
 
     # the researcher's reasons for rejecting proposals (highest optional priority)
     reasons = [
-        f"- #{e.id} \"{_one_line(e.hypothesis, 100)}\": {_one_line(e.rejection_reason or '', 200)}"
+        f'- #{e.id} "{_one_line(e.hypothesis, 100)}": {_one_line(e.rejection_reason or "", 200)}'
         for e in reversed(exps)
         if _is_user_rejection(e) and e.rejection_reason
     ][:MAX_REJECTION_REASONS]
@@ -236,7 +236,7 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
         where = f" at {e.crash.file}:{e.crash.line}: {e.crash.message}" if e.crash else ""
         if tail or where:
             crashes.append(
-                f"#{e.id} ({e.status.value}{where}) \"{_one_line(e.hypothesis, 80)}\"\n```\n"
+                f'#{e.id} ({e.status.value}{where}) "{_one_line(e.hypothesis, 80)}"\n```\n'
                 + "\n".join(tail)
                 + "\n```"
             )
@@ -269,11 +269,17 @@ def _status_text(ctx: ProposalContext, k: float | None) -> str:
     better = "lower" if ctx.lower_is_better else "higher"
     lines = [f"Metric: {ctx.metric or 'the metric'} ({better} is better)."]
     if ctx.best is not None and ctx.best.metric is not None:
-        lines.append(f"Best so far: {ctx.best.metric:.6f} (experiment #{ctx.best.id}, {ctx.best.source}).")
+        lines.append(
+            f"Best so far: {ctx.best.metric:.6f} (experiment #{ctx.best.id}, {ctx.best.source})."
+        )
     else:
         lines.append("Best so far: none measured yet.")
     if ctx.sigma:
-        need = f" (a change is kept when it beats about {k:g} × √2 × sigma = {k * math.sqrt(2) * ctx.sigma:.6f})" if k else ""
+        need = (
+            f" (a change is kept when it beats about {k:g} × √2 × sigma = {k * math.sqrt(2) * ctx.sigma:.6f})"
+            if k
+            else ""
+        )
         lines.append(f"Run-to-run noise sigma: {ctx.sigma:.6f}{need}.")
     else:
         lines.append("Run-to-run noise sigma: not measured yet.")
@@ -309,7 +315,10 @@ def build_messages(
         else "positive means better, since higher is better"
     )
     system = SYSTEM_PROMPT.format(
-        script=ctx.script_name, metric=ctx.metric or "the metric", better=better, sign_rule=sign_rule
+        script=ctx.script_name,
+        metric=ctx.metric or "the metric",
+        better=better,
+        sign_rule=sign_rule,
     )
     script = f"## Current {ctx.script_name} (line numbers are not part of the file)\n```python\n{_numbered(ctx.source)}\n```"
     status = _status_text(ctx, k)
@@ -348,7 +357,11 @@ def build_messages(
         used = total(program, _render(kept))
         for i, line in enumerate(src.lines):
             dst.lines.append(line)
-            cost = estimate_tokens(line) + 1 + (estimate_tokens(dst.title) + 4 if len(dst.lines) == 1 else 0)
+            cost = (
+                estimate_tokens(line)
+                + 1
+                + (estimate_tokens(dst.title) + 4 if len(dst.lines) == 1 else 0)
+            )
             if used + cost > limit:
                 dst.lines.pop()
                 dropped[src.title] = len(src.lines) - i
@@ -499,7 +512,10 @@ def _prepare_imports(tree: ast.AST) -> tuple[list[str], set[str], set[str]]:
             if hit:
                 dumps.append(ast.dump(node))
                 modules.update((a.asname or a.name.split(".")[0]) for a in hit)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PROTECTED_MODULE:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").split(".")[0] == PROTECTED_MODULE
+        ):
             dumps.append(ast.dump(node))
             names.update((a.asname or a.name) for a in node.names)
     return sorted(dumps), modules, names
@@ -530,9 +546,7 @@ def _module_writes(tree: ast.AST, modules: set[str]) -> int:
             and isinstance(node.ctx, (ast.Store, ast.Del))
             and isinstance(node.value, ast.Name)
             and node.value.id in modules
-        ):
-            n += 1
-        elif (
+        ) or (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id in ("setattr", "delattr")
@@ -548,43 +562,47 @@ def _is_eval_name(name: str) -> bool:
     return name.lower().startswith(("evaluate", "eval_"))
 
 
-def _protected_statements(tree: ast.AST, modules: set[str], names: set[str], metric: str) -> list[str]:
+def _is_eval_ref(node: ast.AST, modules: set[str], names: set[str]) -> bool:
+    """``prepare.evaluate_x`` or an ``evaluate_x`` imported from prepare."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return node.value.id in modules and _is_eval_name(node.attr)
+    return isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id)
+
+
+def _protected_statements(
+    tree: ast.AST, modules: set[str], names: set[str], metric: str
+) -> list[str]:
     """Simple statements that run the fixed evaluation or print the metric line."""
     marker = f"{metric}:" if metric else None
-    out = []
-    for stmt in ast.walk(tree):
-        if not isinstance(stmt, ast.stmt) or hasattr(stmt, "body"):
-            continue
-        hit = False
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if node.value.id in modules and _is_eval_name(node.attr):
-                    hit = True
-            elif isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id):
-                hit = True
-            elif marker and isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if marker in node.value:
-                    hit = True
-            if hit:
-                break
-        if hit:
-            out.append(ast.dump(stmt))
-    return sorted(out)
+
+    def prints_metric(node: ast.AST) -> bool:
+        return bool(
+            marker
+            and isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and marker in node.value
+        )
+
+    return sorted(
+        ast.dump(stmt)
+        for stmt in ast.walk(tree)
+        if isinstance(stmt, ast.stmt)
+        and not hasattr(stmt, "body")
+        and any(_is_eval_ref(n, modules, names) or prints_metric(n) for n in ast.walk(stmt))
+    )
 
 
 def _protected_targets(tree: ast.AST, modules: set[str], names: set[str]) -> set[str]:
     """Names assigned from the evaluation call (e.g. ``val_bpb = prepare.evaluate_bpb(...)``)."""
     targets = set()
     for stmt in ast.walk(tree):
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
-            calls_eval = any(
-                (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules and _is_eval_name(n.attr))
-                or (isinstance(n, ast.Name) and n.id in names and _is_eval_name(n.id))
-                for n in ast.walk(stmt.value)
-            )
-            if calls_eval:
-                for t in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
-                    targets.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+        if (
+            isinstance(stmt, (ast.Assign, ast.AnnAssign))
+            and stmt.value is not None
+            and any(_is_eval_ref(n, modules, names) for n in ast.walk(stmt.value))
+        ):
+            for t in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+                targets.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
     return targets
 
 
@@ -610,7 +628,7 @@ def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
     except SyntaxError:
         return  # validate_source reports syntax errors
     old_imports, modules, names = _prepare_imports(old_tree)
-    new_imports, new_modules, new_names = _prepare_imports(new_tree)
+    new_imports = _prepare_imports(new_tree)[0]
     if old_imports != new_imports:
         raise EditError(
             "the edit changes the imports from prepare (the fixed data and metric); leave them as they are"
@@ -652,8 +670,14 @@ def check_answer(
             predicted = float(predicted.strip())
         except ValueError:
             predicted = None
-    if isinstance(predicted, bool) or not isinstance(predicted, (int, float)) or not math.isfinite(predicted):
-        raise AnswerError('"predicted_delta" must be a finite number (the expected change of the metric)')
+    if (
+        isinstance(predicted, bool)
+        or not isinstance(predicted, (int, float))
+        or not math.isfinite(predicted)
+    ):
+        raise AnswerError(
+            '"predicted_delta" must be a finite number (the expected change of the metric)'
+        )
     rationale = data.get("rationale", "")
     if not isinstance(rationale, str):
         rationale = json.dumps(rationale)
@@ -780,7 +804,9 @@ class LLMProposer:
         return f"LLMProposer(model={self.model!r}, base_url={self.base_url!r})"
 
     @classmethod
-    def from_config(cls, config: Any, state_dir: Path | str | None = None, api_key: str | None = None) -> LLMProposer:
+    def from_config(
+        cls, config: Any, state_dir: Path | str | None = None, api_key: str | None = None
+    ) -> LLMProposer:
         llm = getattr(config, "llm", config)
         judge = getattr(config, "judge", None)
         return cls(
@@ -866,9 +892,18 @@ class LLMProposer:
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 message = str(getattr(exc, "message", "") or exc)
-                if status == 400 and "response_format" in message.lower() and self._format != "text":
+                if (
+                    status == 400
+                    and "response_format" in message.lower()
+                    and self._format != "text"
+                ):
                     nxt = FORMATS[FORMATS.index(self._format) + 1]
-                    log.info("%s rejects response_format %s; trying %s", self.display_url, self._format, nxt)
+                    log.info(
+                        "%s rejects response_format %s; trying %s",
+                        self.display_url,
+                        self._format,
+                        nxt,
+                    )
                     self._format = nxt
                     continue
                 if status == 429 or status >= 500:
@@ -884,7 +919,13 @@ class LLMProposer:
                         wait = 0.5 * 2**transient
                     wait = min(wait, self.max_backoff)
                     transient += 1
-                    log.info("LLM server %s answered %s; retry %d in %.1f s", self.display_url, status, transient, wait)
+                    log.info(
+                        "LLM server %s answered %s; retry %d in %.1f s",
+                        self.display_url,
+                        status,
+                        transient,
+                        wait,
+                    )
                     self._sleep(wait)
                     continue
                 if status == 401:
@@ -983,4 +1024,3 @@ class LLMProposer:
             out.append({"role": "assistant", "content": echo})
         out.append({"role": "user", "content": note})
         return out
-
