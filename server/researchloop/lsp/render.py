@@ -1,0 +1,505 @@
+"""Experiments → LSP shapes. Pure: no I/O, no server, no engine; unit-tested and benched.
+
+The central piece is :class:`HistoryIndex`: for the current text of the train script it maps
+every line to the experiments that touched it. Experiments carry unified diffs against *their*
+parent commit, so a diff's line numbers drift from the document the user edits. Each changed
+block is anchored by its text (the removed and the added lines): it lands on the line of the
+document with that text nearest to the diff's own line number, and falls back to that number
+when no line matches. The index is rebuilt when the journal or the document changes, never per
+request; parsing a diff is cached per experiment (diffs do not change once proposed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lsprotocol import types
+
+from ..anomaly import Anomaly
+from ..models import Experiment, ProgressRecord, Status
+
+SOURCE = "researchloop"
+HISTORY_ROWS = 25  # rows of a hover table before "… N older"
+MINUS = "−"
+
+# --------------------------------------------------------------------------- JSON records
+
+_CAMEL = re.compile(r"_([a-z])")
+
+
+def camel(name: str) -> str:
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+_EXP_FIELDS = (
+    "id", "status", "source", "hypothesis", "predicted_delta", "rationale", "diff",
+    "parent_commit", "commit", "code_hash", "seed", "budget", "metric", "delta", "sigma", "z",
+    "verdict", "created_at", "started_at", "finished_at", "log_path", "metrics_path", "crash",
+    "rejection_reason", "confirms", "attempts", "pid", "owner_pid", "summary", "params", "usage",
+    "timings", "rev",
+)
+
+
+def exp_json(e: Experiment) -> dict[str, Any]:
+    """An experiment as the protocol's JSON record (camelCase keys; NaN/inf → null)."""
+    out: dict[str, Any] = {}
+    for name in _EXP_FIELDS:
+        value = getattr(e, name)
+        if name == "status":
+            value = value.value
+        elif name == "crash":
+            value = None if value is None else {
+                "file": value.file, "line": value.line, "message": value.message}
+        out[camel(name)] = _clean(value)
+    out["isBaseline"] = e.is_baseline
+    return out
+
+
+def progress_json(r: ProgressRecord) -> dict[str, Any]:
+    rec: dict[str, Any] = {"step": r.step, "t": r.t, "frac": r.frac, "loss": r.loss}
+    for k, v in r.extra.items():
+        if k not in rec:
+            rec[k] = v
+    return _clean(rec)
+
+
+# --------------------------------------------------------------------------- diffs
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]+)?=\s*(.+?)\s*(?:#.*)?$")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One run of changed lines of a diff, in the parent's numbering."""
+
+    start: int  # 0-based first line of the parent touched (insertions: the line they follow)
+    span: int  # lines covered - 1
+    candidates: tuple[tuple[str, int], ...]  # (stripped text, offset from start) to anchor by
+
+
+@dataclass(frozen=True)
+class DiffInfo:
+    blocks: tuple[Block, ...]
+    change: str | None  # e.g. "LR 0.04→0.06" for a one-constant edit
+
+
+def parse_diff(diff: str) -> DiffInfo:
+    """Changed blocks of a unified diff of one file (the parent's line numbers)."""
+    blocks: list[Block] = []
+    removed: list[str] = []
+    added: list[str] = []
+    old_line = 0  # 1-based number of the next parent line
+    run_start: int | None = None
+    prev_text = ""
+    after_text = ""
+
+    def close(next_text: str) -> None:
+        nonlocal run_start, removed, added
+        if run_start is None:
+            return
+        cands: list[tuple[str, int]] = []
+        if removed:
+            start, span = run_start - 1, len(removed) - 1
+            cands += [(t.strip(), i) for i, t in enumerate(removed) if t.strip()]
+            cands += [(t.strip(), i) for i, t in enumerate(added) if t.strip() and i <= span]
+        else:  # pure insertion: anchor on the line it follows (or precedes at the top)
+            start, span = max(run_start - 2, 0), 0
+            anchor = prev_text if run_start > 1 else next_text
+            if anchor.strip():
+                cands.append((anchor.strip(), 0))
+            cands += [(t.strip(), 0) for t in added[:1] if t.strip()]
+        blocks.append(Block(start, span, tuple(dict.fromkeys(cands))))
+        run_start, removed, added = None, [], []
+
+    all_removed: list[str] = []
+    all_added: list[str] = []
+    for raw in diff.splitlines():
+        if raw.startswith(("--- ", "+++ ")) and run_start is None:
+            continue
+        m = _HUNK.match(raw)
+        if m:
+            close("")
+            old_line = int(m.group(1)) if m.group(2) != "0" else int(m.group(1)) + 1
+            prev_text = ""
+            continue
+        if not raw:
+            tag, text = " ", ""
+        else:
+            tag, text = raw[0], raw[1:]
+        if tag == "\\":
+            continue
+        if tag == " ":
+            close(text)
+            prev_text = text
+            old_line += 1
+        elif tag == "-":
+            if run_start is None:
+                run_start = old_line
+            removed.append(text)
+            all_removed.append(text)
+            old_line += 1
+        elif tag == "+":
+            if run_start is None:
+                run_start = old_line
+            added.append(text)
+            all_added.append(text)
+    close(after_text)
+    change = None
+    if len(all_removed) == 1 and len(all_added) == 1:
+        a, b = _ASSIGN.match(all_removed[0]), _ASSIGN.match(all_added[0])
+        if a and b and a.group(1) == b.group(1):
+            change = f"{a.group(1)} {a.group(2)}→{b.group(2)}"
+    return DiffInfo(tuple(blocks), change)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+class DocLines:
+    """The current text of the script, with a text → line numbers lookup."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.where: dict[str, list[int]] = {}
+        for i, line in enumerate(self.lines):
+            s = line.strip()
+            if s:
+                self.where.setdefault(s, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def width(self, line: int) -> int:
+        return len(self.lines[line]) if 0 <= line < len(self.lines) else 0
+
+    def clamp(self, line: int) -> int:
+        return max(0, min(line, max(len(self.lines) - 1, 0)))
+
+    def locate(self, candidates: Iterable[tuple[str, int]], near: int) -> int:
+        """The block start: the matching line nearest ``near``; ``near`` itself if none."""
+        best: int | None = None
+        for text, offset in candidates:
+            for line in self.where.get(text, ()):
+                start = line - offset
+                if best is None or abs(start - near) < abs(best - near):
+                    best = start
+        return self.clamp(near if best is None else best)
+
+    def locate_text(self, text: str | None, near: int) -> int:
+        if text and text.strip():
+            return self.locate([(text.strip(), 0)], near)
+        return self.clamp(near)
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def metric_unit(metric: str) -> str:
+    return metric.rsplit("_", 1)[-1] if metric else ""
+
+
+def signed(value: float, digits: int = 3) -> str:
+    text = f"{value:+.{digits}f}"
+    return text.replace("-", MINUS)
+
+
+@dataclass
+class Entry:
+    exp: Experiment
+    change: str | None
+    ranges: list[tuple[int, int]]  # 0-based inclusive line ranges in the current document
+
+
+@dataclass
+class HistoryIndex:
+    """Per-line experiment history of the current document (newest first on each line)."""
+
+    doc: DocLines
+    metric: str = "val_bpb"
+    by_line: dict[int, list[Entry]] = field(default_factory=dict)
+    pending: list[Entry] = field(default_factory=list)
+    _labels: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        experiments: Iterable[Experiment],
+        doc: DocLines,
+        diffs: dict[int, tuple[str, DiffInfo]] | None = None,
+        metric: str = "val_bpb",
+    ) -> HistoryIndex:
+        """``diffs``: a cache {id: (diff, DiffInfo)} reused and filled across builds."""
+        diffs = {} if diffs is None else diffs
+        index = cls(doc, metric)
+        memo: dict[tuple[Block, ...], list[tuple[int, int]]] = {}
+        entries: list[Entry] = []
+        for e in experiments:
+            if not e.diff or e.confirms is not None or e.is_baseline:
+                continue
+            cached = diffs.get(e.id)
+            if cached is None or (cached[0] is not e.diff and cached[0] != e.diff):
+                cached = (e.diff, parse_diff(e.diff))
+                diffs[e.id] = cached
+            info = cached[1]
+            ranges = memo.get(info.blocks)
+            if ranges is None:
+                ranges = []
+                for b in info.blocks:
+                    start = doc.locate(b.candidates, b.start)
+                    ranges.append((start, doc.clamp(start + b.span)))
+                memo[info.blocks] = ranges
+            entries.append(Entry(e, info.change, ranges))
+        entries.sort(key=lambda en: en.exp.id, reverse=True)
+        for en in entries:
+            lines = {line for a, b in en.ranges for line in range(a, b + 1)}
+            for line in lines:
+                index.by_line.setdefault(line, []).append(en)
+            if en.exp.status == Status.PROPOSED:
+                index.pending.append(en)
+        return index
+
+    # --- inlay hints ---
+
+    def describe(self, en: Entry, full: bool) -> str:
+        e = en.exp
+        parts = [f"#{e.id}"]
+        if full:
+            what = en.change or _short(e.hypothesis, 40)
+            if what:
+                parts.append(what)
+        if e.delta is not None and math.isfinite(e.delta):
+            unit = metric_unit(self.metric)
+            parts.append(f"{signed(e.delta)} {unit}".rstrip())
+            if full and e.z is not None and math.isfinite(e.z):
+                parts.append(f"({e.z:.1f}σ)")
+        parts.append(e.status.value)
+        if not full:  # status reads better right after the id when compressed
+            parts = [parts[0], parts[-1], *parts[1:-1]]
+        return " ".join(parts)
+
+    def label(self, line: int) -> tuple[str, str] | None:
+        """(label, tooltip) for the end of a line, or None when nothing touched it."""
+        got = self._labels.get(line)
+        if got is not None:
+            return got
+        entries = self.by_line.get(line)
+        if not entries:
+            return None
+        latest = entries[0]
+        if len(entries) == 1:
+            text = self.describe(latest, True)
+        else:
+            text = f"{self.describe(latest, False)} · +{len(entries) - 1} more"
+        tip = latest.exp.verdict or latest.exp.hypothesis
+        got = (text, tip)
+        self._labels[line] = got
+        return got
+
+    def inlay_hints(self, start: int, end: int) -> list[types.InlayHint]:
+        hints = []
+        for line in range(max(start, 0), min(end, len(self.doc) - 1) + 1):
+            got = self.label(line)
+            if got is None:
+                continue
+            text, tip = got
+            exp_id = self.by_line[line][0].exp.id
+            hints.append(types.InlayHint(
+                position=types.Position(line=line, character=self.doc.width(line)),
+                label=[types.InlayHintLabelPart(
+                    value=text, tooltip=tip or None,
+                    command=types.Command(title=f"Show experiment #{exp_id}",
+                                          command="researchloop.showExperiment",
+                                          arguments=[exp_id]),
+                )],
+                padding_left=True,
+            ))
+        return hints
+
+    # --- hover ---
+
+    def hover_markdown(self, line: int) -> str | None:
+        entries = self.by_line.get(line)
+        if not entries:
+            return None
+        unit = metric_unit(self.metric)
+        rows = [f"**researchloop** · {len(entries)} experiment{'s' if len(entries) != 1 else ''} "
+                "touched this line", "",
+                f"| # | status | Δ {unit} | z | hypothesis |", "|---|---|---|---|---|"]
+        for en in entries[:HISTORY_ROWS]:
+            e = en.exp
+            delta = signed(e.delta) if e.delta is not None and math.isfinite(e.delta) else ""
+            z = f"{e.z:.1f}σ" if e.z is not None and math.isfinite(e.z) else ""
+            hyp = _md_cell(en.change + ": " + e.hypothesis if en.change and e.hypothesis
+                           else en.change or e.hypothesis)
+            rows.append(f"| [#{e.id}](command:researchloop.showExperiment?%5B{e.id}%5D) | "
+                        f"{e.status.value} | {delta} | {z} | {hyp} |")
+        if len(entries) > HISTORY_ROWS:
+            rows.append("")
+            rows.append(f"… and {len(entries) - HISTORY_ROWS} older")
+        return "\n".join(rows)
+
+    # --- pending proposals ---
+
+    def pending_at(self, start: int, end: int) -> list[Entry]:
+        return [en for en in self.pending
+                if any(a <= end and start <= b for a, b in en.ranges)]
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _md_cell(text: str | None) -> str:
+    return _short(text or "", 120).replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------- code lens
+
+
+def lens_title(baseline: float | None, sigma: float | None, best: Experiment | None,
+               kept: int, run: int, running: Sequence[int] = ()) -> str:
+    if baseline is None:
+        head = "no baseline yet"
+    elif sigma is not None:
+        head = f"baseline {baseline:.4f} ± {sigma:.4f}"
+    else:
+        head = f"baseline {baseline:.4f}"
+    parts = [head]
+    if best is not None and best.metric is not None and not best.is_baseline:
+        parts.append(f"best {best.metric:.4f} (#{best.id})")
+    parts.append(f"kept {kept} / {run} run")
+    if running:
+        parts.append(f"running {', '.join(f'#{i}' for i in running[:3])}"
+                     + (" …" if len(running) > 3 else ""))
+    return " · ".join(parts)
+
+
+BUTTONS = (
+    ("$(play) Run baseline", "researchloop.runBaseline"),
+    ("$(lightbulb) Propose", "researchloop.propose"),
+    ("$(sync) Run loop", "researchloop.startLoop"),
+    ("$(debug-stop) Stop", "researchloop.stopLoop"),
+)
+
+
+def code_lenses(title: str) -> list[types.CodeLens]:
+    top = types.Range(start=types.Position(line=0, character=0),
+                      end=types.Position(line=0, character=0))
+    lenses = [types.CodeLens(range=top, command=types.Command(
+        title=title, command="researchloop.summary"))]
+    for label, command in BUTTONS:
+        lenses.append(types.CodeLens(range=top, command=types.Command(title=label, command=command)))
+    return lenses
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def _line_range(doc: DocLines, a: int, b: int) -> types.Range:
+    return types.Range(start=types.Position(line=a, character=0),
+                       end=types.Position(line=b, character=doc.width(b)))
+
+
+def crash_diagnostic(doc: DocLines, e: Experiment, line_text: str | None) -> types.Diagnostic:
+    """Error at the crash line (mapped by its text in the experiment's version)."""
+    assert e.crash is not None
+    line = doc.locate_text(line_text, e.crash.line - 1)
+    return types.Diagnostic(
+        range=_line_range(doc, line, line), severity=types.DiagnosticSeverity.Error,
+        source=SOURCE, code=f"exp-{e.id}",
+        message=f"exp #{e.id} crashed: {e.crash.message}",
+    )
+
+
+def anomaly_diagnostics(doc: DocLines, en: Entry, anomalies: Sequence[Anomaly]) -> list[types.Diagnostic]:
+    if not en.ranges:
+        return []
+    a, b = en.ranges[0]
+    return [types.Diagnostic(
+        range=_line_range(doc, a, b), severity=types.DiagnosticSeverity.Warning,
+        source=SOURCE, code=f"exp-{en.exp.id}", message=f"exp #{en.exp.id}: {an.message}",
+    ) for an in anomalies]
+
+
+def proposal_diagnostics(doc: DocLines, en: Entry) -> list[types.Diagnostic]:
+    e = en.exp
+    what = e.hypothesis or en.change or "proposed edit"
+    pred = ""
+    if e.predicted_delta is not None and math.isfinite(e.predicted_delta):
+        pred = f" (predicted {signed(e.predicted_delta)})"
+    return [types.Diagnostic(
+        range=_line_range(doc, a, b), severity=types.DiagnosticSeverity.Information,
+        source=SOURCE, code=f"exp-{e.id}",
+        message=f"exp #{e.id} proposed by {e.source}: {what}{pred}",
+        data={"expId": e.id},
+    ) for a, b in en.ranges]
+
+
+def proposal_actions(en: Entry) -> list[types.CodeAction]:
+    e = en.exp
+    hyp = _short(e.hypothesis or en.change or "proposed edit", 80)
+    tags = [types.CodeActionTag.LlmGenerated] if e.source.startswith("llm:") else None
+    kind = types.CodeActionKind.QuickFix
+
+    def action(title: str, command: str) -> types.CodeAction:
+        return types.CodeAction(title=title, kind=kind, tags=tags,
+                                command=types.Command(title=title, command=command, arguments=[e.id]))
+
+    return [
+        action(f"Accept experiment #{e.id}: {hyp}", "researchloop.accept"),
+        action(f"Reject experiment #{e.id}…", "researchloop.reject"),
+        action(f"Show diff for #{e.id}", "researchloop.showExperiment"),
+    ]
+
+
+def locate_new_line(diff: str, new_line: int) -> tuple[int, str | None]:
+    """Line ``new_line`` (1-based) of an experiment's script → (1-based line in the parent,
+    the line's text when the diff shows it). Lets a crash line be placed without git."""
+    shift = 0  # new - old for lines after the hunks seen so far
+    old = new = 0
+    in_hunk = False
+    for raw in diff.splitlines():
+        m = _HUNK.match(raw)
+        if m:
+            o_start = int(m.group(1))
+            n_start = int(m.group(3))
+            if new_line < n_start:
+                return new_line - shift, None
+            old, new, in_hunk = o_start, n_start, True
+            if m.group(2) == "0":
+                old += 1
+            if m.group(4) == "0":
+                new += 1
+            continue
+        if not in_hunk or raw.startswith("\\"):
+            continue
+        tag, text = (raw[0], raw[1:]) if raw else (" ", "")
+        if tag == " ":
+            if new == new_line:
+                return old, text
+            old += 1
+            new += 1
+        elif tag == "-":
+            old += 1
+        elif tag == "+":
+            if new == new_line:
+                return old, text
+            new += 1
+        shift = new - old
+    return new_line - shift, None
