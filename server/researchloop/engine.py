@@ -85,6 +85,18 @@ class Engine:
         self._loop_thread_busy = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------------------------
+    def reconfigure(self, config: Config) -> None:
+        """Use new settings from now on; running trials keep theirs (added for the language
+        server, which re-reads researchloop.toml and editor settings on change). The research
+        branch tag and the train script are fixed for an Engine's life."""
+        self.config = config
+        self.judge = Judge(config.judge, config.lower_is_better, config.experiment.metric)
+        self._proposers.clear()
+        ex = self._executor
+        if ex is not None and ex.slots != config.runner.slots and not getattr(ex, "running", list)():
+            ex.shutdown(wait=False)
+            self._executor = None
+
     @property
     def executor(self) -> Executor:
         if self._executor is None:
