@@ -10,9 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "engine"))
 
-from fakeopenai import FakeOpenAI  # noqa: E402
-
-KEY = "sk-test-SECRETKEY-0123456789abcdef"
+from fakeopenai import KEY, FakeOpenAI
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+KEY = "sk-test-SECRETKEY-0123456789abcdef"  # what the tests put in OPENAI_API_KEY
+
 
 @dataclass
 class Reply:

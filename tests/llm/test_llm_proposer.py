@@ -7,14 +7,13 @@ import socket
 import time
 
 import pytest
+from fakeopenai import KEY, FakeOpenAI, completion, error, proposal
 
 from researchloop.edits import EditError
 from researchloop.proposers import ProposalContext, ProposalError, make_proposer
 from researchloop.proposers.llm import LLMProposalError, LLMProposer, check_protected, parse_answer
 
-from conftest import KEY
 from enginekit import FAKE_TRAIN
-from fakeopenai import FakeOpenAI, completion, error, proposal
 
 GOOD = [("BIAS = 0.0", "BIAS = -0.1")]
 
@@ -93,7 +92,7 @@ def test_edit_naming_another_file_is_rejected(fake):
                                    "edits": [{"file": "prepare.py", "search": "BIAS = 0.0",
                                               "replace": "BIAS = -0.1"}]}))
     fake.script(reply)
-    with pytest.raises(ProposalError, match="only train.py may be edited"):
+    with pytest.raises(ProposalError, match=r"only train\.py may be edited"):
         llm(fake, max_retries=0).propose(ctx())
 
 

@@ -218,10 +218,14 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
     rows = []
     for e in newest[:MAX_TABLE_ROWS]:
         status = e.status.value
+        verdict = _one_line(e.verdict, 60)
+        verdict = (
+            verdict if status in verdict.split(":")[0] else f"{status}: {verdict}".rstrip(": ")
+        )
         rows.append(
             f"| {e.id} | {_one_line(e.source, 16)} | {_one_line(e.hypothesis, 90)} | "
             f"{_fmt(e.predicted_delta, '+.4f')} | {_fmt(e.delta, '+.4f')} | {_fmt(e.z, '+.1f')} | "
-            f"{status}: {_one_line(e.verdict, 60)} |"
+            f"{verdict} |"
         )
     in_table = {e.id for e in newest[:MAX_TABLE_ROWS]}
 
@@ -612,8 +616,8 @@ def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
     The rule (a guard against accidents and obvious gaming, not a sandbox):
       1. no new mention of ``prepare.py`` (opening, copying or rewriting it);
       2. the statements importing ``prepare`` stay exactly as they are;
-      3. nothing new is bound to a name imported from prepare, the module's own name, or an
-         ``evaluate*``/``eval_*`` name (no redefinition or shadowing of the metric);
+      3. nothing new is bound to a name imported from prepare, the module's own name, or the
+         name of the evaluation it calls, e.g. ``evaluate_bpb`` (no redefinition or shadowing);
       4. no new assignment/deletion/setattr of attributes of the prepare module (monkeypatching);
       5. the statements that call the evaluation or print ``<metric>:`` stay the same (they may
          move, not change), and the variable they assign is not assigned anywhere new.
@@ -635,7 +639,11 @@ def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
         )
     old_b, new_b = _bindings(old_tree), _bindings(new_tree)
     guarded = modules | names | {PROTECTED_MODULE}
-    guarded |= {n for n in new_b if _is_eval_name(n)}
+    guarded |= {  # the evaluation's own names, e.g. evaluate_bpb of prepare.evaluate_bpb
+        n.attr
+        for n in ast.walk(old_tree)
+        if isinstance(n, ast.Attribute) and _is_eval_ref(n, modules, names)
+    }
     guarded |= _protected_targets(old_tree, modules, names)
     for name in sorted(guarded):
         if new_b[name] > old_b[name]:
@@ -989,10 +997,10 @@ class LLMProposer:
             self.last_timings = timings
             return Proposal(
                 new_source=new,
-                hypothesis=hypothesis,
+                hypothesis=self._redact(hypothesis),
                 source=self.name,
                 predicted_delta=predicted,
-                rationale=rationale,
+                rationale=self._redact(rationale),
                 params={
                     "attempts": attempt,
                     "response_format": self._format,
