@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -507,44 +508,67 @@ def _apply(source: str, blocks: list[tuple[str, str]]) -> str:
 PROTECTED_MODULE = "prepare"
 
 
-def _prepare_imports(tree: ast.AST) -> tuple[list[str], set[str], set[str]]:
-    """(dumps of the import statements that involve prepare, module aliases, imported names)."""
-    dumps, modules, names = [], set(), set()
-    for node in ast.walk(tree):
+def _is_eval_name(name: str) -> bool:
+    return name.lower().startswith(("evaluate", "eval_"))
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What :func:`check_protected` compares, from one parse and two walks of a script."""
+
+    imports: tuple[str, ...]  # dumps of the statements importing prepare
+    modules: frozenset[str]  # names the prepare module is bound to ("prepare")
+    names: frozenset[str]  # names imported from prepare
+    bindings: Counter[str]  # how often each name is bound (def, class, assign, import, ...)
+    module_writes: int  # assignments/deletions/setattr of attributes of prepare
+    eval_attrs: frozenset[str]  # e.g. {"evaluate_bpb"} of prepare.evaluate_bpb
+    eval_targets: frozenset[str]  # names assigned from the evaluation (val_bpb)
+    statements: tuple[str, ...]  # dumps of statements calling the evaluation / printing the metric
+
+
+@functools.lru_cache(maxsize=16)
+def _facts(source: str, metric: str) -> _Facts | None:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    nodes = list(ast.walk(tree))
+    imports, modules, names = [], set(), set()
+    bindings: Counter[str] = Counter()
+    for node in nodes:
         if isinstance(node, ast.Import):
             hit = [a for a in node.names if a.name.split(".")[0] == PROTECTED_MODULE]
             if hit:
-                dumps.append(ast.dump(node))
+                imports.append(ast.dump(node))
                 modules.update((a.asname or a.name.split(".")[0]) for a in hit)
         elif (
             isinstance(node, ast.ImportFrom)
             and (node.module or "").split(".")[0] == PROTECTED_MODULE
         ):
-            dumps.append(ast.dump(node))
+            imports.append(ast.dump(node))
             names.update((a.asname or a.name) for a in node.names)
-    return sorted(dumps), modules, names
-
-
-def _bindings(tree: ast.AST) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out[node.name] += 1
+            bindings[node.name] += 1
         elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            out[node.id] += 1
+            bindings[node.id] += 1
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for a in node.names:
-                out[a.asname or a.name.split(".")[0]] += 1
+                bindings[a.asname or a.name.split(".")[0]] += 1
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             for n in node.names:
-                out[n] += 1
-    return out
+                bindings[n] += 1
 
+    def eval_ref(node: ast.AST) -> bool:  # prepare.evaluate_x, or evaluate_x from prepare
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            return node.value.id in modules and _is_eval_name(node.attr)
+        return isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id)
 
-def _module_writes(tree: ast.AST, modules: set[str]) -> int:
-    """Assignments/deletions of attributes of the prepare module, and setattr/delattr on it."""
-    n = 0
-    for node in ast.walk(tree):
+    marker = f"{metric}:" if metric else None
+    writes = 0
+    eval_attrs: set[str] = set()
+    targets: set[str] = set()
+    statements = []
+    for node in nodes:
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.ctx, (ast.Store, ast.Del))
@@ -558,56 +582,37 @@ def _module_writes(tree: ast.AST, modules: set[str]) -> int:
             and isinstance(node.args[0], ast.Name)
             and node.args[0].id in modules
         ):
-            n += 1
-    return n
-
-
-def _is_eval_name(name: str) -> bool:
-    return name.lower().startswith(("evaluate", "eval_"))
-
-
-def _is_eval_ref(node: ast.AST, modules: set[str], names: set[str]) -> bool:
-    """``prepare.evaluate_x`` or an ``evaluate_x`` imported from prepare."""
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        return node.value.id in modules and _is_eval_name(node.attr)
-    return isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id)
-
-
-def _protected_statements(
-    tree: ast.AST, modules: set[str], names: set[str], metric: str
-) -> list[str]:
-    """Simple statements that run the fixed evaluation or print the metric line."""
-    marker = f"{metric}:" if metric else None
-
-    def prints_metric(node: ast.AST) -> bool:
-        return bool(
-            marker
-            and isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and marker in node.value
-        )
-
-    return sorted(
-        ast.dump(stmt)
-        for stmt in ast.walk(tree)
-        if isinstance(stmt, ast.stmt)
-        and not hasattr(stmt, "body")
-        and any(_is_eval_ref(n, modules, names) or prints_metric(n) for n in ast.walk(stmt))
-    )
-
-
-def _protected_targets(tree: ast.AST, modules: set[str], names: set[str]) -> set[str]:
-    """Names assigned from the evaluation call (e.g. ``val_bpb = prepare.evaluate_bpb(...)``)."""
-    targets = set()
-    for stmt in ast.walk(tree):
-        if (
-            isinstance(stmt, (ast.Assign, ast.AnnAssign))
-            and stmt.value is not None
-            and any(_is_eval_ref(n, modules, names) for n in ast.walk(stmt.value))
-        ):
-            for t in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+            writes += 1
+        if isinstance(node, ast.Attribute) and eval_ref(node):
+            eval_attrs.add(node.attr)
+        if not isinstance(node, ast.stmt) or hasattr(node, "body"):
+            continue  # simple statements only: they never nest, so each node is seen once more
+        calls_eval = prints = False
+        for sub in ast.walk(node):
+            if eval_ref(sub):
+                calls_eval = True
+            elif (
+                marker
+                and isinstance(sub, ast.Constant)
+                and isinstance(sub.value, str)
+                and marker in sub.value
+            ):
+                prints = True
+        if calls_eval or prints:
+            statements.append(ast.dump(node))
+        if calls_eval and isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
                 targets.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
-    return targets
+    return _Facts(
+        tuple(sorted(imports)),
+        frozenset(modules),
+        frozenset(names),
+        bindings,
+        writes,
+        frozenset(eval_attrs),
+        frozenset(targets),
+        tuple(sorted(statements)),
+    )
 
 
 def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
@@ -627,38 +632,27 @@ def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
             "the edit mentions prepare.py; prepare.py (data, tokenizer, metric) is fixed: edit "
             "only the train script"
         )
-    try:
-        old_tree, new_tree = ast.parse(old), ast.parse(new)
-    except SyntaxError:
+    was, now = _facts(old, metric), _facts(new, metric)
+    if was is None or now is None:
         return  # validate_source reports syntax errors
-    old_imports, modules, names = _prepare_imports(old_tree)
-    new_imports = _prepare_imports(new_tree)[0]
-    if old_imports != new_imports:
+    if was.imports != now.imports:
         raise EditError(
-            "the edit changes the imports from prepare (the fixed data and metric); leave them as they are"
+            "the edit changes the imports from prepare (the fixed data and metric); leave them "
+            "as they are"
         )
-    old_b, new_b = _bindings(old_tree), _bindings(new_tree)
-    guarded = modules | names | {PROTECTED_MODULE}
-    guarded |= {  # the evaluation's own names, e.g. evaluate_bpb of prepare.evaluate_bpb
-        n.attr
-        for n in ast.walk(old_tree)
-        if isinstance(n, ast.Attribute) and _is_eval_ref(n, modules, names)
-    }
-    guarded |= _protected_targets(old_tree, modules, names)
+    guarded = was.modules | was.names | {PROTECTED_MODULE} | was.eval_attrs | was.eval_targets
     for name in sorted(guarded):
-        if new_b[name] > old_b[name]:
+        if now.bindings[name] > was.bindings[name]:
             raise EditError(
                 f"the edit (re)defines {name!r}, which belongs to the fixed evaluation; "
                 "the metric must come from prepare.py unchanged"
             )
-    if _module_writes(new_tree, modules) > _module_writes(old_tree, modules):
+    if now.module_writes > was.module_writes:
         raise EditError(
             "the edit assigns to attributes of the prepare module (monkeypatching the fixed "
             "data or metric); leave prepare alone"
         )
-    if _protected_statements(old_tree, modules, names, metric) != _protected_statements(
-        new_tree, modules, names, metric
-    ):
+    if was.statements != now.statements:
         raise EditError(
             f"the edit changes the evaluation call or the line printing {metric}; those are "
             "fixed: change the training, not the measurement"
