@@ -1,0 +1,86 @@
+// Read-only virtual documents for proposals (scheme researchloop-exp) and the diff view:
+// left = the script the proposal was made against (the real file when it is unchanged since),
+// right = the proposal. Accept / Reject sit in the diff editor's title bar (package.json menus).
+
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { applyUnifiedDiff } from './diff';
+import { EXP_SCHEME, expPath } from './store';
+
+export interface ShowExperimentResult {
+  id: number;
+  status?: string;
+  hypothesis?: string;
+  diff?: string;
+  scriptName?: string;
+  parentText?: string | null;
+  proposedText?: string | null;
+  parentCommit?: string | null;
+}
+
+export class ProposalDocuments implements vscode.TextDocumentContentProvider, vscode.Disposable {
+  private readonly texts = new Map<string, string>();
+  private readonly emitter = new vscode.EventEmitter<vscode.Uri>();
+  readonly onDidChange = this.emitter.event;
+
+  provideTextDocumentContent(uri: vscode.Uri): string {
+    return this.texts.get(uri.toString()) ?? `# experiment document no longer available: ${uri.path}\n`;
+  }
+
+  private put(uri: vscode.Uri, text: string): void {
+    const key = uri.toString();
+    const changed = this.texts.get(key) !== text;
+    this.texts.set(key, text);
+    if (changed) {
+      this.emitter.fire(uri);
+    }
+  }
+
+  /** Open the diff of an experiment (the showExperiment command's result). */
+  async openDiff(res: ShowExperimentResult, root: string): Promise<void> {
+    const scriptName = res.scriptName || 'train.py';
+    const scriptUri = vscode.Uri.file(path.join(root, scriptName));
+    let current: string | undefined;
+    try {
+      const doc = await vscode.workspace.openTextDocument(scriptUri);
+      current = doc.getText();
+    } catch {
+      current = undefined;
+    }
+    const parent = typeof res.parentText === 'string' ? res.parentText : current;
+    let proposed = typeof res.proposedText === 'string' ? res.proposedText : undefined;
+    if (proposed === undefined && res.diff && parent !== undefined) {
+      proposed = applyUnifiedDiff(parent, res.diff);
+    }
+    const base = path.basename(scriptName);
+    const right = vscode.Uri.from({ scheme: EXP_SCHEME, path: expPath(res.id, base) });
+    if (proposed === undefined) {
+      // no script to show: show the diff itself
+      const diffUri = vscode.Uri.from({ scheme: EXP_SCHEME, path: expPath(res.id, `${base}.diff`) });
+      this.put(diffUri, res.diff || `# experiment #${res.id} has no diff\n`);
+      const doc = await vscode.workspace.openTextDocument(diffUri);
+      await vscode.languages.setTextDocumentLanguage(doc, 'diff');
+      await vscode.window.showTextDocument(doc, { preview: true });
+      return;
+    }
+    this.put(right, proposed);
+    let left: vscode.Uri;
+    let leftLabel: string;
+    if (current !== undefined && parent === current) {
+      left = scriptUri;
+      leftLabel = base;
+    } else {
+      left = vscode.Uri.from({ scheme: EXP_SCHEME, path: `/exp-${res.id}/parent/${base}` });
+      this.put(left, parent ?? '');
+      leftLabel = `${base} @ ${(res.parentCommit ?? 'parent').slice(0, 8)}`;
+    }
+    const status = res.status ? ` (${res.status})` : '';
+    const title = `${leftLabel} ↔ experiment #${res.id}${status}`;
+    await vscode.commands.executeCommand('vscode.diff', left, right, title, { preview: true });
+  }
+
+  dispose(): void {
+    this.emitter.dispose();
+    this.texts.clear();
+  }
+}

@@ -1,0 +1,424 @@
+// The language server's lifecycle: find the workspace's researchloop.toml, resolve the
+// interpreter, check that it has the package (offer to install it when not), start
+// `python -m researchloop.lsp` over stdio, restart on demand or on interpreter/setting changes.
+
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import {
+  type DocumentSelector,
+  ErrorAction,
+  ExecuteCommandRequest,
+  type ErrorHandler,
+  LanguageClient,
+  type LanguageClientOptions,
+  CloseAction,
+  type ServerOptions,
+  State,
+  TransportKind,
+} from 'vscode-languageclient/node';
+import {
+  type ExperimentWire,
+  type LoopStateParams,
+  type TrialProgressParams,
+  parseTrialProgress,
+  unwrapExperiment,
+} from './contract';
+import {
+  initializationOptions,
+  normalizeSettings,
+  pipInstallCommand,
+  resolveInterpreter,
+  serverEnv,
+  type ResolvedInterpreter,
+} from './settings';
+import type { ServerState } from './store';
+
+export const SECRET_KEY = 'researchloop.apiKey';
+
+/** Commands the client registers itself (prompts, quick picks, diff view); it forwards them to the server. */
+export const CLIENT_OWNED_COMMANDS = new Set([
+  'researchloop.runBaseline',
+  'researchloop.propose',
+  'researchloop.accept',
+  'researchloop.reject',
+  'researchloop.startLoop',
+  'researchloop.stopLoop',
+  'researchloop.showExperiment',
+  'researchloop.adopt',
+  'researchloop.summary',
+]);
+
+export interface ServerEvents {
+  onExperiment(e: ExperimentWire): void;
+  onProgress(p: TrialProgressParams): void;
+  onLoopState(s: LoopStateParams): void;
+  onState(s: ServerState): void;
+  onReady(): void;
+}
+
+interface PythonExtensionApi {
+  environments?: {
+    getActiveEnvironmentPath?(resource?: vscode.Uri): { id: string; path: string } | undefined;
+    resolveEnvironment?(env: { id: string; path: string } | string): Promise<{ executable?: { uri?: vscode.Uri } } | undefined>;
+    onDidChangeActiveEnvironmentPath?: vscode.Event<unknown>;
+  };
+  settings?: {
+    getExecutionDetails?(resource?: vscode.Uri): { execCommand?: string[] } | undefined;
+    onDidChangeExecutionDetails?: vscode.Event<unknown>;
+  };
+}
+
+export class ServerController implements vscode.Disposable {
+  client: LanguageClient | undefined;
+  state: ServerState = 'stopped';
+  root: string | undefined;
+  interpreter: ResolvedInterpreter | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+  private pythonListener: vscode.Disposable | undefined;
+  private starting: Promise<void> | undefined;
+  private crashes: number[] = [];
+
+  constructor(
+    private readonly ctx: vscode.ExtensionContext,
+    private readonly log: vscode.LogOutputChannel,
+    private readonly events: ServerEvents,
+  ) {}
+
+  private setState(s: ServerState): void {
+    if (this.state !== s) {
+      this.state = s;
+      this.log.info(`server state: ${s}`);
+      this.events.onState(s);
+    }
+  }
+
+  /** The folder with researchloop.toml (first found; the workspace folder's own first). */
+  async findRoot(): Promise<string | undefined> {
+    const folders = vscode.workspace.workspaceFolders ?? [];
+    for (const f of folders) {
+      try {
+        await vscode.workspace.fs.stat(vscode.Uri.joinPath(f.uri, 'researchloop.toml'));
+        return f.uri.fsPath;
+      } catch {
+        // not at the top of this folder
+      }
+    }
+    const found = await vscode.workspace.findFiles('**/researchloop.toml', '**/{node_modules,.git,.researchloop,.venv}/**', 5);
+    found.sort((a, b) => a.fsPath.length - b.fsPath.length);
+    return found.length ? path.dirname(found[0].fsPath) : undefined;
+  }
+
+  private async pythonFromExtension(resource: vscode.Uri | undefined): Promise<string | undefined> {
+    const ext = vscode.extensions.getExtension<PythonExtensionApi>('ms-python.python');
+    if (!ext) {
+      return undefined;
+    }
+    try {
+      const api = ext.isActive ? ext.exports : await ext.activate();
+      this.watchPythonExtension(api);
+      const envs = api?.environments;
+      if (envs?.getActiveEnvironmentPath) {
+        const active = envs.getActiveEnvironmentPath(resource);
+        if (active) {
+          const resolved = await envs.resolveEnvironment?.(active);
+          return resolved?.executable?.uri?.fsPath ?? active.path;
+        }
+      }
+      const cmd = api?.settings?.getExecutionDetails?.(resource)?.execCommand;
+      return cmd && cmd.length ? cmd[0] : undefined;
+    } catch (err) {
+      this.log.warn(`Python extension API failed: ${String(err)}`);
+      return undefined;
+    }
+  }
+
+  private watchPythonExtension(api: PythonExtensionApi | undefined): void {
+    if (this.pythonListener || !api) {
+      return;
+    }
+    const ev = api.environments?.onDidChangeActiveEnvironmentPath ?? api.settings?.onDidChangeExecutionDetails;
+    if (ev) {
+      this.pythonListener = ev(() => {
+        this.log.info('Python extension: interpreter changed; restarting the server');
+        void this.restart();
+      });
+      this.disposables.push(this.pythonListener);
+    }
+  }
+
+  async resolvePython(root: string): Promise<ResolvedInterpreter> {
+    const uri = vscode.Uri.file(root);
+    const cfg = vscode.workspace.getConfiguration('researchloop', uri);
+    const setting = cfg.get<string>('pythonPath') ?? '';
+    const fromExt = setting.trim() ? undefined : await this.pythonFromExtension(uri);
+    return resolveInterpreter(
+      { setting, pythonExtension: fromExt, fallback: 'python3' },
+      { workspaceFolder: vscode.workspace.getWorkspaceFolder(uri)?.uri.fsPath ?? root, home: process.env.HOME },
+    );
+  }
+
+  /** 'ok', or why the interpreter cannot run the server. */
+  checkPackage(python: string, cwd: string): Promise<string> {
+    const code = 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spec("researchloop.lsp") else 3)';
+    return new Promise((resolve) => {
+      execFile(python, ['-c', code], { cwd, timeout: 60_000 }, (err, _stdout, stderr) => {
+        if (!err) {
+          resolve('ok');
+        } else if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          resolve('no-interpreter');
+        } else if ((err as { code?: unknown }).code === 3 || /No module named/.test(stderr)) {
+          resolve('missing-package');
+        } else {
+          resolve(`${err.message}\n${stderr}`.trim());
+        }
+      });
+    });
+  }
+
+  start(): Promise<void> {
+    if (!this.starting) {
+      this.starting = this.doStart().finally(() => {
+        this.starting = undefined;
+      });
+    }
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    if (this.client) {
+      return;
+    }
+    if (!vscode.workspace.isTrusted) {
+      this.setState('restricted');
+      this.log.info('Restricted Mode: the server is not started (no trial or agent runs until the workspace is trusted)');
+      return;
+    }
+    const root = await this.findRoot();
+    this.root = root;
+    if (!root) {
+      this.setState('noWorkspace');
+      return;
+    }
+    this.setState('starting');
+    const py = await this.resolvePython(root);
+    this.interpreter = py;
+    this.log.info(`interpreter: ${py.path} (${py.source}); workspace: ${root}`);
+    const check = await this.checkPackage(py.path, root);
+    if (check !== 'ok') {
+      this.setState('failed');
+      void this.explainStartFailure(check, py);
+      return;
+    }
+    const apiKey = await this.ctx.secrets.get(SECRET_KEY);
+    const serverOptions: ServerOptions = {
+      command: py.path,
+      args: ['-m', 'researchloop.lsp', '--log-level', 'INFO'],
+      transport: TransportKind.stdio,
+      options: { cwd: root, env: serverEnv(process.env, apiKey) },
+    };
+    const rootUri = vscode.Uri.file(root);
+    const folder = vscode.workspace.getWorkspaceFolder(rootUri);
+    const selector: DocumentSelector = [{ scheme: 'file', language: 'python', pattern: `${escapeGlob(root)}/**/*.py` }];
+    const settings = normalizeSettings((k) => vscode.workspace.getConfiguration('researchloop', rootUri).get(k));
+    const clientOptions: LanguageClientOptions = {
+      documentSelector: selector,
+      workspaceFolder: folder && folder.uri.fsPath === root ? folder : { uri: rootUri, name: path.basename(root), index: 0 },
+      outputChannel: this.log,
+      initializationOptions: initializationOptions(settings, vscode.workspace.isTrusted),
+      synchronize: { configurationSection: 'researchloop' },
+      markdown: { isTrusted: { enabledCommands: ['researchloop.showExperiment'] }, supportHtml: false },
+      errorHandler: this.errorHandler(),
+    };
+    const client = new LanguageClient('researchloop', 'Research Loop', serverOptions, clientOptions);
+    this.ownCommands(client);
+    client.onNotification('researchloop/trialProgress', (params: unknown) => {
+      const p = parseTrialProgress(params);
+      if (p) {
+        this.events.onProgress(p);
+      }
+    });
+    client.onNotification('researchloop/experimentUpdated', (params: unknown) => {
+      const e = unwrapExperiment(params);
+      if (e) {
+        this.events.onExperiment(e);
+      }
+    });
+    client.onNotification('researchloop/loopState', (params: LoopStateParams) => {
+      if (params && typeof params.running === 'boolean') {
+        this.events.onLoopState(params);
+      }
+    });
+    client.onDidChangeState((e) => {
+      if (e.newState === State.Running) {
+        this.setState('running');
+      } else if (e.newState === State.Stopped && this.client === client && this.state !== 'failed') {
+        this.setState('stopped');
+      }
+    });
+    this.client = client;
+    try {
+      await client.start();
+      this.crashes = [];
+      this.setState('running');
+      this.events.onReady();
+    } catch (err) {
+      this.log.error(`server failed to start: ${String(err)}`);
+      this.client = undefined;
+      this.setState('failed');
+      void this.explainStartFailure(String(err), py);
+    }
+  }
+
+  /** The server's executeCommandProvider lists our commands too: keep the client's own registrations. */
+  private ownCommands(client: LanguageClient): void {
+    type RegisterData = { id: string; registerOptions: { commands?: string[] } };
+    const feature = client.getFeature(ExecuteCommandRequest.method) as unknown as { register(data: RegisterData): void };
+    const register = feature.register.bind(feature);
+    feature.register = (data: RegisterData) => {
+      const commands = (data.registerOptions.commands ?? []).filter((c) => !CLIENT_OWNED_COMMANDS.has(c));
+      register({ ...data, registerOptions: { ...data.registerOptions, commands } });
+    };
+  }
+
+  private errorHandler(): ErrorHandler {
+    return {
+      error: (_error, _message, count) => ({ action: (count ?? 0) <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown }),
+      closed: () => {
+        const now = Date.now();
+        this.crashes = this.crashes.filter((t) => now - t < 120_000);
+        this.crashes.push(now);
+        if (this.crashes.length > 3) {
+          this.setState('failed');
+          void vscode.window
+            .showErrorMessage('The Research Loop server stopped 4 times in 2 minutes and will not be restarted.', 'Show Log', 'Restart Server')
+            .then((pick) => this.onFailurePick(pick));
+          return { action: CloseAction.DoNotRestart, handled: true };
+        }
+        this.log.warn('server closed; restarting');
+        return { action: CloseAction.Restart, handled: true };
+      },
+    };
+  }
+
+  private onFailurePick(pick: string | undefined): void {
+    if (pick === 'Show Log') {
+      this.log.show();
+    } else if (pick === 'Restart Server') {
+      void this.restart();
+    }
+  }
+
+  private async explainStartFailure(reason: string, py: ResolvedInterpreter): Promise<void> {
+    if (reason === 'no-interpreter') {
+      const msg = `Research Loop: the Python interpreter "${py.path}" (${py.source}) was not found. Set researchloop.pythonPath or select an interpreter.`;
+      this.log.error(msg);
+      const pick = await vscode.window.showErrorMessage(msg, 'Open Settings', 'Show Log');
+      if (pick === 'Open Settings') {
+        void vscode.commands.executeCommand('workbench.action.openSettings', 'researchloop.pythonPath');
+      } else if (pick === 'Show Log') {
+        this.log.show();
+      }
+      return;
+    }
+    if (reason === 'missing-package') {
+      const cmd = pipInstallCommand(py.path);
+      const msg = `Research Loop: the interpreter "${py.path}" does not have the researchloop package. Install it with: ${cmd}`;
+      this.log.error(msg);
+      const pick = await vscode.window.showErrorMessage(msg, 'Install', 'Copy Command', 'Open Settings');
+      if (pick === 'Install') {
+        const term = vscode.window.createTerminal({ name: 'Research Loop: install', cwd: this.root });
+        term.show();
+        term.sendText(cmd);
+        const done = vscode.window.onDidCloseTerminal((t) => {
+          if (t === term) {
+            done.dispose();
+            void this.restart();
+          }
+        });
+        void vscode.window.showInformationMessage('Run "Research Loop: Restart Server" once the install has finished.', 'Restart Server').then((p) => {
+          if (p) {
+            void this.restart();
+          }
+        });
+      } else if (pick === 'Copy Command') {
+        await vscode.env.clipboard.writeText(cmd);
+      } else if (pick === 'Open Settings') {
+        void vscode.commands.executeCommand('workbench.action.openSettings', 'researchloop.pythonPath');
+      }
+      return;
+    }
+    this.log.error(`server could not start: ${reason}`);
+    void vscode.window.showErrorMessage(`Research Loop: the server could not start (${firstLine(reason)}).`, 'Show Log', 'Restart Server').then((p) => this.onFailurePick(p));
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      try {
+        await client.stop(10_000);
+      } catch (err) {
+        this.log.warn(`stop: ${String(err)}`);
+      }
+      try {
+        await client.dispose();
+      } catch {
+        // already gone
+      }
+    }
+    if (this.state !== 'restricted') {
+      this.setState('stopped');
+    }
+  }
+
+  async restart(): Promise<void> {
+    if (this.starting) {
+      await this.starting;
+    }
+    this.log.info('restarting the server');
+    await this.stop();
+    this.crashes = [];
+    await this.start();
+  }
+
+  isRunning(): boolean {
+    return !!this.client && this.client.state === State.Running;
+  }
+
+  async executeCommand<T = unknown>(command: string, args: unknown[]): Promise<T> {
+    if (!this.client || !this.isRunning()) {
+      throw new ServerNotRunning(this.state);
+    }
+    return this.client.sendRequest(ExecuteCommandRequest.type, { command, arguments: args }) as Promise<T>;
+  }
+
+  async request<T = unknown>(method: string, params: unknown): Promise<T> {
+    if (!this.client || !this.isRunning()) {
+      throw new ServerNotRunning(this.state);
+    }
+    return this.client.sendRequest<T>(method, params);
+  }
+
+  dispose(): void {
+    for (const d of this.disposables) {
+      d.dispose();
+    }
+    void this.stop();
+  }
+}
+
+export class ServerNotRunning extends Error {
+  constructor(readonly state: ServerState) {
+    super(state === 'restricted' ? 'Research Loop runs nothing in Restricted Mode: trust the workspace first.' : `The Research Loop server is not running (${state}).`);
+  }
+}
+
+function escapeGlob(p: string): string {
+  return p.replace(/[[\]{}*?!]/g, (c) => `[${c}]`);
+}
+
+function firstLine(s: string): string {
+  const line = s.split('\n')[0];
+  return line.length > 160 ? `${line.slice(0, 160)}…` : line;
+}
