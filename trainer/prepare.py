@@ -519,8 +519,8 @@ def _build(cfg: Config, source: Source, final: Path):
                 raise PrepareError(
                     f"the {split} split of {cfg.source!r} has only {n_tok} tokens in {n_docs} "
                     f"documents (need >= {MIN_SPLIT_TOKENS}). Validation takes 1 in "
-                    f"{VAL_MODULUS} documents (files, or parquet rows) by a hash of its path: "
-                    "add more data or split it into more files."
+                    f"{VAL_MODULUS} documents (files, or parquet rows) by a hash of its path; "
+                    "the data is too small: add more data or split it into more files."
                 )
             counts[split] = {"tokens": n_tok, "docs": n_docs}
         meta = {"version": PREP_VERSION, "source": cfg.source, "vocab_size": cfg.vocab_size,

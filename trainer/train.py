@@ -23,9 +23,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import prepare  # noqa: E402  (fixed data + metric, next to this file)
+import prepare  # fixed data + metric, next to this file
 
 T_START = time.time()
+
+
+def _crash_hook(exc_type, exc, tb):
+    # Any uncaught error (a bug in an edit, OOM, ...) still ends with one FAIL line for the runner.
+    sys.__excepthook__(exc_type, exc, tb)
+    print(f"FAIL crashed: {exc_type.__name__}: {exc}", flush=True)
+
+
+sys.excepthook = _crash_hook
 
 if torch.cuda.is_available():
     DEVICE = "cuda"
