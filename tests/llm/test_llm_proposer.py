@@ -186,6 +186,23 @@ def test_explicit_key_wins_and_auth_errors_never_show_it(fake):
     assert other not in repr(llm(fake, api_key=other))
 
 
+def test_key_set_by_the_editor_is_used_and_a_new_key_rebuilds_the_client(fake, monkeypatch):
+    from researchloop.proposers import llm as llm_mod
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    fake.script(proposal(GOOD), proposal(GOOD))
+    proposer = LLMProposer(model="m", timeout=5, base_url=fake.base_url)
+    try:
+        llm_mod.set_api_key("sk-from-editor-1111111111")
+        proposer.propose(ctx())
+        llm_mod.set_api_key("sk-from-editor-2222222222")
+        proposer.propose(ctx())
+    finally:
+        llm_mod.set_api_key(None)
+    assert [r.headers["authorization"] for r in fake.requests] == [
+        "Bearer sk-from-editor-1111111111", "Bearer sk-from-editor-2222222222"]
+
+
 def test_line_number_prefixes_copied_by_the_model_are_stripped(fake):
     fake.script(proposal([("  7| BIAS = 0.0", "  7| BIAS = -0.1")]))
     p = llm(fake).propose(ctx())

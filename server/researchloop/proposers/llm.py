@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import email.utils
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -795,6 +796,7 @@ class LLMProposer:
         self._sleep = sleep
         self._format = FORMATS[0]
         self._client: Any = None
+        self._client_key = ""  # sha256 of the key the client was built with
         self.last_context: BuiltContext | None = None  # for the bench and the editor
         self.last_timings: dict[str, float] = {}
 
@@ -839,9 +841,10 @@ class LLMProposer:
         return LLMProposalError(self._redact(message), usage.as_dict())
 
     def _get_client(self) -> Any:
-        if self._client is not None:
-            return self._client
         key = self._key or _explicit_key or os.environ.get(KEY_ENV) or None
+        fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
+        if self._client is not None and fingerprint == self._client_key:
+            return self._client  # rebuilt when the key changes (e.g. set in the editor)
         if not key:
             if not self.base_url:
                 raise ProposalError(
@@ -855,6 +858,7 @@ class LLMProposer:
         if self.base_url:
             kwargs["base_url"] = self.base_url
         self._client = openai.OpenAI(**kwargs)
+        self._client_key = fingerprint
         return self._client
 
     def observe(self, experiment: Experiment) -> None:
