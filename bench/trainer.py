@@ -45,33 +45,11 @@ def read_preset():
     return out
 
 
-def reference_worker(budget, seed):
-    """Train the reference in this process; print its summary like train.py does."""
-    import ctypes
-
-    import numpy as np
+def build_reference(V, L, D, H, max_t):
+    """nanoGPT: LayerNorm, GELU, learned positions, GPT-2 init; untied head like train.py."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    sys.path.insert(0, str(TRAINER))
-    import prepare
-
-    t_start = time.time()
-    try:  # same allocator setting as train.py (see there), so the comparison is fair
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)
-        libc.mallopt(-1, 1 << 30)
-    except (OSError, AttributeError):
-        pass
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    torch.manual_seed(seed)
-    cfg = read_preset()
-    L, D, H, T, B = (cfg["DEPTH"], cfg["D_MODEL"], cfg["D_MODEL"] // cfg["HEAD_DIM"],
-                     cfg["SEQ_LEN"], cfg["DEVICE_BATCH"])
-    data = prepare.load()
-    V = data.vocab_size
-    max_t = max(T, prepare.EVAL_SEQ_LEN["cpu"])
 
     class Block(nn.Module):
         def __init__(self):
@@ -114,7 +92,37 @@ def reference_worker(budget, seed):
                 x = blk(x)
             return self.lm_head(self.ln_f(x))
 
-    model = NanoGPT()
+    return NanoGPT()
+
+
+def reference_worker(budget, seed):
+    """Train the reference in this process; print its summary like train.py does."""
+    import ctypes
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(TRAINER))
+    import prepare
+
+    t_start = time.time()
+    try:  # same allocator setting as train.py (see there), so the comparison is fair
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)
+        libc.mallopt(-1, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.manual_seed(seed)
+    cfg = read_preset()
+    L, D, H, T, B = (cfg["DEPTH"], cfg["D_MODEL"], cfg["D_MODEL"] // cfg["HEAD_DIM"],
+                     cfg["SEQ_LEN"], cfg["DEVICE_BATCH"])
+    data = prepare.load()
+    V = data.vocab_size
+    max_t = max(T, prepare.EVAL_SEQ_LEN["cpu"])
+
+    model = build_reference(V, L, D, H, max_t)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": REF_WEIGHT_DECAY},
