@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from researchloop.models import Outcome, ProgressRecord, TrialSpec
 from researchloop.runner import (
     LocalExecutor,
