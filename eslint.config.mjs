@@ -38,6 +38,7 @@ export default tseslint.config(
         process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly',
         URL: 'readonly', performance: 'readonly', window: 'readonly', document: 'readonly',
         Buffer: 'readonly', setInterval: 'readonly', clearInterval: 'readonly',
+        requestAnimationFrame: 'readonly', MessageEvent: 'readonly',
       },
     },
   },

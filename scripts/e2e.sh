@@ -83,7 +83,7 @@ cat > "$TMP/user-data/User/settings.json" <<JSON
   "workbench.secondarySideBar.defaultVisibility": "hidden",
   "editor.lightbulb.enabled": "on",
   "researchloop.pythonPath": "$ROOT/.venv/bin/python",
-  "researchloop.budget": 1.0
+  "researchloop.budget": 2.0
 }
 JSON
 printf 'bind-addr: 127.0.0.1:0\nauth: none\ncert: false\n' > "$TMP/config.yaml"

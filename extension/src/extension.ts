@@ -55,9 +55,24 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     }
   };
 
+  /** researchloop.proposalPending: the active tab shows a proposal still waiting for a verdict (title-bar Accept/Reject). */
+  let pendingContext: boolean | undefined;
+  const updatePendingContext = () => {
+    const input = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+    const uri =
+      input instanceof vscode.TabInputTextDiff ? input.modified : input instanceof vscode.TabInputText ? input.uri : undefined;
+    const id = uri?.scheme === EXP_SCHEME ? parseExpId(uri) : undefined;
+    const pending = id !== undefined && store.experiments.get(id)?.status === 'proposed';
+    if (pending !== pendingContext) {
+      pendingContext = pending;
+      void vscode.commands.executeCommand('setContext', 'researchloop.proposalPending', pending);
+    }
+  };
+
   const server: ServerController = new ServerController(ctx, log, {
     onExperiment: (e) => {
       store.upsert(e);
+      updatePendingContext();
       panel.experimentUpdated(store.experiments.get(e.id) ?? e);
       updateStatus();
       if (watched.has(e.id) && isFinished(e.status)) {
@@ -299,7 +314,13 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     }
     const res = await run<ShowExperimentResult>('researchloop.showExperiment', [id]);
     if (res && server.root) {
+      if (typeof res.id === 'number' && typeof res.status === 'string') {
+        // the record without the two script texts (they only feed the diff view)
+        const rec = Object.fromEntries(Object.entries(res).filter(([k]) => k !== 'parentText' && k !== 'proposedText'));
+        store.upsert(rec as ExperimentWire);
+      }
       await docs.openDiff(res, server.root);
+      updatePendingContext();
     }
   });
 
@@ -354,6 +375,8 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
         void server.restart();
       }
     }),
+    vscode.window.tabGroups.onDidChangeTabs(() => updatePendingContext()),
+    vscode.window.tabGroups.onDidChangeTabGroups(() => updatePendingContext()),
     vscode.workspace.onDidGrantWorkspaceTrust(() => {
       log.info('workspace trusted; starting the server');
       void server.start();

@@ -43,11 +43,15 @@ interface PanelDebugState {
   experiments: number;
   draws: number;
   lastDrawMs: number;
+  /** performance.now() at the end of the last draw. */
+  lastDrawEnd: number;
   /** Work per redraw: from the frame callback to the end of uPlot's draw (ms). */
   updateTimes: number[];
   /** From the first message of a frame to the end of the redraw it caused (includes the wait for the frame). */
   latencies: number[];
   serverState: string;
+  /** Milliseconds spent in the phases of the last message and redraw (for the bench). */
+  phases: Record<string, number>;
 }
 
 const vscode = acquireVsCodeApi();
@@ -74,9 +78,11 @@ const debug: PanelDebugState = {
   experiments: 0,
   draws: 0,
   lastDrawMs: 0,
+  lastDrawEnd: 0,
   updateTimes: [],
   latencies: [],
   serverState: '',
+  phases: {},
 };
 (window as unknown as { __researchloopPanel: PanelDebugState }).__researchloopPanel = debug;
 
@@ -107,7 +113,8 @@ chartBox.dataset.points = '0';
 chartBox.dataset.drawnPoints = '0';
 chartBox.dataset.series = '0';
 const empty = el('div', 'rl-empty', 'No curves yet: run a baseline (Research Loop: Run Baseline).');
-chartBox.append(empty);
+const plotHost = el('div', 'rl-plot');
+chartBox.append(empty, plotHost);
 const table = el('table', 'rl-table');
 table.id = 'rl-experiments';
 const thead = el('thead');
@@ -179,39 +186,56 @@ let theme = readTheme();
 // CSS variables on a theme change: re-read the colours and rebuild the chart.
 new MutationObserver(() => {
   theme = readTheme();
+  plot?.destroy();
+  plot = undefined;
   plotKey = '';
   schedule();
 }).observe(document.body, { attributes: true, attributeFilter: ['class', 'style'] });
 
 // ---------------------------------------------------------------------------------- chart
 
-function colour(s: SelectedCurve, i: number): string {
-  if (s.role === 'baseline') {
+/**
+ * The chart has fixed series slots, made once: 0 = baseline, 1 = best, 2.. = running trials.
+ * A trial starting or ending only changes which slots show, never rebuilds the chart (a
+ * rebuild costs a frame or two), and the chart exists before the first data arrives.
+ */
+const MAX_RUNNING = 8;
+const SLOTS = 2 + MAX_RUNNING;
+
+function slotColour(slot: number): string {
+  if (slot === 0) {
     return theme.baseline;
   }
-  if (s.role === 'best') {
+  if (slot === 1) {
     return theme.best;
   }
-  return theme.running[i % theme.running.length];
+  return theme.running[(slot - 2) % theme.running.length];
 }
 
+function slotsOf(sel: SelectedCurve[]): number[] {
+  let running = 2;
+  return sel.map((c) => (c.role === 'baseline' ? 0 : c.role === 'best' ? 1 : running++));
+}
+
+/** Chart box width from the ResizeObserver (reading clientWidth here would force a layout). */
+let boxWidth = 0;
+
 function chartSize(): { width: number; height: number } {
-  const width = Math.max(200, Math.floor(chartBox.clientWidth || window.innerWidth - 24));
+  const width = Math.max(200, Math.floor(boxWidth || window.innerWidth - 24));
   const height = Math.max(160, Math.min(420, Math.floor(window.innerHeight * 0.5)));
   return { width, height };
 }
 
 function buildPlot(width: number, height: number): uPlot {
-  let runningIdx = 0;
   const series: uPlot.Series[] = [{ label: 'budget' }];
-  for (const s of selected) {
-    const c = colour(s, s.role === 'running' ? runningIdx++ : 0);
+  for (let slot = 0; slot < SLOTS; slot++) {
     series.push({
-      label: s.label,
-      stroke: c,
-      width: s.role === 'running' ? 2 : 1.5,
-      dash: s.role === 'baseline' ? [6, 4] : undefined,
+      label: slot === 0 ? 'baseline' : slot === 1 ? 'best' : `running ${slot - 1}`,
+      stroke: slotColour(slot),
+      width: slot >= 2 ? 2 : 1.5,
+      dash: slot === 0 ? [6, 4] : undefined,
       spanGaps: true,
+      show: false,
       points: { show: false },
     });
   }
@@ -233,8 +257,9 @@ function buildPlot(width: number, height: number): uPlot {
     axes: [{ ...axis('fraction of time budget') }, { ...axis('train loss'), size: 56 }],
     hooks: { draw: [() => onDrawn()] },
   };
-  chartBox.replaceChildren();
-  return new uPlot(opts, [[]], chartBox);
+  plotHost.replaceChildren();
+  const empties: null[][] = Array.from({ length: SLOTS }, () => []);
+  return new uPlot(opts, [[], ...empties] as uPlot.AlignedData, plotHost);
 }
 
 function pushCapped(list: number[], v: number): void {
@@ -247,7 +272,9 @@ function pushCapped(list: number[], v: number): void {
 function onDrawn(): void {
   debug.draws++;
   const now = performance.now();
+  debug.lastDrawEnd = now;
   if (drawStart !== undefined) {
+    debug.phases.redraw = now - drawStart;
     debug.lastDrawMs = now - drawStart;
     pushCapped(debug.updateTimes, debug.lastDrawMs);
     drawStart = undefined;
@@ -258,36 +285,53 @@ function onDrawn(): void {
   }
 }
 
+let shownSlots = new Set<number>();
+
 function redraw(): void {
   frameRequested = false;
   drawStart = performance.now();
-  selected = selectCurves(experiments.values(), direction).filter((s) => store.has(s.expId));
+  selected = selectCurves(experiments.values(), direction, MAX_RUNNING).filter((s) => store.has(s.expId));
   const key = selected.map((s) => `${s.expId}:${s.role}`).join(',');
-  renderLegend();
-  if (!selected.length) {
-    if (plot) {
-      plot.destroy();
-      plot = undefined;
-      plotKey = '';
-      chartBox.replaceChildren(empty);
-    }
-    updateCounts(0, 0);
-    pendingSince = undefined;
-    return;
+  if (key !== plotKey) {
+    renderLegend();
   }
+  empty.hidden = selected.length > 0;
+  const t1 = performance.now();
+  debug.phases.select = t1 - drawStart;
   const { width, height } = chartSize();
   // uPlot draws at most a few points per pixel column: min/max downsampling keeps spikes.
   const buckets = Math.max(64, width);
   const { data, drawn, raw } = buildPlotData(selected, store, buckets);
-  if (!plot || key !== plotKey) {
-    plot?.destroy();
+  const t2 = performance.now();
+  debug.phases.data = t2 - t1;
+  if (!plot) {
     plot = buildPlot(width, height);
-    plotKey = key;
+    shownSlots = new Set();
   } else if (plot.width !== width || plot.height !== height) {
     plot.setSize({ width, height });
   }
+  const slots = slotsOf(selected);
+  const n = data[0].length;
+  const nulls: null[] = new Array<null>(n).fill(null);
+  const full: (number | null)[][] = Array.from({ length: SLOTS }, () => nulls);
+  slots.forEach((slot, i) => {
+    full[slot] = data[i + 1];
+  });
+  const show = new Set(slots);
+  plot.batch(() => {
+    for (let slot = 0; slot < SLOTS; slot++) {
+      if (show.has(slot) !== shownSlots.has(slot)) {
+        plot?.setSeries(slot + 1, { show: show.has(slot) });
+      }
+    }
+    plot?.setData([data[0], ...full] as uPlot.AlignedData);
+  });
+  shownSlots = show;
+  plotKey = key;
+  const t3 = performance.now();
+  debug.phases.create = 0;
   updateCounts(raw, drawn);
-  plot.setData(data);
+  debug.phases.setData = t3 - t2;
 }
 
 function updateCounts(plotted: number, drawn: number): void {
@@ -302,11 +346,11 @@ function updateCounts(plotted: number, drawn: number): void {
 
 function renderLegend(): void {
   legend.replaceChildren();
-  let runningIdx = 0;
-  for (const s of selected) {
+  const slots = slotsOf(selected);
+  for (const [i, s] of selected.entries()) {
     const item = el('span', 'rl-legend-item');
     const swatch = el('span', 'rl-swatch');
-    swatch.style.background = colour(s, s.role === 'running' ? runningIdx++ : 0);
+    swatch.style.background = slotColour(slots[i]);
     item.append(swatch, document.createTextNode(s.label));
     legend.append(item);
   }
@@ -325,31 +369,73 @@ function schedule(): void {
 
 // ---------------------------------------------------------------------------------- table
 
-function renderTable(): void {
-  const rows = [...experiments.values()].sort((a, b) => b.id - a.id);
-  const frag = document.createDocumentFragment();
-  for (const e of rows) {
-    const tr = el('tr', `status-${e.status.replace(/[^a-z]/g, '')}`);
-    tr.dataset.expId = String(e.id);
-    tr.tabIndex = 0;
-    tr.title = e.hypothesis;
-    if (persisted.selectedId === e.id) {
-      tr.classList.add('selected');
+const rowEls = new Map<number, HTMLTableRowElement>();
+
+function fillRow(tr: HTMLTableRowElement, e: PanelExperiment): void {
+  tr.className = `status-${e.status.replace(/[^a-z]/g, '')}`;
+  if (persisted.selectedId === e.id) {
+    tr.classList.add('selected');
+  }
+  tr.title = e.hypothesis;
+  const cells = tr.children;
+  const text = [
+    `#${e.id}`,
+    e.confirms !== null ? `${e.status} (confirms #${e.confirms})` : e.status,
+    fmt(e.delta, 4, true),
+    fmt(e.sigma, 4),
+    fmt(e.z, 2, true),
+    e.source,
+    e.hypothesis,
+  ];
+  for (let i = 0; i < text.length; i++) {
+    if (cells[i].textContent !== text[i]) {
+      cells[i].textContent = text[i];
     }
-    tr.append(
-      el('td', 'num', `#${e.id}`),
-      el('td', 'status', e.confirms !== null ? `${e.status} (confirms #${e.confirms})` : e.status),
-      el('td', 'num', fmt(e.delta, 4, true)),
-      el('td', 'num', fmt(e.sigma, 4)),
-      el('td', 'num', fmt(e.z, 2, true)),
-      el('td', 'source', e.source),
-      el('td', 'hyp', e.hypothesis),
-    );
+  }
+}
+
+function makeRow(e: PanelExperiment): HTMLTableRowElement {
+  const tr = el('tr');
+  tr.dataset.expId = String(e.id);
+  tr.tabIndex = 0;
+  tr.append(el('td', 'num'), el('td', 'status'), el('td', 'num'), el('td', 'num'), el('td', 'num'), el('td', 'source'), el('td', 'hyp'));
+  fillRow(tr, e);
+  return tr;
+}
+
+/** Rebuild every row (init). */
+function renderTable(): void {
+  rowEls.clear();
+  const frag = document.createDocumentFragment();
+  for (const e of [...experiments.values()].sort((a, b) => b.id - a.id)) {
+    const tr = makeRow(e);
+    rowEls.set(e.id, tr);
     frag.append(tr);
   }
   tbody.replaceChildren(frag);
   debug.experiments = experiments.size;
-  table.dataset.rows = String(rows.length);
+  table.dataset.rows = String(rowEls.size);
+}
+
+/** Update or insert the rows of these experiments only (newest first order kept). */
+function updateRows(list: PanelExperiment[]): void {
+  for (const e of list) {
+    const tr = rowEls.get(e.id);
+    if (tr) {
+      fillRow(tr, e);
+      continue;
+    }
+    const row = makeRow(e);
+    rowEls.set(e.id, row);
+    // rows are sorted by id, descending: new experiments usually go first
+    let before: Element | null = tbody.firstElementChild;
+    while (before && Number((before as HTMLElement).dataset.expId) > e.id) {
+      before = before.nextElementSibling;
+    }
+    tbody.insertBefore(row, before);
+  }
+  debug.experiments = experiments.size;
+  table.dataset.rows = String(rowEls.size);
 }
 
 // ---------------------------------------------------------------------------------- messages
@@ -379,13 +465,17 @@ function handle(msg: HostToPanel): void {
         applyCurve(c, true);
       }
       debug.initialized = true;
-      renderTable();
+      {
+        const t = performance.now();
+        renderTable();
+        debug.phases.table = performance.now() - t;
+      }
       break;
     case 'experiments':
       for (const e of msg.experiments) {
         experiments.set(e.id, e);
       }
-      renderTable();
+      updateRows(msg.experiments);
       break;
     case 'curve':
       applyCurve(msg.curve, msg.replace);
@@ -406,17 +496,34 @@ window.addEventListener('message', (ev: MessageEvent) => {
   }
   debug.messages++;
   try {
+    const t = performance.now();
     handle(msg);
+    debug.phases.message = performance.now() - t;
   } catch (err) {
     vscode.postMessage({ type: 'error', message: String(err instanceof Error ? err.stack ?? err.message : err) });
   }
 });
 
 let resizeTimer: number | undefined;
-new ResizeObserver(() => {
+new ResizeObserver((entries) => {
+  const w = Math.floor(entries[entries.length - 1].contentRect.width);
+  if (w === boxWidth) {
+    return;
+  }
+  const first = boxWidth === 0;
+  boxWidth = w;
   window.clearTimeout(resizeTimer);
-  resizeTimer = window.setTimeout(() => schedule(), 50);
+  if (first) {
+    schedule();
+  } else {
+    resizeTimer = window.setTimeout(() => schedule(), 50);
+  }
 }).observe(chartBox);
 
+// the chart exists (empty) before the data: its construction is off the first draw's path
+{
+  const size = chartSize();
+  plot = buildPlot(size.width, size.height);
+}
 debug.ready = true;
 vscode.postMessage({ type: 'ready' });

@@ -114,7 +114,7 @@ async function closeNotifications() {
   }
 }
 
-/** Run a command from the palette (F1), choosing the row whose label matches exactly. */
+/** Run a command from the palette (F1), choosing the row whose label is exactly `title`. */
 async function runCommand(title) {
   await waitFor(`command palette for "${title}"`, async () => {
     await page.keyboard.press('Escape');
@@ -122,13 +122,14 @@ async function runCommand(title) {
     const input = page.locator('.quick-input-widget .quick-input-box input');
     await input.waitFor({ state: 'visible', timeout: 5000 });
     await input.fill(`>${title}`);
-    const row = page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused');
-    await row.waitFor({ state: 'visible', timeout: 5000 });
-    const label = (await row.innerText({ timeout: 2000 })).split('\n')[0].trim();
-    if (!label.startsWith(title)) {
-      throw new Error(`palette's first match is "${label}"`);
+    const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
+    await rows.first().waitFor({ state: 'visible', timeout: 5000 });
+    const labels = await rows.evaluateAll((els) => els.map((e) => (e.querySelector('.label-name')?.textContent ?? e.textContent ?? '').trim()));
+    const i = labels.findIndex((l) => l === title);
+    if (i < 0) {
+      throw new Error(`no palette row "${title}" (rows: ${labels.slice(0, 5).join(' | ')})`);
     }
-    await page.keyboard.press('Enter');
+    await rows.nth(i).click();
     return true;
   }, { timeout: 30_000, interval: 500 });
 }
@@ -193,6 +194,26 @@ async function panelState() {
   });
 }
 
+/** Go to the proposal's diagnostic (Go to Next Problem), open the quick fix menu (Ctrl+.), click an item. */
+async function quickFix(itemText, shotName) {
+  await waitFor(`the quick fix menu with "${itemText}"`, async () => {
+    await page.keyboard.press('Escape');
+    await runCommand('Go to Next Problem in Files (Error, Warning, Info)').catch(async () => {
+      await page.keyboard.press('F8');
+    });
+    await page.waitForTimeout(300);
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('Control+.');
+    const item = page.locator('.action-widget .monaco-list-row', { hasText: itemText });
+    await item.first().waitFor({ state: 'visible', timeout: 4000 });
+    if (shotName) {
+      await shot(shotName);
+    }
+    await item.first().click();
+    return true;
+  }, { timeout: 60_000, interval: 500 });
+}
+
 async function editorText() {
   return page.locator('.editor-group-container.active .monaco-editor .view-lines').first().innerText({ timeout: 2000 });
 }
@@ -251,11 +272,11 @@ async function main() {
       return { statusBar: m };
     });
 
-    await step('loss panel draws a curve with points', async () => {
-      const st = await waitFor('loss panel with plotted points', async () => {
+    await step('loss panel draws a live curve with points', async () => {
+      const st = await waitFor('loss panel with a running curve with points', async () => {
         const s = await panelState();
-        return s && s.initialized && s.domPoints > 0 && s.canvas ? s : undefined;
-      }, { timeout: 60_000, interval: 200 });
+        return s && s.initialized && s.domPoints > 0 && s.canvas && s.series.some((c) => c.role === 'running' && c.points > 0) ? s : undefined;
+      }, { timeout: 60_000, interval: 150 });
       await shot('panel-live-curve');
       return { domPoints: st.domPoints, drawnPoints: st.drawnPoints, series: st.series, during: running.statusBar };
     });
@@ -299,22 +320,24 @@ async function main() {
       return { squiggles: found };
     });
 
+    await step(`show the diff of #${expId} from its quick fix; Accept/Reject in the diff editor's title bar`, async () => {
+      await quickFix(`Show diff for #${expId}`);
+      await page.locator('.editor-group-container.active .monaco-diff-editor').first().waitFor({ state: 'visible', timeout: 20_000 });
+      const tab = await waitFor('the diff tab', async () => {
+        const t = await page.locator('.editor-group-container.active .tab.active').first().innerText({ timeout: 1000 });
+        return t.includes(`experiment #${expId}`) ? t.trim() : undefined;
+      }, { timeout: 20_000 });
+      const actions = await waitFor('Accept/Reject in the title bar', async () => {
+        const labels = await page.locator('.editor-group-container.active .editor-actions .action-label').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label') ?? ''));
+        return labels.some((l) => l.startsWith('Accept')) && labels.some((l) => l.startsWith('Reject')) ? labels.filter((l) => /Accept|Reject/.test(l)) : undefined;
+      }, { timeout: 20_000 });
+      await shot('diff-view');
+      await runCommand('View: Close Editor');
+      return { tab, titleBarActions: actions };
+    });
+
     await step(`accept #${expId} through its quick fix (Ctrl+.)`, async () => {
-      await waitFor('the quick fix menu with "Accept experiment"', async () => {
-        await page.keyboard.press('Escape');
-        // go to the proposal's diagnostic (Go to Next Problem), close its peek, open the quick fix menu
-        await runCommand('Go to Next Problem in Files (Error, Warning, Info)').catch(async () => {
-          await page.keyboard.press('F8');
-        });
-        await page.waitForTimeout(300);
-        await page.keyboard.press('Escape');
-        await page.keyboard.press('Control+.');
-        const item = page.locator('.action-widget .monaco-list-row', { hasText: `Accept experiment #${expId}` });
-        await item.first().waitFor({ state: 'visible', timeout: 4000 });
-        await shot('quick-fix-menu');
-        await item.first().click();
-        return true;
-      }, { timeout: 60_000, interval: 500 });
+      await quickFix(`Accept experiment #${expId}`, 'quick-fix-menu');
     });
 
     const result = await step(`#${expId} runs and its result arrives`, async () => {
