@@ -41,7 +41,7 @@ log "node $("$NODE24_BIN/node" --version)"
 
 # 3. code-server from npm, with Node 24 on PATH (its postinstall rebuilds native modules for it).
 CS=$TOOLS/code-server/node_modules/code-server
-if [ ! -x "$CS/out/node/entry.js" ] && [ ! -f "$CS/out/node/entry.js" ] || [ ! -f "$TOOLS/code-server/.installed-$CODE_SERVER_VERSION" ]; then
+if [ ! -f "$CS/out/node/entry.js" ] || [ ! -f "$TOOLS/code-server/.installed-$CODE_SERVER_VERSION" ]; then
   log "npm install code-server@$CODE_SERVER_VERSION (builds native modules; takes a few minutes)"
   rm -rf "$TOOLS/code-server"
   mkdir -p "$TOOLS/code-server"
@@ -57,7 +57,7 @@ if [ ! -x "$CS/out/node/entry.js" ] && [ ! -f "$CS/out/node/entry.js" ] || [ ! -
   )
   touch "$TOOLS/code-server/.installed-$CODE_SERVER_VERSION"
 fi
-log "code-server $("$NODE24_BIN/node" "$CS/out/node/entry.js" --version 2>/dev/null | head -1)"
+log "code-server $(XDG_CONFIG_HOME="$TOOLS/code-server/.config" "$NODE24_BIN/node" "$CS/out/node/entry.js" --version 2>/dev/null | grep -m1 "with Code")"
 
 # 4. The extension's npm dependencies (build, package, lint, playwright-core).
 if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
