@@ -24,8 +24,7 @@ VSIX=$ROOT/out/researchloop.vsix
 
 TMP=$(mktemp -d /tmp/researchloop-e2e.XXXXXX)
 CS_PID=""
-cleanup() {
-  local rc=$?
+stop_code_server() {
   if [ -n "$CS_PID" ] && kill -0 "$CS_PID" 2>/dev/null; then
     echo "[e2e] stopping code-server (process group $CS_PID)"
     kill -TERM -- "-$CS_PID" 2>/dev/null || true
@@ -35,11 +34,15 @@ cleanup() {
     done
     kill -KILL -- "-$CS_PID" 2>/dev/null || true
   fi
-  if [ -f "$TMP/code-server.log" ]; then
-    mkdir -p "$ART"
-    cp "$TMP/code-server.log" "$ART/code-server.log" 2>/dev/null || true
-    find "$TMP/user-data/logs" -name '*Research Loop*' -exec cp {} "$ART/" \; 2>/dev/null || true
-  fi
+  CS_PID=""
+  mkdir -p "$ART"
+  [ -f "$TMP/code-server.log" ] && cp "$TMP/code-server.log" "$ART/code-server-$PHASE.log" 2>/dev/null || true
+  find "$TMP/user-data/logs" -name '*Research Loop*' -exec cp {} "$ART/extension-$PHASE.log" \; 2>/dev/null || true
+}
+PHASE=full
+cleanup() {
+  local rc=$?
+  stop_code_server
   rm -rf "$TMP"
   echo "[e2e] total $(( $(date +%s) - START )) s, exit $rc"
   exit $rc
@@ -50,23 +53,32 @@ rm -rf "$ART"
 mkdir -p "$ART"
 
 # The fixture workspace: a real git repo with researchloop.toml and a fast contract-true train.py.
-WS=$TMP/workspace
-mkdir -p "$WS"
-cp tests/e2e/fixture/train.py tests/e2e/fixture/researchloop.toml "$WS/"
-printf '.researchloop/\n' > "$WS/.gitignore"
-(
-  cd "$WS"
-  export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com
-  git init -q -b main
-  git add -A
-  git commit -qm "fixture"
-)
+make_workspace() {
+  local ws=$1
+  mkdir -p "$ws"
+  cp tests/e2e/fixture/train.py tests/e2e/fixture/researchloop.toml "$ws/"
+  printf '.researchloop/\n' > "$ws/.gitignore"
+  (
+    cd "$ws"
+    export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com
+    git init -q -b main
+    git add -A
+    git commit -qm "fixture"
+  )
+}
 
-# A fresh user-data dir with settings pre-seeded: no trust prompt, our interpreter, tiny budget.
-mkdir -p "$TMP/user-data/User" "$TMP/extensions"
-cat > "$TMP/user-data/User/settings.json" <<JSON
+# A fresh user-data dir with settings pre-seeded: our interpreter, a tiny budget, quiet
+# workbench; workspace trust off ("full") or on with no prompt ("restricted": the fixture is
+# opened untrusted, in Restricted Mode).
+write_settings() {
+  local trust=$1
+  rm -rf "$TMP/user-data"
+  mkdir -p "$TMP/user-data/User"
+  cat > "$TMP/user-data/User/settings.json" <<JSON
 {
-  "security.workspace.trust.enabled": false,
+  "security.workspace.trust.enabled": $trust,
+  "security.workspace.trust.startupPrompt": "never",
+  "security.workspace.trust.emptyWindow": false,
   "workbench.startupEditor": "none",
   "workbench.tips.enabled": false,
   "workbench.welcomePage.walkthroughs.openOnInstall": false,
@@ -86,30 +98,71 @@ cat > "$TMP/user-data/User/settings.json" <<JSON
   "researchloop.budget": 2.0
 }
 JSON
-printf 'bind-addr: 127.0.0.1:0\nauth: none\ncert: false\n' > "$TMP/config.yaml"
+}
 
+printf 'bind-addr: 127.0.0.1:0\nauth: none\ncert: false\n' > "$TMP/config.yaml"
+mkdir -p "$TMP/extensions"
 echo "[e2e] installing the .vsix into code-server"
-"$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --user-data-dir "$TMP/user-data" \
+"$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --user-data-dir "$TMP/install-data" \
   --extensions-dir "$TMP/extensions" --install-extension "$VSIX" >"$TMP/install.log" 2>&1 \
   || { cat "$TMP/install.log"; exit 1; }
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "[e2e] starting code-server on 127.0.0.1:$PORT"
-setsid "$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --bind-addr "127.0.0.1:$PORT" --auth none \
-  --disable-telemetry --disable-update-check --disable-workspace-trust \
-  --disable-getting-started-override --user-data-dir "$TMP/user-data" \
-  --extensions-dir "$TMP/extensions" "$WS" >"$TMP/code-server.log" 2>&1 &
-CS_PID=$!
-for i in $(seq 1 120); do
-  if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
-    break
-  fi
-  if ! kill -0 "$CS_PID" 2>/dev/null; then
-    echo "[e2e] code-server exited:"; cat "$TMP/code-server.log"; exit 1
-  fi
-  sleep 0.5
-  [ "$i" = 120 ] && { echo "[e2e] code-server did not answer in 60 s"; cat "$TMP/code-server.log"; exit 1; }
-done
+start_code_server() {
+  local ws=$1
+  shift
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "[e2e] starting code-server on 127.0.0.1:$PORT ($PHASE)"
+  setsid "$NODE24" "$CS_ENTRY" --config "$TMP/config.yaml" --bind-addr "127.0.0.1:$PORT" --auth none \
+    --disable-telemetry --disable-update-check --disable-getting-started-override "$@" \
+    --user-data-dir "$TMP/user-data" --extensions-dir "$TMP/extensions" "$ws" >"$TMP/code-server.log" 2>&1 &
+  CS_PID=$!
+  for i in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$CS_PID" 2>/dev/null; then
+      echo "[e2e] code-server exited:"; cat "$TMP/code-server.log"; exit 1
+    fi
+    sleep 0.5
+  done
+  echo "[e2e] code-server did not answer in 60 s"; cat "$TMP/code-server.log"; exit 1
+}
 
-E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS" E2E_ARTIFACTS="$ART" \
-  node tests/e2e/run.mjs
+# Phase 1: a trusted workspace, the whole flow.
+WS=$TMP/workspace
+make_workspace "$WS"
+write_settings false
+start_code_server "$WS" --disable-workspace-trust
+FULL_RC=0
+E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS" E2E_ARTIFACTS="$ART" E2E_MODE=full \
+  node tests/e2e/run.mjs || FULL_RC=$?
+stop_code_server
+
+# Phase 2: an untrusted workspace (Restricted Mode): the server must not start, nothing runs.
+PHASE=restricted
+WS2=$TMP/untrusted
+make_workspace "$WS2"
+write_settings true
+start_code_server "$WS2"
+RESTRICTED_RC=0
+E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS2" E2E_ARTIFACTS="$ART" E2E_MODE=restricted \
+  node tests/e2e/run.mjs || RESTRICTED_RC=$?
+if [ -e "$WS2/.researchloop" ]; then
+  echo "[e2e] FAIL: the server ran in Restricted Mode ($WS2/.researchloop exists)"
+  RESTRICTED_RC=1
+fi
+stop_code_server
+# One closing line for both phases (steps from artifacts/e2e/result*.json).
+node -e '
+  const fs = require("fs");
+  let passed = 0, failed = 0;
+  for (const f of ["result.json", "result-restricted.json"]) {
+    try {
+      const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+      for (const s of r.steps) s.ok ? passed++ : failed++;
+      if (!r.ok && !r.steps.some((s) => !s.ok)) failed++;
+    } catch { failed++; }
+  }
+  console.log(`e2e: ${passed} passed, ${failed} failed`);
+' "$ART"
+[ "$FULL_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ]

@@ -23,6 +23,8 @@ const NEEDS_TRUST = new Set([
   'researchloop.adopt',
 ]);
 
+let controller: ServerController | undefined;
+
 export interface ResearchLoopApi {
   store: ExperimentStore;
   server: ServerController;
@@ -404,6 +406,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       }
     });
   }
+  controller = server;
   // Start in the background: activation must not wait on Python.
   void server.start();
   return { store, server, panel };
@@ -413,6 +416,9 @@ function isFinished(status: string): boolean {
   return ['kept', 'discarded', 'crashed', 'timeout', 'pruned', 'rejected', 'interrupted'].includes(status);
 }
 
-export function deactivate(): void {
-  // disposables in ctx.subscriptions stop the client (and so the server and its trials)
+/** Stop the server (it stops the trials it started) before the extension host goes away. */
+export function deactivate(): Promise<void> | undefined {
+  const c = controller;
+  controller = undefined;
+  return c?.stop();
 }

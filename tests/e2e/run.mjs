@@ -21,6 +21,8 @@ const WORKSPACE = process.env.E2E_WORKSPACE;
 const ART = process.env.E2E_ARTIFACTS ?? 'artifacts/e2e';
 const CHROMIUM = process.env.E2E_CHROMIUM ?? '/usr/bin/chromium';
 const STEP_TIMEOUT = Number(process.env.E2E_STEP_TIMEOUT ?? 90_000);
+// "full" (trusted workspace: the whole flow) or "restricted" (untrusted: nothing may run)
+const MODE = process.env.E2E_MODE ?? 'full';
 if (!WORKSPACE) {
   throw new Error('E2E_WORKSPACE is not set');
 }
@@ -38,7 +40,7 @@ function log(msg) {
 
 async function shot(name) {
   shotNo += 1;
-  const file = path.join(ART, `${String(shotNo).padStart(2, '0')}-${name}.png`);
+  const file = path.join(ART, `${MODE === 'full' ? '' : `${MODE}-`}${String(shotNo).padStart(2, '0')}-${name}.png`);
   try {
     await page.screenshot({ path: file });
   } catch (err) {
@@ -232,10 +234,87 @@ async function main() {
   page.on('pageerror', (err) => consoleErrors.push(String(err)));
   let failed;
   try {
+    if (MODE === 'restricted') {
+      await restricted();
+    } else {
+      await full();
+    }
+  } catch (err) {
+    failed = err;
+  } finally {
+    const summary = {
+      mode: MODE,
+      ok: !failed,
+      seconds: Math.round((Date.now() - t0) / 100) / 10,
+      steps: results,
+      statusBarSeen: [...seen.status].slice(0, 20),
+      notificationsSeen: [...seen.notifications].slice(0, 20),
+      pageErrors: consoleErrors.slice(0, 20),
+    };
+    writeFileSync(path.join(ART, MODE === 'full' ? 'result.json' : `result-${MODE}.json`), JSON.stringify(summary, null, 2));
+    await browser.close().catch(() => undefined);
+  }
+  const passed = results.filter((r) => r.ok).length;
+  const failedN = results.length - passed;
+  console.log(`e2e ${MODE} runtime: ${((Date.now() - t0) / 1000).toFixed(1)} s (browser part)`);
+  console.log(`e2e ${MODE} phase: ${passed} of ${results.length} steps passed${failedN ? ` (${failedN} failed)` : ''}`);
+  if (failed) {
+    process.exitCode = 1;
+  }
+}
+
+async function openWorkbench() {
+  await page.goto(`${BASE}/?folder=${encodeURIComponent(WORKSPACE)}`, { waitUntil: 'domcontentloaded', timeout: 60_000 });
+  await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
+  await page.locator('.part.statusbar').waitFor({ state: 'visible', timeout: 60_000 });
+}
+
+/** Untrusted workspace: the extension activates but starts no server; nothing can run. */
+async function restricted() {
+  await step('open the untrusted workspace (Restricted Mode)', async () => {
+    await openWorkbench();
+    await shot('workbench');
+  });
+  await step('status bar says restricted; a message explains why', async () => {
+    const text = await waitFor('status bar "restricted"', async () => {
+      const t = await statusBarText();
+      return /Research Loop: restricted/.test(t) ? t : undefined;
+    }, { timeout: 60_000, interval: 300 });
+    const note = await waitFor('the Restricted Mode message', async () => {
+      const t = await notificationsText();
+      return t.split('\n').find((l) => /runs nothing in Restricted Mode/.test(l));
+    }, { timeout: 30_000, interval: 300 });
+    await shot('restricted');
+    return { statusBar: text.split('\n').find((l) => /restricted/.test(l)), message: note.slice(0, 140) };
+  });
+  await step('commands that run trials are not offered', async () => {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget .quick-input-box input');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill('>Research Loop:');
+    const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
+    await rows.first().waitFor({ state: 'visible', timeout: 5000 });
+    const labels = await rows.evaluateAll((els) => els.map((e) => (e.querySelector('.label-name')?.textContent ?? '').trim()));
+    await shot('palette');
+    await page.keyboard.press('Escape');
+    for (const hidden of ['Research Loop: Run Baseline', 'Research Loop: Propose Experiment', 'Research Loop: Run Loop…']) {
+      if (labels.includes(hidden)) {
+        throw new Error(`"${hidden}" is offered in Restricted Mode`);
+      }
+    }
+    if (!labels.includes('Research Loop: Show Loss Panel')) {
+      throw new Error(`expected Show Loss Panel among ${labels.join(' | ')}`);
+    }
+    return { offered: labels };
+  });
+}
+
+/** Trusted workspace: baseline, panel, proposal, diff, accept, result, inlay hint. */
+async function full() {
+  {
     await step('open workbench', async () => {
-      await page.goto(`${BASE}/?folder=${encodeURIComponent(WORKSPACE)}`, { waitUntil: 'domcontentloaded', timeout: 60_000 });
-      await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
-      await page.locator('.part.statusbar').waitFor({ state: 'visible', timeout: 60_000 });
+      await openWorkbench();
       await shot('workbench');
     });
 
@@ -371,26 +450,6 @@ async function main() {
       await shot('panel-final');
       return { rows: st.rows.length, series: st.series, drawnPoints: st.drawnPoints };
     });
-  } catch (err) {
-    failed = err;
-  } finally {
-    const summary = {
-      ok: !failed,
-      seconds: Math.round((Date.now() - t0) / 100) / 10,
-      steps: results,
-      statusBarSeen: [...seen.status].slice(0, 20),
-      notificationsSeen: [...seen.notifications].slice(0, 20),
-      pageErrors: consoleErrors.slice(0, 20),
-    };
-    writeFileSync(path.join(ART, 'result.json'), JSON.stringify(summary, null, 2));
-    await browser.close().catch(() => undefined);
-  }
-  const passed = results.filter((r) => r.ok).length;
-  const failedN = results.length - passed;
-  console.log(`e2e runtime: ${((Date.now() - t0) / 1000).toFixed(1)} s (browser part)`);
-  console.log(`e2e: ${passed} passed, ${failedN} failed`);
-  if (failed) {
-    process.exitCode = 1;
   }
 }
 
