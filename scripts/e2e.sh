@@ -72,6 +72,7 @@ make_workspace() {
 # opened untrusted, in Restricted Mode).
 write_settings() {
   local trust=$1
+  local python=${2:-$ROOT/.venv/bin/python}
   rm -rf "$TMP/user-data"
   mkdir -p "$TMP/user-data/User"
   cat > "$TMP/user-data/User/settings.json" <<JSON
@@ -94,7 +95,7 @@ write_settings() {
   "editor.minimap.enabled": false,
   "workbench.secondarySideBar.defaultVisibility": "hidden",
   "editor.lightbulb.enabled": "on",
-  "researchloop.pythonPath": "$ROOT/.venv/bin/python",
+  "researchloop.pythonPath": "$python",
   "researchloop.budget": 2.0
 }
 JSON
@@ -152,11 +153,30 @@ if [ -e "$WS2/.researchloop" ]; then
   RESTRICTED_RC=1
 fi
 stop_code_server
-# One closing line for both phases (steps from artifacts/e2e/result*.json).
+
+# Phase 3: an interpreter without the researchloop package: the client explains and offers pip.
+PHASE=missing
+WS3=$TMP/nopackage
+make_workspace "$WS3"
+NOPKG_PY=${E2E_PYTHON_WITHOUT_PACKAGE:-/usr/bin/python3}
+MISSING_RC=0
+if "$NOPKG_PY" -c "import researchloop" >/dev/null 2>&1; then
+  echo "[e2e] skipping the missing-package phase: $NOPKG_PY has researchloop"
+  rm -f "$ART/result-missing.json"
+else
+  write_settings false "$NOPKG_PY"
+  start_code_server "$WS3" --disable-workspace-trust
+  E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS3" E2E_ARTIFACTS="$ART" E2E_MODE=missing \
+    node tests/e2e/run.mjs || MISSING_RC=$?
+  stop_code_server
+fi
+
+# One closing line for all phases (steps from artifacts/e2e/result*.json).
 node -e '
   const fs = require("fs");
   let passed = 0, failed = 0;
-  for (const f of ["result.json", "result-restricted.json"]) {
+  for (const f of ["result.json", "result-restricted.json", "result-missing.json"]) {
+    if (f === "result-missing.json" && !fs.existsSync(process.argv[1] + "/" + f)) continue;
     try {
       const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
       for (const s of r.steps) s.ok ? passed++ : failed++;
@@ -165,4 +185,4 @@ node -e '
   }
   console.log(`e2e: ${passed} passed, ${failed} failed`);
 ' "$ART"
-[ "$FULL_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ]
+[ "$FULL_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ] && [ "$MISSING_RC" = 0 ]

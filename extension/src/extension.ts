@@ -3,6 +3,7 @@
 // and the proposal diff view to it.
 
 import * as vscode from 'vscode';
+import { NEEDS_TRUST } from './commands';
 import type { CurveData, ExperimentWire } from './contract';
 import { recordsToCurve } from './contract';
 import { ProposalDocuments, type ShowExperimentResult } from './diffView';
@@ -13,15 +14,6 @@ import { EXP_SCHEME, ExperimentStore, describe, parseExpId, statusView } from '.
 
 const TRUST_MESSAGE =
   'Research Loop runs nothing in Restricted Mode: trials, proposers and agents execute code from this workspace. Trust the workspace to enable it.';
-
-/** Commands that start trials or agents: refused in an untrusted workspace. */
-const NEEDS_TRUST = new Set([
-  'researchloop.runBaseline',
-  'researchloop.propose',
-  'researchloop.accept',
-  'researchloop.startLoop',
-  'researchloop.adopt',
-]);
 
 let controller: ServerController | undefined;
 

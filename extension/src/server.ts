@@ -31,22 +31,10 @@ import {
   serverEnv,
   type ResolvedInterpreter,
 } from './settings';
+import { CLIENT_OWNED_COMMANDS } from './commands';
 import type { ServerState } from './store';
 
 export const SECRET_KEY = 'researchloop.apiKey';
-
-/** Commands the client registers itself (prompts, quick picks, diff view); it forwards them to the server. */
-export const CLIENT_OWNED_COMMANDS = new Set([
-  'researchloop.runBaseline',
-  'researchloop.propose',
-  'researchloop.accept',
-  'researchloop.reject',
-  'researchloop.startLoop',
-  'researchloop.stopLoop',
-  'researchloop.showExperiment',
-  'researchloop.adopt',
-  'researchloop.summary',
-]);
 
 export interface ServerEvents {
   onExperiment(e: ExperimentWire): void;

@@ -236,6 +236,8 @@ async function main() {
   try {
     if (MODE === 'restricted') {
       await restricted();
+    } else if (MODE === 'missing') {
+      await missingPackage();
     } else {
       await full();
     }
@@ -307,6 +309,32 @@ async function restricted() {
       throw new Error(`expected Show Loss Panel among ${labels.join(' | ')}`);
     }
     return { offered: labels };
+  });
+}
+
+/** researchloop.pythonPath names an interpreter without the package: say so, with the pip command. */
+async function missingPackage() {
+  await step('open the workspace with an interpreter lacking researchloop', async () => {
+    await openWorkbench();
+  });
+  await step('the missing package is explained with the exact pip command', async () => {
+    const note = await waitFor('the missing-package message', async () => {
+      const t = await notificationsText();
+      return t.split('\n').find((l) => /does not have the researchloop package/.test(l));
+    }, { timeout: 60_000, interval: 300 });
+    const cmd = /Install it with: (.+ -m pip install researchloop)/.exec(note);
+    if (!cmd) {
+      throw new Error(`no pip command in "${note}"`);
+    }
+    const buttons = await page.locator('.notifications-toasts .notification-toast .monaco-button').allInnerTexts();
+    for (const b of ['Install', 'Copy Command']) {
+      if (!buttons.some((x) => x.trim() === b)) {
+        throw new Error(`no "${b}" button (buttons: ${buttons.join(', ')})`);
+      }
+    }
+    await waitFor('status bar "server failed"', async () => /server failed/.test(await statusBarText()), { timeout: 20_000 });
+    await shot('missing-package');
+    return { command: cmd[1], buttons: buttons.map((b) => b.trim()).filter(Boolean) };
   });
 }
 
