@@ -238,6 +238,8 @@ export class ServerController implements vscode.Disposable {
     client.onDidChangeState((e) => {
       if (e.newState === State.Running) {
         this.setState('running');
+        // first start and every automatic restart: reload what the journal holds
+        this.events.onReady();
       } else if (e.newState === State.Stopped && this.client === client && this.state !== 'failed') {
         this.setState('stopped');
       }
@@ -247,7 +249,6 @@ export class ServerController implements vscode.Disposable {
       await client.start();
       this.crashes = [];
       this.setState('running');
-      this.events.onReady();
     } catch (err) {
       this.log.error(`server failed to start: ${String(err)}`);
       this.client = undefined;
