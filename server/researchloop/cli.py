@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -122,6 +123,16 @@ def open_engine(workspace: Path):
         return Engine(workspace)
     except config_mod.ConfigError as exc:
         raise CLIError(str(exc)) from None
+
+
+@contextmanager
+def opened(args):
+    """The engine of the command's workspace, closed afterwards."""
+    engine = open_engine(find_workspace(args.workspace))
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def run_prepare(workspace: Path) -> None:
@@ -288,8 +299,7 @@ def cmd_loop(args) -> int:
 
 
 def cmd_log(args) -> int:
-    engine = open_engine(find_workspace(args.workspace))
-    try:
+    with opened(args) as engine:
         exps = engine.experiments()
         if args.limit:
             exps = exps[-args.limit:]
@@ -298,8 +308,6 @@ def cmd_log(args) -> int:
                 print(json.dumps(_jsonable(e)))
         else:
             console.print(experiments_table(exps, engine.config.experiment.metric))
-    finally:
-        engine.close()
     return 0
 
 
@@ -312,12 +320,8 @@ def _jsonable(e: Experiment) -> dict:
 
 
 def cmd_show(args) -> int:
-    engine = open_engine(find_workspace(args.workspace))
-    try:
-        try:
-            e = engine.get(args.id)
-        except KeyError as exc:
-            raise CLIError(str(exc).strip("'\"")) from None
+    with opened(args) as engine:
+        e = engine.get(args.id)
         metric = engine.config.experiment.metric
         console.rule(f"experiment #{e.id}  [{STATUS_STYLE.get(e.status.value, '')}]{e.status.value}[/]")
         rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
@@ -341,57 +345,37 @@ def cmd_show(args) -> int:
             console.rule("log tail")
             for line in lines:
                 console.print(line, markup=False)
-    finally:
-        engine.close()
     return 0
 
 
 def cmd_status(args) -> int:
-    engine = open_engine(find_workspace(args.workspace))
-    try:
+    with opened(args) as engine:
         print_status(engine)
-    finally:
-        engine.close()
     return 0
 
 
 def cmd_export(args) -> int:
-    engine = open_engine(find_workspace(args.workspace))
-    try:
+    with opened(args) as engine:
         out = Path(args.output or (engine.state_dir / f"experiments.{args.format}"))
         engine.journal.export(out, fmt=args.format)
         console.print(f"wrote {out}")
-    finally:
-        engine.close()
     return 0
 
 
 def cmd_adopt(args) -> int:
-    engine = open_engine(find_workspace(args.workspace))
-    try:
-        from .engine import EngineError
-        from .ratchet import RatchetError
-
-        try:
-            path = engine.adopt(args.id)
-        except (EngineError, RatchetError) as exc:
-            raise CLIError(str(exc)) from None
+    with opened(args) as engine:
+        path = engine.adopt(args.id)
         console.print(f"[green]adopted #{args.id}[/] into {path} (not committed: review and commit it)")
-    finally:
-        engine.close()
     return 0
 
 
 def cmd_calibration(args) -> int:
     from .calibration import calibrate
 
-    engine = open_engine(find_workspace(args.workspace))
-    try:
+    with opened(args) as engine:
         exps = engine.experiments()
         cal = calibrate(exps, engine.sigma(exps), engine.config.lower_is_better,
                         k=engine.config.judge.k, source=args.source)
-    finally:
-        engine.close()
     if args.json:
         print(json.dumps(cal.as_dict(points=args.points)))
         return 0
@@ -501,14 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Engine errors whose message tells the user what to do: printed without a traceback."""
+    from .engine import EngineError
+    from .journal import JournalError
+    from .ratchet import RatchetError
+
+    return (EngineError, JournalError, RatchetError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except CLIError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return 2
-    except config_mod.ConfigError as exc:
+    except (CLIError, config_mod.ConfigError, *_user_errors()) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,86 @@
+"""The CLI as a user runs it: real subprocesses of `researchloop` on real workspaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enginekit import git
+
+CLI = [sys.executable, "-m", "researchloop.cli"]
+
+
+def rl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def test_baseline_loop_log_show_status_export(workspace):
+    r = rl("baseline", cwd=workspace)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "baseline (seed 42)" in r.stdout and "reference" in r.stdout
+    r = rl("loop", "-n", "1", "--proposer", "tune", cwd=workspace)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = rl("log", "--json", cwd=workspace)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["id"] for row in rows][:2] == [1, 2]
+    assert rows[2]["source"] == "tune" and rows[2]["diff"]
+    r = rl("show", "3", cwd=workspace)
+    assert r.returncode == 0 and "experiment #3" in r.stdout and "@@" in r.stdout
+    assert "log tail" in r.stdout
+    r = rl("status", cwd=workspace)
+    assert "researchloop/test" in r.stdout and "± " in r.stdout
+    r = rl("export", "--format", "csv", "-o", str(workspace / "out.csv"), cwd=workspace)
+    assert r.returncode == 0 and (workspace / "out.csv").read_text().startswith("id,")
+
+
+def test_errors_are_one_clear_line_and_exit_2(workspace, tmp_path):
+    r = rl("status", cwd=tmp_path)
+    assert r.returncode == 2 and "researchloop init" in r.stderr and "Traceback" not in r.stderr
+    r = rl("show", "99", cwd=workspace)
+    assert r.returncode == 2 and "#99" in r.stderr and "Traceback" not in r.stderr
+    (workspace / "researchloop.toml").write_text("[judge]\nk = -1\n")
+    r = rl("status", cwd=workspace)
+    assert r.returncode == 2 and "judge.k" in r.stderr
+    git(workspace, "checkout", "--", "researchloop.toml")
+    r = rl("adopt", "1", cwd=workspace)
+    assert r.returncode == 2 and "no experiment #1" in r.stderr
+
+
+def test_init_makes_a_committed_workspace(tmp_path):
+    r = rl("init", str(tmp_path / "proj"), "--budget", "30", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    proj = tmp_path / "proj"
+    for name in ("prepare.py", "train.py", "program.md", "researchloop.toml"):
+        assert (proj / name).exists()
+    assert "budget = 30" in (proj / "researchloop.toml").read_text()
+    assert ".researchloop/" in (proj / ".gitignore").read_text()
+    assert git(proj, "status", "--porcelain").strip() == ""
+    assert "train.py" in git(proj, "ls-files")
+    # running it again keeps the user's edits
+    (proj / "train.py").write_text("# mine\n")
+    rl("init", str(proj), cwd=tmp_path)
+    assert (proj / "train.py").read_text() == "# mine\n"
+
+
+@pytest.mark.slow
+def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
+    """The README's first command, small: real prepare, real train.py trials at a 3 s budget."""
+    env = {"RESEARCHLOOP_CACHE": str(tmp_path / "cache")}
+    r = rl("demo", "--dir", str(tmp_path / "demo"), "--budget", "3", "-n", "1", cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ws = tmp_path / "demo"
+    tsv = (ws / "results.tsv").read_text().splitlines()
+    assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
+    assert sum("\tkeep\t" in line for line in tsv) >= 2  # the two baselines
+    rows = [json.loads(x) for x in rl("log", "--json", cwd=ws).stdout.splitlines()]
+    baselines = [x for x in rows if x["source"] == "baseline"]
+    assert len(baselines) == 2 and all(x["metric"] and x["metric"] < 6 for x in baselines)
+    tuned = [x for x in rows if x["source"] == "tune" and x["confirms"] is None]
+    assert len(tuned) == 1 and tuned[0]["status"] in ("kept", "discarded", "crashed", "rejected")
+    assert "where everything is" in r.stdout
