@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, _frame):
         adapter.close()
-        raise SystemExit(128 + signum)
+        _hard_exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
@@ -38,7 +40,18 @@ def main(argv: list[str] | None = None) -> int:
             server.start_io()
     finally:
         adapter.close()
+    # pygls reads stdin on a pool thread that only ends at EOF; a client waiting for the
+    # process to exit before closing the pipe would wait forever on the interpreter's join.
+    _hard_exit(0 if server.protocol._shutdown else 1)
     return 0
+
+
+def _hard_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Protocol surface: docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -69,6 +70,7 @@ def _bad(message: str) -> JsonRpcInvalidParams:
 
 def _args(args: tuple[Any, ...], names: tuple[str, ...]) -> list[Any]:
     """Positional arguments, or one object with those names (both shapes are accepted)."""
+    args = tuple(_plain(a) for a in args)
     if len(args) == 1 and isinstance(args[0], dict):
         obj = args[0]
         return [obj.get(n) for n in names]
@@ -88,6 +90,17 @@ def _exp_id(value: Any, command: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("#").isdigit():
         return int(value.strip().lstrip("#"))
     raise _bad(f"{command}: experiment id must be an integer, not {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """pygls hands unknown methods' params over as namedtuples: back to plain JSON values."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _opt_number(value: Any, name: str, integer: bool = False) -> Any:
@@ -179,6 +192,7 @@ class Adapter:
         self.unsubscribe: Callable[[], None] | None = None
         self.closed = False
         self.close_lock = threading.Lock()
+        self.ready = asyncio.Event()
 
     # --- messages -------------------------------------------------------------------------
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
@@ -217,9 +231,22 @@ class Adapter:
         elif params.root_path:
             root = params.root_path
         self.workspace = Path(root).resolve() if root else None
+        if self.workspace is not None:  # the script's name now, so early requests know it
+            try:
+                script = config_mod.load(self.workspace).experiment.train_script
+            except Exception:
+                script = config_mod.ExperimentConfig().train_script
+            self.script_path = (self.workspace / script).resolve()
+            self.script_uri = from_fs_path(str(self.script_path))
 
     async def initialized(self) -> None:
         self.loop = asyncio.get_running_loop()
+        try:
+            await self._initialized()
+        finally:
+            self.ready.set()
+
+    async def _initialized(self) -> None:
         if self.workspace is None:
             self.problem = "researchloop: no workspace folder is open; open the folder of your train script"
             self.show(self.problem, types.MessageType.Error)
@@ -321,10 +348,8 @@ class Adapter:
         loop = self.loop
         if loop is None or self.closed:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             loop.call_soon_threadsafe(self._on_event, event)
-        except RuntimeError:  # loop closed during shutdown
-            pass
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, ExperimentUpdated):
@@ -355,7 +380,6 @@ class Adapter:
             if e.rev <= self.seen_rev.get(e.id, -1):
                 continue
             self.seen_rev[e.id] = e.rev
-            self.rev = max(self.rev, e.rev)
             self.notify(EXPERIMENT_UPDATED, render.exp_json(e))
             old = self.exps.get(e.id)
             if e.diff and not e.is_baseline and e.confirms is None:
@@ -404,8 +428,11 @@ class Adapter:
         j = self.engine.journal
         if j.max_rev() <= self.rev:
             return
+        # The cursor moves only here: an own event with a later rev must not hide an earlier
+        # write of another process that this poll has not read yet.
         rows = j.changed_since(self.rev)
         if rows:
+            self.rev = max(self.rev, rows[-1].rev)
             self.ingest(rows)
 
     def reload_config(self) -> None:
@@ -623,7 +650,12 @@ class Adapter:
             self.server.workspace_code_lens_refresh(None)
         return title
 
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), timeout)
+
     async def lens_title(self) -> str:
+        await self.wait_ready()
         if self.engine is None:
             return self.problem or "researchloop: starting…"
         if self.summary_title is None:
@@ -826,8 +858,11 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
     # --- custom request ---
     @server.feature(EXPERIMENTS)
     async def experiments(params: Any) -> dict[str, Any]:
+        await ad.wait_ready()
         engine = ad._engine()
-        params = params if isinstance(params, dict) else (params.__dict__ if params else {})
+        params = _plain(params) if params is not None else {}
+        if not isinstance(params, dict):
+            raise _bad("params must be an object: {curves?, ids?, maxPoints?}")
         ids = params.get("ids")
         if ids is not None and (not isinstance(ids, list) or not all(
                 isinstance(i, int) and not isinstance(i, bool) for i in ids)):
@@ -857,6 +892,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
     def command(name: str):
         def register(fn):
             async def handler(*args: Any) -> Any:
+                await ad.wait_ready()
                 try:
                     return await fn(*args)
                 except JsonRpcException:

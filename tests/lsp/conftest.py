@@ -1,0 +1,128 @@
+"""pytest-lsp fixtures: the real server process (``python -m researchloop.lsp``) on a real git
+workspace with enginekit's fast, contract-true fake training script."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+
+from enginekit import CONFIG, FAKE_TRAIN, make_workspace
+
+SERVER = [sys.executable, "-m", "researchloop.lsp"]
+
+
+class Recorder:
+    """Custom notifications and requests the server sent, with arrival times."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[float, dict[str, Any]]] = []
+        self.progress: list[tuple[float, dict[str, Any]]] = []
+        self.loop_states: list[dict[str, Any]] = []
+        self.apply_edits: list[types.ApplyWorkspaceEditParams] = []
+        self.apply_result = True
+
+    def latest(self, exp_id: int) -> dict[str, Any] | None:
+        for _, rec in reversed(self.updates):
+            if rec["id"] == exp_id:
+                return rec
+        return None
+
+
+async def wait_until(pred, timeout: float = 15.0, every: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {pred}")
+        await asyncio.sleep(every)
+
+
+def _to_dict(params: Any) -> Any:
+    if isinstance(params, dict):
+        return params
+    if hasattr(params, "_asdict"):
+        return {k: _to_dict(v) for k, v in params._asdict().items()}
+    if isinstance(params, list):
+        return [_to_dict(v) for v in params]
+    if hasattr(params, "__dict__"):
+        return {k: _to_dict(v) for k, v in vars(params).items()}
+    return params
+
+
+def make_ws(tmp_path: Path, kind: str) -> Path:
+    ws = tmp_path / "ws"
+    if kind == "nogit":
+        ws.mkdir()
+        (ws / "train.py").write_text(FAKE_TRAIN)
+        (ws / "researchloop.toml").write_text(CONFIG)
+        return ws
+    return make_workspace(ws)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def client(lsp_client: LanguageClient, request, tmp_path):
+    marker = request.node.get_closest_marker("workspace")
+    kind = marker.args[0] if marker else "git"
+    ws = make_ws(tmp_path, kind)
+    rec = Recorder()
+    lsp_client.rec = rec  # type: ignore[attr-defined]
+    lsp_client.ws = ws  # type: ignore[attr-defined]
+    lsp_client.script_uri = (ws / "train.py").as_uri()  # type: ignore[attr-defined]
+
+    @lsp_client.feature("researchloop/experimentUpdated")
+    def on_update(params):
+        rec.updates.append((time.monotonic(), _to_dict(params)))
+
+    @lsp_client.feature("researchloop/trialProgress")
+    def on_progress(params):
+        rec.progress.append((time.monotonic(), _to_dict(params)))
+
+    @lsp_client.feature("researchloop/loopState")
+    def on_loop(params):
+        rec.loop_states.append(_to_dict(params))
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def on_apply(params: types.ApplyWorkspaceEditParams):
+        rec.apply_edits.append(params)
+        return types.ApplyWorkspaceEditResult(applied=rec.apply_result)
+
+    @lsp_client.feature(types.WORKSPACE_INLAY_HINT_REFRESH)
+    def on_hint_refresh(params):
+        return None
+
+    @lsp_client.feature(types.WORKSPACE_CODE_LENS_REFRESH)
+    def on_lens_refresh(params):
+        return None
+
+    lsp_client.set_configuration({"budget": 0.3}, section="researchloop")
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        root_uri=ws.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")],
+        initialization_options={"apiKey": "sk-test-not-a-real-key"},
+    ))
+    # wait until the server finished starting (commands wait for that), so nothing the test
+    # writes to the journal happens before the server's first read of it
+    with contextlib.suppress(JsonRpcException):
+        await lsp_client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="researchloop.summary", arguments=[]))
+    yield
+    if lsp_client._server is not None and lsp_client._server.returncode is None:
+        await lsp_client.shutdown_session()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "workspace(kind): the workspace the server opens")
