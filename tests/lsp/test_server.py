@@ -151,10 +151,14 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     assert "lower bias" in hover.contents.value
 
     # the code lens summary follows
-    lenses = await client.text_document_code_lens_async(
-        types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
-    await wait_until(lambda: True)
-    assert lenses[0].command.title.startswith("baseline 1.")
+    for _ in range(100):  # recomputed off the loop shortly after each finished trial
+        lenses = await client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+        if "kept 1 / 1 run" in lenses[0].command.title:
+            break
+        await asyncio.sleep(0.05)
+    assert lenses[0].command.title.startswith("baseline 0.9")  # the new head's reference
+    assert f"(#{exp_id})" in lenses[0].command.title and "kept 1 / 1 run" in lenses[0].command.title
 
     # researchloop/experiments, with curves
     got = await client.protocol.send_request_async(

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     # pygls logs whole messages (initialize params carry the API key) at INFO/DEBUG: never.
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
 
+    _limit_arenas()
     from .server import make_server
 
     server, adapter = make_server()
@@ -44,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     # process to exit before closing the pipe would wait forever on the interpreter's join.
     _hard_exit(0 if server.protocol._shutdown else 1)
     return 0
+
+
+def _limit_arenas() -> None:
+    """Trials, summaries and the stdin reader run on threads; glibc gives each its own malloc
+    arena, which inflates RSS several-fold for a server that is mostly idle. Two is plenty."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except Exception:
+        pass
 
 
 def _hard_exit(code: int) -> None:

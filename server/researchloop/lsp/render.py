@@ -20,7 +20,7 @@ from typing import Any
 from lsprotocol import types
 
 from ..anomaly import Anomaly
-from ..models import Experiment, ProgressRecord, Status
+from ..models import CrashLocation, Experiment, ProgressRecord, Status
 
 SOURCE = "researchloop"
 HISTORY_ROWS = 25  # rows of a hover table before "… N older"
@@ -75,6 +75,38 @@ def progress_json(r: ProgressRecord) -> dict[str, Any]:
         if k not in rec:
             rec[k] = v
     return _clean(rec)
+
+
+# --------------------------------------------------------------------------- compact rows
+
+
+@dataclass(slots=True)
+class Row:
+    """What the server keeps of an experiment for rendering (10k of these stay small)."""
+
+    id: int
+    status: Status
+    source: str
+    hypothesis: str = ""
+    predicted_delta: float | None = None
+    diff: str = ""
+    metric: float | None = None
+    delta: float | None = None
+    z: float | None = None
+    verdict: str = ""
+    crash: CrashLocation | None = None
+    confirms: int | None = None
+    started_at: float | None = None
+    rev: int = 0
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.source == "baseline"
+
+    @classmethod
+    def of(cls, e: Experiment) -> Row:
+        return cls(e.id, e.status, e.source, e.hypothesis, e.predicted_delta, e.diff, e.metric,
+                   e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev)
 
 
 # --------------------------------------------------------------------------- diffs
@@ -233,6 +265,8 @@ class HistoryIndex:
     metric: str = "val_bpb"
     by_line: dict[int, list[Entry]] = field(default_factory=dict)
     pending: list[Entry] = field(default_factory=list)
+    entries: dict[int, Entry] = field(default_factory=dict)
+    diffs: dict[int, tuple[str, DiffInfo]] = field(default_factory=dict)
     _labels: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
@@ -244,34 +278,63 @@ class HistoryIndex:
         metric: str = "val_bpb",
     ) -> HistoryIndex:
         """``diffs``: a cache {id: (diff, DiffInfo)} reused and filled across builds."""
-        diffs = {} if diffs is None else diffs
-        index = cls(doc, metric)
-        memo: dict[tuple[Block, ...], list[tuple[int, int]]] = {}
-        entries: list[Entry] = []
-        for e in experiments:
-            if not e.diff or e.confirms is not None or e.is_baseline:
-                continue
-            cached = diffs.get(e.id)
-            if cached is None or (cached[0] is not e.diff and cached[0] != e.diff):
-                cached = (e.diff, parse_diff(e.diff))
-                diffs[e.id] = cached
-            info = cached[1]
-            ranges = memo.get(info.blocks)
-            if ranges is None:
-                ranges = []
-                for b in info.blocks:
-                    start = doc.locate(b.candidates, b.start)
-                    ranges.append((start, doc.clamp(start + b.span)))
-                memo[info.blocks] = ranges
-            entries.append(Entry(e, info.change, ranges))
+        index = cls(doc, metric, diffs={} if diffs is None else diffs)
+        entries = [en for e in experiments if (en := index._entry(e)) is not None]
         entries.sort(key=lambda en: en.exp.id, reverse=True)
+        by_line = index.by_line
         for en in entries:
-            lines = {line for a, b in en.ranges for line in range(a, b + 1)}
-            for line in lines:
-                index.by_line.setdefault(line, []).append(en)
+            index.entries[en.exp.id] = en
+            for a, b in en.ranges:
+                for line in range(a, b + 1):
+                    lst = by_line.get(line)
+                    if lst is None:
+                        by_line[line] = [en]
+                    elif lst[-1] is not en:
+                        lst.append(en)
             if en.exp.status == Status.PROPOSED:
                 index.pending.append(en)
         return index
+
+    def _entry(self, e: Experiment) -> Entry | None:
+        if not e.diff or e.confirms is not None or e.source == "baseline":
+            return None
+        cached = self.diffs.get(e.id)
+        if cached is None or (cached[0] is not e.diff and cached[0] != e.diff):
+            cached = (e.diff, parse_diff(e.diff))
+            self.diffs[e.id] = cached
+        info = cached[1]
+        doc = self.doc
+        ranges = []
+        for b in info.blocks:
+            start = doc.locate(b.candidates, b.start)
+            ranges.append((start, doc.clamp(start + b.span)))
+        return Entry(e, info.change, ranges)
+
+    def update(self, e: Experiment) -> bool:
+        """Take one new or changed experiment in without a rebuild; False if not indexed."""
+        en = self.entries.get(e.id)
+        if en is None:
+            en = self._entry(e)
+            if en is None:
+                return False
+            self.entries[e.id] = en
+            for line in {line for a, b in en.ranges for line in range(a, b + 1)}:
+                lst = self.by_line.setdefault(line, [])
+                at = next((i for i, x in enumerate(lst) if x.exp.id < e.id), len(lst))
+                lst.insert(at, en)
+                self._labels.pop(line, None)
+        else:
+            en.exp = e
+            for a, b in en.ranges:
+                for line in range(a, b + 1):
+                    self._labels.pop(line, None)
+        was = en in self.pending
+        if e.status == Status.PROPOSED and not was:
+            self.pending.append(en)
+            self.pending.sort(key=lambda x: x.exp.id, reverse=True)
+        elif e.status != Status.PROPOSED and was:
+            self.pending.remove(en)
+        return True
 
     # --- inlay hints ---
 

@@ -92,6 +92,11 @@ def _exp_id(value: Any, command: str) -> int:
     raise _bad(f"{command}: experiment id must be an integer, not {value!r}")
 
 
+def _slim(e: Experiment) -> render.Row:
+    """What the index keeps of an experiment: a compact row."""
+    return render.Row.of(e)
+
+
 def _plain(value: Any) -> Any:
     """pygls hands unknown methods' params over as namedtuples: back to plain JSON values."""
     if hasattr(value, "_asdict"):
@@ -312,7 +317,7 @@ class Adapter:
         rows = await asyncio.to_thread(self._initial_rows)
         self.rev = rows[0]
         for e in rows[1]:
-            self.exps[e.id] = e
+            self.exps[e.id] = _slim(e)
             self.seen_rev[e.id] = e.rev
         self.index_dirty = True
         self.watcher = Watcher(self.loop, self.workspace, engine.config.experiment.train_script,
@@ -383,9 +388,12 @@ class Adapter:
             self.notify(EXPERIMENT_UPDATED, render.exp_json(e))
             old = self.exps.get(e.id)
             if e.diff and not e.is_baseline and e.confirms is None:
-                self.exps[e.id] = e
+                row = _slim(e)
+                self.exps[e.id] = row
                 if old is None or old.status != e.status or old.delta != e.delta:
                     changed = True
+                    if self.index is not None and not self.index_dirty:
+                        self.index.update(row)  # in place: no rebuild of thousands of entries
             if e.status == Status.RUNNING and e.owner_pid == os.getpid():
                 self._begin_progress(e)
             elif e.status != Status.RUNNING and e.id in self.progress_tokens:
@@ -398,7 +406,6 @@ class Adapter:
                 elif e.status in FINISHED:
                     self._analyse(e)
         if changed:
-            self.index_dirty = True
             self._schedule_refresh(0 if crashed else REFRESH_DEBOUNCE)
         if self.summary_dirty:
             self._schedule_summary(SUMMARY_DEBOUNCE)
@@ -555,13 +562,11 @@ class Adapter:
                 out.append(render.crash_diagnostic(doc, moved, text))
             else:
                 out.append(render.crash_diagnostic(doc, e, text))
-        entries = {en.exp.id: en for line in index.by_line.values() for en in line[:1]}
         for e in self._recent_finished():
             found = self.anomalies.get(e.id)
             if not found:
                 continue
-            en = entries.get(e.id) or next((en for lst in index.by_line.values() for en in lst
-                                            if en.exp.id == e.id), None)
+            en = index.entries.get(e.id)
             if en is not None:
                 out += render.anomaly_diagnostics(doc, en, found)
         for en in index.pending:
@@ -646,6 +651,7 @@ class Adapter:
             title = f"researchloop: {exc}"
         changed = title != self.summary_title
         self.summary_title = title
+        _trim()
         if changed and self._supports("workspace", "code_lens", "refresh_support"):
             self.server.workspace_code_lens_refresh(None)
         return title
@@ -1047,6 +1053,16 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         }
 
     return server, ad
+
+
+def _trim() -> None:
+    """Give freed heap back to the OS after big transient reads (glibc only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except Exception:
+        pass
 
 
 def _translate(exc: Exception) -> JsonRpcException:
