@@ -104,11 +104,19 @@ class Engine:
             self._executor = LocalExecutor(slots=r.slots, gpus=r.gpus or None, env_allow=r.env_allow)
         return self._executor
 
+    @property
+    def loop_running(self) -> bool:
+        return self._loop_thread_busy.locked()
+
+    def shutdown_trials(self) -> None:
+        """Kill every trial this engine started (their process groups) and wait for them."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
     def close(self) -> None:
         """Stop running trials and release resources."""
         self._stop.set()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self.shutdown_trials()
         self.journal.close()
 
     def _update(self, exp_id: int, **fields) -> Experiment:

@@ -760,9 +760,7 @@ class Adapter:
             engine.stop()
         except Exception:
             log.exception("engine.stop failed")
-        ex = engine._executor  # the executor, if one was ever started
-        if ex is not None:
-            ex.shutdown(wait=True)  # kills running trials' process groups, waits for them
+        engine.shutdown_trials()  # kills running trials' process groups, waits for them
         for t in list(self.threads):
             t.join(timeout=5)
         try:
@@ -958,7 +956,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         if iterations < 1:
             raise _bad("iterations must be >= 1")
         budget = _opt_number(budget, "budget")
-        if engine._loop_thread_busy.locked():
+        if engine.loop_running:
             raise RequestFailed(message="a loop is already running; stop it first")
         ad.in_background("loop", lambda: engine.loop(iterations, budget, kind))
         return {"started": "loop", "iterations": iterations}
