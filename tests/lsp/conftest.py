@@ -3,73 +3,15 @@ workspace with enginekit's fast, contract-true fake training script."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-
-from enginekit import CONFIG, FAKE_TRAIN, make_workspace
-
-SERVER = [sys.executable, "-m", "researchloop.lsp"]
-
-
-class Recorder:
-    """Custom notifications and requests the server sent, with arrival times."""
-
-    def __init__(self) -> None:
-        self.updates: list[tuple[float, dict[str, Any]]] = []
-        self.progress: list[tuple[float, dict[str, Any]]] = []
-        self.loop_states: list[dict[str, Any]] = []
-        self.apply_edits: list[types.ApplyWorkspaceEditParams] = []
-        self.apply_result = True
-
-    def latest(self, exp_id: int) -> dict[str, Any] | None:
-        for _, rec in reversed(self.updates):
-            if rec["id"] == exp_id:
-                return rec
-        return None
-
-
-async def wait_until(pred, timeout: float = 15.0, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {pred}")
-        await asyncio.sleep(every)
-
-
-def _to_dict(params: Any) -> Any:
-    if isinstance(params, dict):
-        return params
-    if hasattr(params, "_asdict"):
-        return {k: _to_dict(v) for k, v in params._asdict().items()}
-    if isinstance(params, list):
-        return [_to_dict(v) for v in params]
-    if hasattr(params, "__dict__"):
-        return {k: _to_dict(v) for k, v in vars(params).items()}
-    return params
-
-
-def make_ws(tmp_path: Path, kind: str) -> Path:
-    ws = tmp_path / "ws"
-    if kind == "nogit":
-        ws.mkdir()
-        (ws / "train.py").write_text(FAKE_TRAIN)
-        (ws / "researchloop.toml").write_text(CONFIG)
-        return ws
-    return make_workspace(ws)
+from lspkit import SERVER, Recorder, _to_dict, make_ws
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from conftest import _to_dict, wait_until
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient
@@ -20,6 +19,7 @@ from researchloop.models import Proposal
 from researchloop.runner import is_alive
 
 from enginekit import FAKE_TRAIN, edit
+from lspkit import _to_dict, wait_until
 
 LINES = FAKE_TRAIN.splitlines()
 BIAS_LINE = LINES.index("BIAS = 0.0          # added to the metric: a \"real\" improvement when negative")
