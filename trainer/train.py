@@ -442,3 +442,8 @@ print(f"total_tokens_M:   {step * TOTAL_BATCH_TOKENS / 1e6:.1f}")
 print(f"num_steps:        {step}")
 print(f"num_params_M:     {num_params / 1e6:.1f}")
 print(f"depth:            {DEPTH}")
+
+# The summary above is the trial's result. Skip the interpreter's teardown of torch state
+# (~0.5 s on CPU, a few % of a short trial); the metrics file is closed, stdout flushed here.
+sys.stdout.flush()
+os._exit(0)
