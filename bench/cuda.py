@@ -1,0 +1,55 @@
+"""The device check for a lent GPU: train.py's default preset on CUDA for a short budget.
+
+One prepared run (see DEVELOPERS' device notes): prepares the offline corpus, runs the embedded
+train.py unchanged with its CUDA preset (torch.compile, bf16 autocast, depth 8 / d_model 512)
+for --budget seconds, and prints one JSON line: device name, tok/s, MFU, val_bpb, steps, VRAM.
+Exits non-zero with the log tail when CUDA is missing or the run fails.
+
+    python bench/cuda.py [--budget 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TRAINER = Path(__file__).resolve().parents[1] / "trainer"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=120.0)
+    args = ap.parse_args()
+    import torch  # the bench may import torch; the server never does
+
+    if not torch.cuda.is_available():
+        print(json.dumps({"bench": "cuda", "error": "no CUDA device visible"}))
+        sys.exit(2)
+    subprocess.run([sys.executable, "prepare.py"], cwd=TRAINER, check=True)
+    metrics = Path(tempfile.mkdtemp()) / "metrics.jsonl"
+    env = dict(os.environ, RESEARCHLOOP_TIME_BUDGET=str(args.budget), RESEARCHLOOP_METRICS=str(metrics))
+    p = subprocess.run([sys.executable, "train.py"], cwd=TRAINER, env=env, capture_output=True, text=True)
+    summary = dict(re.findall(r"^(\w+):\s+(\S+)$", p.stdout.split("\n---\n")[-1], re.M))
+    if p.returncode != 0 or "val_bpb" not in summary:
+        print(json.dumps({"bench": "cuda", "error": f"exit {p.returncode}", "tail": (p.stdout + p.stderr)[-3000:]}))
+        sys.exit(1)
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    steady = records[len(records) // 2:] or records  # after compile and warm-up
+    tok_s = sorted(r["tok_per_s"] for r in steady)[len(steady) // 2]
+    print(json.dumps({
+        "bench": "cuda", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "budget_s": args.budget, "tok_per_s_median": tok_s,
+        "mfu_percent": float(summary["mfu_percent"]), "val_bpb": float(summary["val_bpb"]),
+        "num_steps": int(float(summary["num_steps"])), "peak_vram_mb": float(summary["peak_vram_mb"]),
+        "total_seconds": float(summary["total_seconds"]),
+    }))
+
+
+if __name__ == "__main__":
+    main()
