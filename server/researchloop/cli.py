@@ -220,7 +220,7 @@ class LiveReporter:
                         Status.TIMEOUT, Status.INTERRUPTED) and (e.id, e.status.value) not in self.announced:
             self.announced.add((e.id, e.status.value))
             style = STATUS_STYLE.get(e.status.value, "")
-            text = e.verdict if e.status != Status.PROPOSED else f"proposed: {e.hypothesis}"
+            text = e.verdict if e.status != Status.PROPOSED else e.hypothesis
             if e.status == Status.CRASHED and e.crash:
                 text += f" (at {e.crash.file}:{e.crash.line})"
             console.print(f"  [{style}]#{e.id} {e.status.value}[/] {text}")
