@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
+from .calibration import Calibration, calibrate
 from .config import Config
 from .edits import EditError, apply_unified_diff, unified_diff, validate_source
 from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
@@ -56,6 +57,7 @@ class Summary:
     run: int
     running: list[int]
     counts: dict[str, int]
+    calibration: Calibration | None = None  # how well proposers' predictions held
 
 
 class Engine:
@@ -167,15 +169,17 @@ class Engine:
         for e in exps:
             counts[e.status.value] = counts.get(e.status.value, 0) + 1
         ran = [e for e in exps if e.status in (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT)]
+        sigma = self.judge.sigma(exps, ref) if s is not None else None
         return Summary(
             baseline=ref.value,
-            sigma=self.judge.sigma(exps, ref) if s is not None else None,
+            sigma=sigma,
             sigma_dof=dof,
             best=best,
             kept=sum(1 for e in exps if e.status == Status.KEPT and not e.is_baseline and e.confirms is None),
             run=sum(1 for e in ran if not e.is_baseline and e.confirms is None),
             running=[e.id for e in exps if e.status == Status.RUNNING],
             counts=counts,
+            calibration=calibrate(exps, sigma, self.config.lower_is_better, self.config.judge.k),
         )
 
     # -- recovery --------------------------------------------------------------------------------

@@ -211,11 +211,14 @@ async def test_adopt_round_trip_and_unsaved_changes(client: LanguageClient):
     try:
         eng.run_baseline()
         exp = eng.run(eng.add_proposal(Proposal(edit(eng.head_source(), "BIAS = 0.0", "BIAS = -0.1"),
-                                                "lower bias", "user")).id)
+                                                "lower bias", "user", predicted_delta=-0.08)).id)
         assert exp.status.value == "kept"
         expected = eng.experiment_source(exp.id)
     finally:
         eng.close()
+    calibration = (await execute(client, "researchloop.summary"))["calibration"]
+    assert calibration["n"] == 1 and calibration["signAccuracy"] == 1.0
+    assert calibration["improvementsConfirmed"] == 1
     uri = open_doc(client)
     result = await execute(client, "researchloop.adopt", exp.id)
     assert result == {"id": exp.id, "applied": True, "via": "workspaceEdit"}

@@ -1048,9 +1048,15 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
             "running": s.running, "counts": s.counts,
             "title": render.lens_title(s.baseline, s.sigma, s.best, s.kept, s.run, s.running),
             "configError": ad.config_error,
+            "calibration": _camel(s.calibration.as_dict()) if s.calibration else None,
         }
 
     return server, ad
+
+
+def _camel(d: dict[str, Any]) -> dict[str, Any]:
+    """snake_case keys → camelCase, as everything on the wire."""
+    return {k.split("_")[0] + "".join(w.title() for w in k.split("_")[1:]): v for k, v in d.items()}
 
 
 def _trim() -> None:
