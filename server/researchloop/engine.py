@@ -462,7 +462,10 @@ class Engine:
             conf = self._finish(self.journal.get(conf.id), self._execute(conf))
             exps = self.journal.list()
             sigma = self.judge.sigma(exps, ref)
-            if conf.metric is None or conf.status != Status.RUNNING:
+            if conf.status == Status.INTERRUPTED:  # stopped, not refuted: no verdict either way
+                verdict.status = Status.INTERRUPTED
+                verdict.text = f"{verdict.text.split(':')[0]}; stopped during confirmation #{conf.id}"
+            elif conf.metric is None or conf.status != Status.RUNNING:
                 verdict.status = Status.DISCARDED
                 verdict.text = f"{verdict.text.split(':')[0]}; confirmation #{conf.id} {conf.status.value}, discarded"
             else:
