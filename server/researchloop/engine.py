@@ -35,7 +35,7 @@ from .models import (
     code_hash,
 )
 from .proposers import ProposalContext, ProposalError, make_proposer
-from .ratchet import Ratchet, StaleExperiment
+from .ratchet import Ratchet, RatchetError
 from .runner import Executor, LocalExecutor, is_alive, kill_orphan
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,10 @@ class Engine:
             if exp.pid:
                 kill_orphan(exp.pid, exp.id)
             self._archive_attempt(exp)
-            self._update(exp.id, status=Status.INTERRUPTED, verdict="interrupted: engine stopped mid-trial")
-            requeued.append(self._update(exp.id, status=Status.QUEUED, pid=None, owner_pid=None))
+            self._update(exp.id, status=Status.INTERRUPTED, verdict="interrupted: engine stopped mid-trial",
+                         pid=None)
+            if exp.confirms is None:  # a confirmation is redone by its re-run parent
+                requeued.append(self._update(exp.id, status=Status.QUEUED, pid=None, owner_pid=None))
             try:
                 self.ratchet.remove_worktree(exp.id)
             except Exception:
@@ -216,13 +218,13 @@ class Engine:
             self._proposers[kind] = make_proposer(kind, self.config, self.state_dir)
         return self._proposers[kind]
 
-    def _context(self) -> ProposalContext:
+    def _context(self, source: str) -> ProposalContext:
         exps = self.journal.list()
-        ref = reference_for(exps, code_hash(self.head_source()))
+        ref = reference_for(exps, code_hash(source))
         program = self.workspace / "program.md"
         summary = self.summary()
         return ProposalContext(
-            source=self.head_source(),
+            source=source,
             script_name=self.script_name,
             experiments=exps,
             best=summary.best,
@@ -237,17 +239,21 @@ class Engine:
         """Ask a proposer for an edit; an invalid one is recorded as rejected, never run."""
         kind = kind or self._kind_for(iteration)
         proposer = self._proposer(kind)
-        ctx = self._context()
+        head = self.head()  # read once: the edit, its parent and its diff all refer to this head
+        ctx = self._context(self.ratchet.read_script(head))
         try:
             proposal = proposer.propose(ctx)
-        except ProposalError as exc:
-            exp = self._create(
+        except Exception as exc:  # a failed proposal is one rejected iteration, not a dead loop
+            if not isinstance(exc, ProposalError):
+                log.exception("proposer %s failed", kind)
+            reason = f"no valid proposal: {exc}" if isinstance(exc, ProposalError) else \
+                f"proposer error: {type(exc).__name__}: {exc}"
+            return self._create(
                 status=Status.REJECTED, source=getattr(proposer, "name", kind),
-                parent_commit=self.head(), rejection_reason=f"no valid proposal: {exc}",
-                verdict=f"no valid proposal: {exc}", usage=dict(getattr(exc, "usage", None) or {}),
+                parent_commit=head, rejection_reason=reason, verdict=reason,
+                usage=dict(getattr(exc, "usage", None) or {}),
             )
-            return exp
-        return self.add_proposal(proposal, base_source=ctx.source)
+        return self.add_proposal(proposal, base_source=ctx.source, base_commit=head)
 
     def _kind_for(self, iteration: int) -> str:
         p = self.config.proposer
@@ -255,9 +261,13 @@ class Engine:
             return p.mix[iteration % len(p.mix)]
         return p.kind
 
-    def add_proposal(self, proposal: Proposal, base_source: str | None = None) -> Experiment:
-        """Record a proposal (from any proposer or the user) against the research branch head."""
-        head = self.head()
+    def add_proposal(
+        self, proposal: Proposal, base_source: str | None = None, base_commit: str | None = None
+    ) -> Experiment:
+        """Record a proposal (from any proposer or the user) against the research branch head
+        (or the commit it was written against; if the branch moved on since, the judge's
+        ratchet step refuses it as stale instead of running it on code it never saw)."""
+        head = base_commit or self.head()
         old = base_source if base_source is not None else self.ratchet.read_script(head)
         diff = unified_diff(old, proposal.new_source, self.script_name)
         params = dict(proposal.params or {})
@@ -356,8 +366,15 @@ class Engine:
             raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only queued experiments can run")
         if budget is not None:
             exp = self._update(exp_id, budget=budget)
-        result = self._execute(exp)
-        return self._finish(self.journal.get(exp_id), result)
+        try:
+            result = self._execute(exp)
+            return self._finish(self.journal.get(exp_id), result)
+        except Exception as exc:  # git, disk, a diff that no longer applies: record, don't die
+            log.exception("experiment #%s failed inside researchloop", exp_id)
+            exp = self._update(exp_id, status=Status.CRASHED, pid=None, finished_at=time.time(),
+                               verdict=f"researchloop error: {type(exc).__name__}: {exc}")
+            self._after_finish(exp)
+            return exp
 
     def _source_of(self, exp: Experiment) -> str | None:
         """The script an experiment runs; None when it runs its parent unchanged."""
@@ -478,7 +495,7 @@ class Engine:
             if verdict.status == Status.KEPT:
                 try:
                     self.ratchet.advance(exp.id)
-                except StaleExperiment as exc:
+                except RatchetError as exc:  # stale, or the branch is checked out somewhere
                     verdict.status = Status.DISCARDED
                     verdict.text += f", but not kept: {exc}"
             exp = self._update(exp.id, status=verdict.status, delta=verdict.delta, sigma=verdict.sigma,
@@ -516,11 +533,17 @@ class Engine:
                     done.append(self.run(exp.id, budget))
             if not self._stop.is_set():
                 self.ensure_baseline(budget)
+                if self.sigma() is None and not self._stop.is_set():
+                    raise EngineError("the baseline did not give a noise estimate (a seed crashed?): "
+                                      "see `researchloop log`, fix the script, then run the loop again")
             for i in range(iterations):
                 if self._stop.is_set():
                     break
                 self.bus.emit(LoopState(True, i + 1, iterations, "proposing"))
                 exp = self.propose(proposer, iteration=i)
+                if self._stop.is_set():  # stopped while proposing: leave it proposed, run nothing
+                    done.append(exp)
+                    break
                 if exp.status == Status.PROPOSED:
                     self.accept(exp.id)
                     self.bus.emit(LoopState(True, i + 1, iterations, f"running #{exp.id}"))

@@ -225,3 +225,36 @@ def test_bad_config_names_the_key(workspace):
     (workspace / "researchloop.toml").write_text("[experiment]\nbudgett = 3\n")
     with pytest.raises(ConfigError, match=r"unknown key experiment\.budgett"):
         Engine(workspace)
+
+
+def test_a_researchloop_failure_is_recorded_and_the_loop_goes_on(engine, workspace):
+    engine.run_baseline()
+    exp = user_edit(engine, "DEPTH = 4", "DEPTH = 5")
+    engine.journal.update(exp.id, diff="@@ -1,1 +1,1 @@\n-no such line\n+x = 1\n")  # a corrupt edit
+    rec = engine.run(exp.id)
+    assert rec.status == Status.CRASHED and rec.verdict.startswith("researchloop error: EditError")
+    assert engine.journal.running() == []
+    later = engine.run(user_edit(engine, "DEPTH = 4", "DEPTH = 6").id)
+    assert later.status == Status.DISCARDED
+
+
+def test_a_keep_while_the_research_branch_is_checked_out_is_refused_not_fatal(engine, workspace):
+    engine.run_baseline()
+    git(workspace, "worktree", "add", "-q", str(workspace.parent / "look"), engine.ratchet.branch_name)
+    exp = engine.run(user_edit(engine, "BIAS = 0.0", "BIAS = -0.2").id)
+    assert exp.status == Status.DISCARDED and "not kept" in exp.verdict
+    assert engine.head() == exp.parent_commit
+
+
+def test_stop_while_proposing_runs_nothing(engine):
+    engine.run_baseline()
+    real_propose = engine.propose
+
+    def propose_then_stop(*args, **kwargs):
+        exp = real_propose(*args, **kwargs)
+        engine.stop()
+        return exp
+
+    engine.propose = propose_then_stop
+    done = engine.loop(3, proposer="tune")
+    assert len(done) == 1 and done[0].status == Status.PROPOSED
