@@ -126,6 +126,17 @@ class Engine:
         self.bus.emit(ExperimentUpdated(exp))
         return exp
 
+    def _transition(self, exp_id: int, from_status: tuple[Status, ...], action: str, **fields) -> Experiment:
+        """Move an experiment only if it is still in one of ``from_status`` (another thread or
+        process may have moved it first); otherwise say what it is now."""
+        exp = self.journal.transition(exp_id, from_status, **fields)
+        if exp is None:
+            now = self.journal.get(exp_id).status.value
+            allowed = " or ".join(s.value for s in from_status)
+            raise EngineError(f"experiment #{exp_id} is {now}; only {allowed} experiments can be {action}")
+        self.bus.emit(ExperimentUpdated(exp))
+        return exp
+
     def _create(self, **fields) -> Experiment:
         exp = self.journal.create(**fields)
         self.bus.emit(ExperimentUpdated(exp))
@@ -300,19 +311,14 @@ class Engine:
         return self.add_proposal(Proposal(new, hypothesis, "user", predicted_delta), base_source=old)
 
     def accept(self, exp_id: int) -> Experiment:
-        exp = self.journal.get(exp_id)
-        if exp.status != Status.PROPOSED:
-            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only proposed experiments can be accepted")
-        self._update(exp_id, status=Status.ACCEPTED)
+        self._transition(exp_id, (Status.PROPOSED,), "accepted", status=Status.ACCEPTED)
         return self._update(exp_id, status=Status.QUEUED)
 
     def reject(self, exp_id: int, reason: str | None = None) -> Experiment:
-        exp = self.journal.get(exp_id)
-        if exp.status not in (Status.PROPOSED, Status.ACCEPTED, Status.QUEUED):
-            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only pending experiments can be rejected")
         reason = (reason or "").strip() or None
-        exp = self._update(exp_id, status=Status.REJECTED, rejection_reason=reason,
-                           verdict=f"rejected by user{': ' + reason if reason else ''}")
+        exp = self._transition(exp_id, (Status.PROPOSED, Status.ACCEPTED, Status.QUEUED), "rejected",
+                               status=Status.REJECTED, rejection_reason=reason,
+                               verdict=f"rejected by user{': ' + reason if reason else ''}")
         self._observe(exp)
         return exp
 
@@ -362,10 +368,10 @@ class Engine:
         exp = self.journal.get(exp_id)
         if exp.status == Status.PROPOSED:
             exp = self.accept(exp_id)
-        if exp.status != Status.QUEUED:
-            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only queued experiments can run")
-        if budget is not None:
-            exp = self._update(exp_id, budget=budget)
+        # claim it: a reject (or another engine) racing this start can't both win
+        fields = {"budget": budget} if budget is not None else {}
+        exp = self._transition(exp_id, (Status.QUEUED,), "run", status=Status.RUNNING,
+                               owner_pid=os.getpid(), verdict="starting", **fields)
         try:
             result = self._execute(exp)
             return self._finish(self.journal.get(exp_id), result)

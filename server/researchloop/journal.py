@@ -380,6 +380,27 @@ class Journal:
                 raise UnknownExperiment(exp_id, self.path)  # rolls the rev back too
         return _from_row(rows[0])
 
+    def transition(self, exp_id: int, from_status: Iterable[Status | str], **fields: Any) -> Experiment | None:
+        """Update only while the row is in one of ``from_status`` (compare-and-set): two
+        processes racing to move the same experiment can't both win. None when it wasn't."""
+        cols = _to_columns(fields)
+        allowed = [Status(s).value for s in from_status]
+        with self._write() as conn:
+            if conn.execute(
+                f"SELECT 1 FROM experiments WHERE id = ? AND status IN ({', '.join('?' * len(allowed))})",
+                [exp_id, *allowed],
+            ).fetchone() is None:
+                if not conn.execute("SELECT 1 FROM experiments WHERE id = ?", [exp_id]).fetchone():
+                    raise UnknownExperiment(exp_id, self.path)
+                return None
+            rev = self._next_rev(conn)
+            sets = ", ".join(f'"{n}" = ?' for n in [*cols, "rev"])
+            rows = conn.execute(
+                f"UPDATE experiments SET {sets} WHERE id = ? RETURNING {_SELECT}",
+                [*cols.values(), rev, exp_id],
+            ).fetchall()
+        return _from_row(rows[0])
+
     def get(self, exp_id: int) -> Experiment:
         row = (
             self._conn()

@@ -646,3 +646,16 @@ def test_two_processes_write_while_a_reader_polls(journal: Journal, tmp_path: Pa
     ]
     switches = sum(x != y for x, y in itertools.pairwise(owners))
     assert switches > 1
+
+
+def test_transition_is_compare_and_set(tmp_path):
+    j = Journal(tmp_path / "journal.db")
+    exp = j.create(status=Status.QUEUED, source="user")
+    rev = j.max_rev()
+    won = j.transition(exp.id, [Status.QUEUED], status=Status.RUNNING)
+    assert won is not None and won.status == Status.RUNNING and won.rev > rev
+    assert j.transition(exp.id, [Status.QUEUED, Status.PROPOSED], status=Status.REJECTED) is None
+    assert j.get(exp.id).status == Status.RUNNING and j.max_rev() == won.rev
+    with pytest.raises(UnknownExperiment):
+        j.transition(999, [Status.QUEUED], status=Status.RUNNING)
+    j.close()
