@@ -370,14 +370,18 @@ class Journal:
         """
         cols = _to_columns(fields)
         with self._write() as conn:
-            rev = self._next_rev(conn)
-            sets = ", ".join(f'"{n}" = ?' for n in [*cols, "rev"])
-            rows = conn.execute(
-                f"UPDATE experiments SET {sets} WHERE id = ? RETURNING {_SELECT}",
-                [*cols.values(), rev, exp_id],
-            ).fetchall()
-            if not rows:
-                raise UnknownExperiment(exp_id, self.path)  # rolls the rev back too
+            return self._update_row(conn, exp_id, cols)
+
+    def _update_row(self, conn: sqlite3.Connection, exp_id: int, cols: dict[str, Any]) -> Experiment:
+        """Set columns and a new rev inside an open write transaction."""
+        rev = self._next_rev(conn)
+        sets = ", ".join(f'"{n}" = ?' for n in [*cols, "rev"])
+        rows = conn.execute(
+            f"UPDATE experiments SET {sets} WHERE id = ? RETURNING {_SELECT}",
+            [*cols.values(), rev, exp_id],
+        ).fetchall()
+        if not rows:
+            raise UnknownExperiment(exp_id, self.path)  # rolls the rev back too
         return _from_row(rows[0])
 
     def transition(self, exp_id: int, from_status: Iterable[Status | str], **fields: Any) -> Experiment | None:
@@ -393,13 +397,7 @@ class Journal:
                 if not conn.execute("SELECT 1 FROM experiments WHERE id = ?", [exp_id]).fetchone():
                     raise UnknownExperiment(exp_id, self.path)
                 return None
-            rev = self._next_rev(conn)
-            sets = ", ".join(f'"{n}" = ?' for n in [*cols, "rev"])
-            rows = conn.execute(
-                f"UPDATE experiments SET {sets} WHERE id = ? RETURNING {_SELECT}",
-                [*cols.values(), rev, exp_id],
-            ).fetchall()
-        return _from_row(rows[0])
+            return self._update_row(conn, exp_id, cols)
 
     def get(self, exp_id: int) -> Experiment:
         row = (
