@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "tests" / "llm"))
 
 from fakeopenai import FakeOpenAI, proposal  # noqa: E402
 
-from researchloop.journal import Journal  # noqa: E402
-from researchloop.models import CrashLocation, Status  # noqa: E402
-from researchloop.proposers import ProposalContext  # noqa: E402
-from researchloop.proposers.llm import LLMProposer, estimate_tokens  # noqa: E402
+from sigmaloop.journal import Journal  # noqa: E402
+from sigmaloop.models import CrashLocation, Status  # noqa: E402
+from sigmaloop.proposers import ProposalContext  # noqa: E402
+from sigmaloop.proposers.llm import LLMProposer, estimate_tokens  # noqa: E402
 
 STATUSES = [Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.DISCARDED, Status.REJECTED,
             Status.DISCARDED, Status.TIMEOUT]
@@ -122,7 +122,7 @@ def main() -> int:
 
 
 def _has_tiktoken() -> bool:
-    from researchloop.proposers import llm
+    from sigmaloop.proposers import llm
 
     llm.estimate_tokens("x")
     return bool(llm._TIKTOKEN)

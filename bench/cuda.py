@@ -33,7 +33,7 @@ def main() -> None:
         sys.exit(2)
     subprocess.run([sys.executable, "prepare.py"], cwd=TRAINER, check=True)
     metrics = Path(tempfile.mkdtemp()) / "metrics.jsonl"
-    env = dict(os.environ, RESEARCHLOOP_TIME_BUDGET=str(args.budget), RESEARCHLOOP_METRICS=str(metrics))
+    env = dict(os.environ, SIGMALOOP_TIME_BUDGET=str(args.budget), SIGMALOOP_METRICS=str(metrics))
     p = subprocess.run([sys.executable, "train.py"], cwd=TRAINER, env=env, capture_output=True, text=True)
     summary = dict(re.findall(r"^(\w+):\s+(\S+)$", p.stdout.split("\n---\n")[-1], re.M))
     if p.returncode != 0 or "val_bpb" not in summary:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from researchloop.journal import Journal
-from researchloop.models import CrashLocation, ProgressRecord, Status
+from sigmaloop.journal import Journal
+from sigmaloop.models import CrashLocation, ProgressRecord, Status
 
 
 def make_diff(rng: random.Random, i: int) -> str:
@@ -57,7 +57,7 @@ def main() -> None:
     rng = random.Random(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        j = Journal(Path(tmp) / ".researchloop" / "journal.db")
+        j = Journal(Path(tmp) / ".sigmaloop" / "journal.db")
         n = args.experiments
         t_create = t_update = t_curve = 0.0
         n_update = n_curve_tx = n_points = 0

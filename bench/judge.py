@@ -2,7 +2,7 @@
 
 Real subprocess trials of the embedded trainer (CPU preset, tiny budget) feed two judges in the
 same run:
-- ours (researchloop.judge: pooled same-code sigma, k sigma, confirmation rerun before a keep),
+- ours (sigmaloop.judge: pooled same-code sigma, k sigma, confirmation rerun before a keep),
 - greedy "keep if lower than the best so far" (autoresearch's rule).
 
 Null experiments: the unchanged script on a new seed each time (20 by default); every keep is a
@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from researchloop.cli import trainer_template
-from researchloop.config import JudgeConfig
-from researchloop.judge import Judge, reference_for
-from researchloop.models import Experiment, Outcome, Status, TrialSpec
-from researchloop.runner import run_trial
+from sigmaloop.cli import trainer_template
+from sigmaloop.config import JudgeConfig
+from sigmaloop.judge import Judge, reference_for
+from sigmaloop.models import Experiment, Outcome, Status, TrialSpec
+from sigmaloop.runner import run_trial
 
 LR_NAMES = ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR")
 
@@ -36,7 +35,7 @@ LR_NAMES = ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR")
 def make_project(root: Path, lr_scale: float) -> Path:
     root.mkdir(parents=True)
     for name in ("prepare.py", "train.py"):
-        shutil.copyfile(trainer_template() / name, root / name)
+        (root / name).write_bytes((trainer_template() / name).read_bytes())
     if lr_scale != 1.0:
         src = (root / "train.py").read_text()
         for name in LR_NAMES:

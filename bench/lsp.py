@@ -3,7 +3,7 @@ streams 200 progress lines/s, server RSS, and crash → diagnostic latency. Prin
 
     .venv/bin/python bench/lsp.py [--experiments 10000] [--requests 300]
 
-A real client (pygls) talks to ``python -m researchloop.lsp`` over stdio on a real git workspace.
+A real client (pygls) talks to ``python -m sigmaloop.lsp`` over stdio on a real git workspace.
 Goals: p99 <= 20 ms per request kind, RSS <= 100 MB, crash → diagnostic <= 200 ms.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from researchloop.edits import unified_diff
-from researchloop.journal import Journal
-from researchloop.models import CrashLocation, Status
+from sigmaloop.edits import unified_diff
+from sigmaloop.journal import Journal
+from sigmaloop.models import CrashLocation, Status
 
 CONSTANTS = ["LR", "WD", "DEPTH", "WIDTH", "HEADS", "WARMUP", "DROPOUT", "BATCH", "BETA1", "BETA2",
              "CLIP", "EMB_LR"]
@@ -54,8 +54,8 @@ SCRIPT = textwrap.dedent('''\
 
 
     def main():
-        budget = float(os.environ.get("RESEARCHLOOP_TIME_BUDGET", "1"))
-        metrics = os.environ.get("RESEARCHLOOP_METRICS")
+        budget = float(os.environ.get("SIGMALOOP_TIME_BUDGET", "1"))
+        metrics = os.environ.get("SIGMALOOP_METRICS")
         if MODE == "crash":
             with open(EXIT_FILE, "w") as f:
                 f.write(repr(time.time()))
@@ -90,19 +90,19 @@ def make_workspace(root: Path, n: int) -> tuple[Path, str, str]:
     exit_file = str(root / "exit_time")
     script = SCRIPT.format(exit_file=exit_file)
     (ws / "train.py").write_text(script)
-    (ws / "researchloop.toml").write_text(textwrap.dedent("""\
+    (ws / "sigmaloop.toml").write_text(textwrap.dedent("""\
         [experiment]
         budget = 30
         grace = 5
         tag = "bench"
         """))
-    (ws / ".gitignore").write_text(".researchloop/\n")
+    (ws / ".gitignore").write_text(".sigmaloop/\n")
     git(ws, "init", "-q", "-b", "main")
     git(ws, "add", "-A")
     git(ws, "commit", "-qm", "start")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()
     rng = random.Random(0)
-    j = Journal(ws / ".researchloop" / "journal.db")
+    j = Journal(ws / ".sigmaloop" / "journal.db")
     lines = script.splitlines(keepends=True)
     statuses = [Status.DISCARDED] * 70 + [Status.KEPT] * 10 + [Status.CRASHED] * 8 + \
         [Status.REJECTED] * 10 + [Status.TIMEOUT] * 2
@@ -170,20 +170,20 @@ async def main() -> dict:
     def on_message(params):
         pass
 
-    @client.feature("researchloop/trialProgress")
+    @client.feature("sigmaloop/trialProgress")
     def on_trial(params):
         progress_msgs[0] += 1
 
-    @client.feature("researchloop/experimentUpdated")
+    @client.feature("sigmaloop/experimentUpdated")
     def on_update(params):
         rec = params._asdict() if hasattr(params, "_asdict") else params
         updates[rec["id"]] = rec
 
-    @client.feature("researchloop/loopState")
+    @client.feature("sigmaloop/loopState")
     def on_loop(params):
         pass
 
-    await client.start_io(sys.executable, "-m", "researchloop.lsp")
+    await client.start_io(sys.executable, "-m", "sigmaloop.lsp")
     pid = client._server.pid
     caps = types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
@@ -200,20 +200,20 @@ async def main() -> dict:
         return await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command=name, arguments=list(a)))
 
-    await cmd("researchloop.summary")  # waits until the server has started
+    await cmd("sigmaloop.summary")  # waits until the server has started
     lens = await client.text_document_code_lens_async(
         types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     startup_ms = (time.perf_counter() - t_init) * 1000
 
     # a streaming trial (a user edit of CLIP), run by the server
-    j = Journal(ws / ".researchloop" / "journal.db")
-    head = subprocess.run(["git", "rev-parse", "researchloop/bench"], cwd=ws, capture_output=True,
+    j = Journal(ws / ".sigmaloop" / "journal.db")
+    head = subprocess.run(["git", "rev-parse", "sigmaloop/bench"], cwd=ws, capture_output=True,
                           text=True).stdout.strip()
     stream_src = script.replace("CLIP = 1.0", "CLIP = 0.5")
     stream = j.create(status=Status.PROPOSED, source="user", hypothesis="stream",
                       diff=unified_diff(script, stream_src), parent_commit=head, seed=42)
     await asyncio.sleep(0.7)
-    await cmd("researchloop.accept", stream.id)
+    await cmd("sigmaloop.accept", stream.id)
     while progress_msgs[0] < 5:
         await asyncio.sleep(0.05)
 
@@ -245,7 +245,7 @@ async def main() -> dict:
             rss.append(_rss_mb(pid))
         await asyncio.sleep(0.002)
     progress_during = progress_msgs[0]
-    await cmd("researchloop.stopExperiment", stream.id)
+    await cmd("sigmaloop.stopExperiment", stream.id)
     while updates.get(stream.id, {}).get("status") == "running":
         await asyncio.sleep(0.05)
 
@@ -260,7 +260,7 @@ async def main() -> dict:
         if os.path.exists(exit_file):
             os.remove(exit_file)
         mark = len(diag_events)
-        await cmd("researchloop.accept", exp.id)
+        await cmd("sigmaloop.accept", exp.id)
         want = f"exp #{exp.id} crashed"
         got = None
         deadline = time.time() + 20

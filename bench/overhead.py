@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from researchloop.cli import init_workspace
-from researchloop.engine import Engine
+from sigmaloop.cli import init_workspace
+from sigmaloop.engine import Engine
 
 AUTORESEARCH_WALL, AUTORESEARCH_BUDGET = 325.9, 300.0
 

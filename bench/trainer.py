@@ -189,15 +189,15 @@ def main():
     if args.reference_worker:
         return reference_worker(args.budget, args.seed)
 
-    env = dict(os.environ, RESEARCHLOOP_TIME_BUDGET=str(args.budget),
-               RESEARCHLOOP_SEED=str(args.seed), CUDA_VISIBLE_DEVICES="")
-    env.pop("RESEARCHLOOP_MAX_STEPS", None)
+    env = dict(os.environ, SIGMALOOP_TIME_BUDGET=str(args.budget),
+               SIGMALOOP_SEED=str(args.seed), CUDA_VISIBLE_DEVICES="")
+    env.pop("SIGMALOOP_MAX_STEPS", None)
     subprocess.run([sys.executable, str(TRAINER / "prepare.py")], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.jsonl"
         out = run([sys.executable, str(TRAINER / "train.py")],
-                  dict(env, RESEARCHLOOP_METRICS=str(metrics)))
+                  dict(env, SIGMALOOP_METRICS=str(metrics)))
         ours = parse_summary(out)
         batch = int(re.search(r"batch (\d+) tok", out).group(1))
         ours["num_params_M"] = float(re.search(r"params ([\d.]+)M", out).group(1))

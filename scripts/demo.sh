@@ -3,10 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if .venv/bin/python -c "import researchloop.cli" >/dev/null 2>&1; then
-  exec .venv/bin/researchloop demo "$@"
+if .venv/bin/python -c "import sigmaloop.cli" >/dev/null 2>&1; then
+  exec .venv/bin/sigmaloop demo "$@"
 fi
 # Until the loop exists the demo is the trainer's own run on the default corpus.
 cd trainer
 ../.venv/bin/python prepare.py
-RESEARCHLOOP_TIME_BUDGET=${RESEARCHLOOP_TIME_BUDGET:-30} exec ../.venv/bin/python train.py
+SIGMALOOP_TIME_BUDGET=${SIGMALOOP_TIME_BUDGET:-30} exec ../.venv/bin/python train.py

@@ -11,7 +11,7 @@ ART=$ROOT/artifacts/e2e
 START=$(date +%s)
 
 bash scripts/install-e2e-deps.sh
-if ! .venv/bin/python -c "import researchloop.lsp" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import sigmaloop.lsp" >/dev/null 2>&1; then
   bash scripts/setup.sh
 fi
 
@@ -20,9 +20,9 @@ CS_ENTRY=$ROOT/.tools/code-server/node_modules/code-server/out/node/entry.js
 
 echo "[e2e] building the extension (.vsix)"
 npm run --silent package >/dev/null
-VSIX=$ROOT/out/researchloop.vsix
+VSIX=$ROOT/out/sigmaloop.vsix
 
-TMP=$(mktemp -d /tmp/researchloop-e2e.XXXXXX)
+TMP=$(mktemp -d /tmp/sigmaloop-e2e.XXXXXX)
 CS_PID=""
 stop_code_server() {
   if [ -n "$CS_PID" ] && kill -0 "$CS_PID" 2>/dev/null; then
@@ -37,7 +37,7 @@ stop_code_server() {
   CS_PID=""
   mkdir -p "$ART"
   [ -f "$TMP/code-server.log" ] && cp "$TMP/code-server.log" "$ART/code-server-$PHASE.log" 2>/dev/null || true
-  find "$TMP/user-data/logs" -name '*Research Loop*' -exec cp {} "$ART/extension-$PHASE.log" \; 2>/dev/null || true
+  find "$TMP/user-data/logs" -name '*Sigmaloop*' -exec cp {} "$ART/extension-$PHASE.log" \; 2>/dev/null || true
 }
 PHASE=full
 cleanup() {
@@ -52,12 +52,12 @@ trap cleanup EXIT INT TERM
 rm -rf "$ART"
 mkdir -p "$ART"
 
-# The fixture workspace: a real git repo with researchloop.toml and a fast contract-true train.py.
+# The fixture workspace: a real git repo with sigmaloop.toml and a fast contract-true train.py.
 make_workspace() {
   local ws=$1
   mkdir -p "$ws"
-  cp tests/e2e/fixture/train.py tests/e2e/fixture/researchloop.toml "$ws/"
-  printf '.researchloop/\n' > "$ws/.gitignore"
+  cp tests/e2e/fixture/train.py tests/e2e/fixture/sigmaloop.toml "$ws/"
+  printf '.sigmaloop/\n' > "$ws/.gitignore"
   (
     cd "$ws"
     export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com
@@ -95,8 +95,8 @@ write_settings() {
   "editor.minimap.enabled": false,
   "workbench.secondarySideBar.defaultVisibility": "hidden",
   "editor.lightbulb.enabled": "on",
-  "researchloop.pythonPath": "$python",
-  "researchloop.budget": 2.0
+  "sigmaloop.pythonPath": "$python",
+  "sigmaloop.budget": 2.0
 }
 JSON
 }
@@ -148,20 +148,20 @@ start_code_server "$WS2"
 RESTRICTED_RC=0
 E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS2" E2E_ARTIFACTS="$ART" E2E_MODE=restricted \
   node tests/e2e/run.mjs || RESTRICTED_RC=$?
-if [ -e "$WS2/.researchloop" ]; then
-  echo "[e2e] FAIL: the server ran in Restricted Mode ($WS2/.researchloop exists)"
+if [ -e "$WS2/.sigmaloop" ]; then
+  echo "[e2e] FAIL: the server ran in Restricted Mode ($WS2/.sigmaloop exists)"
   RESTRICTED_RC=1
 fi
 stop_code_server
 
-# Phase 3: an interpreter without the researchloop package: the client explains and offers pip.
+# Phase 3: an interpreter without the sigmaloop package: the client explains and offers pip.
 PHASE=missing
 WS3=$TMP/nopackage
 make_workspace "$WS3"
 NOPKG_PY=${E2E_PYTHON_WITHOUT_PACKAGE:-/usr/bin/python3}
 MISSING_RC=0
-if "$NOPKG_PY" -c "import researchloop" >/dev/null 2>&1; then
-  echo "[e2e] skipping the missing-package phase: $NOPKG_PY has researchloop"
+if "$NOPKG_PY" -c "import sigmaloop" >/dev/null 2>&1; then
+  echo "[e2e] skipping the missing-package phase: $NOPKG_PY has sigmaloop"
   rm -f "$ART/result-missing.json"
 else
   write_settings false "$NOPKG_PY"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install researchloop with the trainer's and the test tools' dependencies.
+# Create .venv and install sigmaloop with the trainer's and the test tools' dependencies.
 # torch is pinned to 2.13.0 first: on our machines that is a CPU wheel on disk, and installing it
 # before the package stops pip from resolving the open range to a multi-GB CUDA build.
 set -euo pipefail
@@ -13,4 +13,4 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[trainer,dev]"
-echo "researchloop installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "sigmaloop installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

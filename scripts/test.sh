@@ -2,12 +2,12 @@
 # Set up and run every test: Python lint, the extension's lint and unit tests, the browser
 # end-to-end test (a real VS Code (code-server) in Debian's Chromium), then pytest (unit,
 # trainer, engine, LLM proposer, language server end-to-end).
-# Set RESEARCHLOOP_SKIP_E2E=1 to skip the browser test on a machine without root/apt.
+# Set SIGMALOOP_SKIP_E2E=1 to skip the browser test on a machine without root/apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-if [ "${RESEARCHLOOP_SKIP_E2E:-0}" != "1" ]; then
+if [ "${SIGMALOOP_SKIP_E2E:-0}" != "1" ]; then
   bash scripts/install-e2e-deps.sh   # Node 24, code-server, Chromium (apt, root), npm ci; idempotent
   npm run lint
   npm test

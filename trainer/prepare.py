@@ -1,15 +1,15 @@
 """
-Fixed data, tokenizer and metric for researchloop trials. The agent does NOT edit this file.
+Fixed data, tokenizer and metric for sigmaloop trials. The agent does NOT edit this file.
 
     python prepare.py                          # default source: this Python's stdlib sources
     python prepare.py --source /data/corpus    # a folder (or glob) of .txt/.md/.py/.parquet files
     python prepare.py --source climbmix        # climbmix parquet shards over HTTP
     python prepare.py --vocab-size 4096        # tokenizer size (default 8192)
 
-The same settings come from the environment (flags win): RESEARCHLOOP_DATA (source),
-RESEARCHLOOP_VOCAB_SIZE, RESEARCHLOOP_NUM_SHARDS (climbmix training shards),
-RESEARCHLOOP_DATA_URL (climbmix base URL), RESEARCHLOOP_CACHE (cache root, default
-~/.cache/researchloop). train.py resolves its data through `load()` here, so both always
+The same settings come from the environment (flags win): SIGMALOOP_DATA (source),
+SIGMALOOP_VOCAB_SIZE, SIGMALOOP_NUM_SHARDS (climbmix training shards),
+SIGMALOOP_DATA_URL (climbmix base URL), SIGMALOOP_CACHE (cache root, default
+~/.cache/sigmaloop). train.py resolves its data through `load()` here, so both always
 agree on the source.
 
 What gets built, once per (source fingerprint, tokenizer config), in one directory
@@ -106,22 +106,22 @@ def _int_setting(name: str, value, lo: int, hi: int) -> int:
 
 def resolve_config(source=None, vocab_size=None, num_shards=None) -> Config:
     env = os.environ
-    source = source or env.get("RESEARCHLOOP_DATA", "").strip() or "stdlib"
+    source = source or env.get("SIGMALOOP_DATA", "").strip() or "stdlib"
     vocab = _int_setting(
-        "vocab size (--vocab-size / RESEARCHLOOP_VOCAB_SIZE)",
-        vocab_size or env.get("RESEARCHLOOP_VOCAB_SIZE", "").strip() or DEFAULT_VOCAB_SIZE,
+        "vocab size (--vocab-size / SIGMALOOP_VOCAB_SIZE)",
+        vocab_size or env.get("SIGMALOOP_VOCAB_SIZE", "").strip() or DEFAULT_VOCAB_SIZE,
         260,
         2**20,
     )
     shards = _int_setting(
-        "number of shards (--num-shards / RESEARCHLOOP_NUM_SHARDS)",
-        num_shards or env.get("RESEARCHLOOP_NUM_SHARDS", "").strip() or DEFAULT_NUM_SHARDS,
+        "number of shards (--num-shards / SIGMALOOP_NUM_SHARDS)",
+        num_shards or env.get("SIGMALOOP_NUM_SHARDS", "").strip() or DEFAULT_NUM_SHARDS,
         1,
         CLIMBMIX_VAL_SHARD,
     )
-    url = env.get("RESEARCHLOOP_DATA_URL", "").strip() or CLIMBMIX_URL
-    cache = env.get("RESEARCHLOOP_CACHE", "").strip()
-    root = Path(cache).expanduser() if cache else Path.home() / ".cache" / "researchloop"
+    url = env.get("SIGMALOOP_DATA_URL", "").strip() or CLIMBMIX_URL
+    cache = env.get("SIGMALOOP_CACHE", "").strip()
+    root = Path(cache).expanduser() if cache else Path.home() / ".cache" / "sigmaloop"
     return Config(source, vocab, shards, url.rstrip("/"), root)
 
 
@@ -284,7 +284,7 @@ class FilesSource(Source):
         if not files:
             raise PrepareError(
                 f"no data files found in {where} (looked for {', '.join(TEXT_SUFFIXES)}, .parquet). "
-                "Add text or parquet files, or unset RESEARCHLOOP_DATA to use the stdlib default."
+                "Add text or parquet files, or unset SIGMALOOP_DATA to use the stdlib default."
             )
         for f in files:
             if f.is_dir():
@@ -338,8 +338,8 @@ def download(url: str, dest: Path, attempts: int = HTTP_ATTEMPTS) -> Path:
             if e.code in (400, 401, 403, 404, 410):  # permanent: retrying will not help
                 tmp.unlink(missing_ok=True)
                 raise PrepareError(
-                    f"download failed: {url} -> {last}. Check RESEARCHLOOP_DATA_URL / the shard "
-                    "number, or use a local source (RESEARCHLOOP_DATA=<folder>)."
+                    f"download failed: {url} -> {last}. Check SIGMALOOP_DATA_URL / the shard "
+                    "number, or use a local source (SIGMALOOP_DATA=<folder>)."
                 ) from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             last = str(getattr(e, "reason", e))
@@ -351,7 +351,7 @@ def download(url: str, dest: Path, attempts: int = HTTP_ATTEMPTS) -> Path:
             time.sleep(delay)
     raise PrepareError(
         f"download failed after {attempts} attempts: {url} ({last}). Check the network or "
-        "RESEARCHLOOP_DATA_URL, or use a local source (RESEARCHLOOP_DATA=<folder>)."
+        "SIGMALOOP_DATA_URL, or use a local source (SIGMALOOP_DATA=<folder>)."
     )
 
 
@@ -442,7 +442,7 @@ def _train_tokenizer(source: Source, vocab_size: int, total_bytes: int | None):
 def _make_encoding(pattern: str, ranks: dict[bytes, int]):
     import tiktoken
 
-    return tiktoken.Encoding(name="researchloop", pat_str=pattern, mergeable_ranks=ranks,
+    return tiktoken.Encoding(name="sigmaloop", pat_str=pattern, mergeable_ranks=ranks,
                              special_tokens={BOS_TOKEN: len(ranks)})
 
 
@@ -664,13 +664,13 @@ def evaluate_bpb(model, data: Data | None = None) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Prepare researchloop data, tokenizer and cache.")
+    ap = argparse.ArgumentParser(description="Prepare sigmaloop data, tokenizer and cache.")
     ap.add_argument("--source", help="stdlib (default) | climbmix | folder | file | glob "
-                    "(env RESEARCHLOOP_DATA)")
+                    "(env SIGMALOOP_DATA)")
     ap.add_argument("--vocab-size", help=f"BPE vocabulary size incl. BOS (default "
-                    f"{DEFAULT_VOCAB_SIZE}; env RESEARCHLOOP_VOCAB_SIZE)")
+                    f"{DEFAULT_VOCAB_SIZE}; env SIGMALOOP_VOCAB_SIZE)")
     ap.add_argument("--num-shards", help="climbmix training shards (default "
-                    f"{DEFAULT_NUM_SHARDS}; env RESEARCHLOOP_NUM_SHARDS)")
+                    f"{DEFAULT_NUM_SHARDS}; env SIGMALOOP_NUM_SHARDS)")
     args = ap.parse_args(argv)
     try:
         prepare(resolve_config(args.source, args.vocab_size, args.num_shards))

@@ -1,12 +1,12 @@
 """
-researchloop trial: pretrain a small GPT for a fixed wall-clock budget, report val_bpb.
+sigmaloop trial: pretrain a small GPT for a fixed wall-clock budget, report val_bpb.
 
 This is the one file the agent edits. Data, tokenizer and the metric live in prepare.py
 (fixed). Contract with the runner (environment):
-    RESEARCHLOOP_TIME_BUDGET  training seconds (default: 60 on CPU/MPS, 300 on CUDA)
-    RESEARCHLOOP_SEED         seed for torch / numpy / python and the batch sampler (default 42)
-    RESEARCHLOOP_METRICS      JSON-lines file to append progress records to (optional)
-    RESEARCHLOOP_MAX_STEPS    optional: run exactly this many steps (schedule on step fraction)
+    SIGMALOOP_TIME_BUDGET  training seconds (default: 60 on CPU/MPS, 300 on CUDA)
+    SIGMALOOP_SEED         seed for torch / numpy / python and the batch sampler (default 42)
+    SIGMALOOP_METRICS      JSON-lines file to append progress records to (optional)
+    SIGMALOOP_MAX_STEPS    optional: run exactly this many steps (schedule on step fraction)
 Ends with the '---' summary block; any failure prints a line starting with FAIL, exit 1.
 """
 
@@ -113,10 +113,10 @@ def env_number(name, default, cast):
     return value
 
 
-TIME_BUDGET = env_number("RESEARCHLOOP_TIME_BUDGET", float(DEFAULT_BUDGET_S), float)
-MAX_STEPS = env_number("RESEARCHLOOP_MAX_STEPS", None, int)
-SEED = int(os.environ.get("RESEARCHLOOP_SEED", "").strip() or 42)
-METRICS_PATH = os.environ.get("RESEARCHLOOP_METRICS", "").strip() or None
+TIME_BUDGET = env_number("SIGMALOOP_TIME_BUDGET", float(DEFAULT_BUDGET_S), float)
+MAX_STEPS = env_number("SIGMALOOP_MAX_STEPS", None, int)
+SEED = int(os.environ.get("SIGMALOOP_SEED", "").strip() or 42)
+METRICS_PATH = os.environ.get("SIGMALOOP_METRICS", "").strip() or None
 
 # Catch a broken knob before spending the budget (a NaN LR would otherwise only show as NaN loss).
 for _name in ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "MUON_MOMENTUM", "WEIGHT_DECAY",

@@ -32,7 +32,7 @@ try {
 
   // --- 1. draw 100k points: init with a kept baseline of POINTS points and 200 table rows
   const draw = await page.evaluate(async ({ POINTS, DRAW_REPEATS }) => {
-    const panel = window.__researchloopPanel;
+    const panel = window.__sigmaloopPanel;
     const exp = (id, status, source, metric) => ({ id, status, source, hypothesis: `hypothesis ${id}: <b>not html</b>`, metric, delta: metric === null ? null : metric - 1, sigma: 0.002, z: 1, confirms: null });
     const experiments = [exp(1, 'kept', 'baseline', 1.0)];
     for (let i = 2; i <= 200; i++) {
@@ -67,7 +67,7 @@ try {
 
   // --- 2. a running trial streamed at 10 Hz, RECORDS_PER_UPDATE records per update
   const stream = await page.evaluate(async ({ DURATION, HZ, RECORDS_PER_UPDATE }) => {
-    const panel = window.__researchloopPanel;
+    const panel = window.__sigmaloopPanel;
     const running = { id: 201, status: 'running', source: 'tune', hypothesis: 'LR 0.04 → 0.06', metric: null, delta: null, sigma: null, z: null, confirms: null };
     window.dispatchEvent(new MessageEvent('message', { data: { type: 'experiments', experiments: [running] } }));
     await new Promise((r) => setTimeout(r, 200));

@@ -2,26 +2,26 @@
 
 /** Server commands the client registers itself (prompts, quick picks, diff view) and forwards. */
 export const CLIENT_OWNED_COMMANDS = new Set([
-  'researchloop.runBaseline',
-  'researchloop.propose',
-  'researchloop.accept',
-  'researchloop.reject',
-  'researchloop.startLoop',
-  'researchloop.stopLoop',
-  'researchloop.showExperiment',
-  'researchloop.adopt',
+  'sigmaloop.runBaseline',
+  'sigmaloop.propose',
+  'sigmaloop.accept',
+  'sigmaloop.reject',
+  'sigmaloop.startLoop',
+  'sigmaloop.stopLoop',
+  'sigmaloop.showExperiment',
+  'sigmaloop.adopt',
   // the server's code lens title: opens the loss panel
-  'researchloop.summary',
+  'sigmaloop.summary',
 ]);
 
 /** Commands that exist only in the client. */
-export const CLIENT_ONLY_COMMANDS = new Set(['researchloop.showPanel', 'researchloop.setApiKey', 'researchloop.restartServer']);
+export const CLIENT_ONLY_COMMANDS = new Set(['sigmaloop.showPanel', 'sigmaloop.setApiKey', 'sigmaloop.restartServer']);
 
 /** Commands that start trials or agents: refused in an untrusted workspace. */
 export const NEEDS_TRUST = new Set([
-  'researchloop.runBaseline',
-  'researchloop.propose',
-  'researchloop.accept',
-  'researchloop.startLoop',
-  'researchloop.adopt',
+  'sigmaloop.runBaseline',
+  'sigmaloop.propose',
+  'sigmaloop.accept',
+  'sigmaloop.startLoop',
+  'sigmaloop.adopt',
 ]);

@@ -50,16 +50,16 @@ export interface ProgressRecordWire {
   [key: string]: unknown;
 }
 
-/** `researchloop/trialProgress` params. */
+/** `sigmaloop/trialProgress` params. */
 export interface TrialProgressParams {
   expId: number;
   records: ProgressRecordWire[];
 }
 
-/** `researchloop/experimentUpdated` params: the experiment itself, or wrapped. */
+/** `sigmaloop/experimentUpdated` params: the experiment itself, or wrapped. */
 export type ExperimentUpdatedParams = ExperimentWire | { experiment: ExperimentWire };
 
-/** `researchloop/loopState` params (optional notification; the status bar shows it). */
+/** `sigmaloop/loopState` params (optional notification; the status bar shows it). */
 export interface LoopStateParams {
   running: boolean;
   iteration?: number;

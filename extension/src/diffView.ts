@@ -1,4 +1,4 @@
-// Read-only virtual documents for proposals (scheme researchloop-exp) and the diff view:
+// Read-only virtual documents for proposals (scheme sigmaloop-exp) and the diff view:
 // left = the script the proposal was made against (the real file when it is unchanged since),
 // right = the proposal. Accept / Reject sit in the diff editor's title bar (package.json menus).
 

@@ -1,5 +1,5 @@
-// Research Loop: the thin VS Code client. All product logic lives in the Python language
-// server (python -m researchloop.lsp); this file wires commands, the status bar, the loss panel
+// Sigmaloop: the thin VS Code client. All product logic lives in the Python language
+// server (python -m sigmaloop.lsp); this file wires commands, the status bar, the loss panel
 // and the proposal diff view to it.
 
 import * as vscode from 'vscode';
@@ -13,23 +13,23 @@ import { needsRestart } from './settings';
 import { EXP_SCHEME, ExperimentStore, describe, parseExpId, statusView } from './store';
 
 const TRUST_MESSAGE =
-  'Research Loop runs nothing in Restricted Mode: trials, proposers and agents execute code from this workspace. Trust the workspace to enable it.';
+  'Sigmaloop runs nothing in Restricted Mode: trials, proposers and agents execute code from this workspace. Trust the workspace to enable it.';
 
 let controller: ServerController | undefined;
 
-export interface ResearchLoopApi {
+export interface SigmaloopApi {
   store: ExperimentStore;
   server: ServerController;
   panel: LossPanel;
 }
 
-export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
-  const log = vscode.window.createOutputChannel('Research Loop', { log: true });
+export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
+  const log = vscode.window.createOutputChannel('Sigmaloop', { log: true });
   const store = new ExperimentStore();
   const docs = new ProposalDocuments();
-  const status = vscode.window.createStatusBarItem('researchloop.status', vscode.StatusBarAlignment.Left, 50);
-  status.name = 'Research Loop';
-  status.command = 'researchloop.showPanel';
+  const status = vscode.window.createStatusBarItem('sigmaloop.status', vscode.StatusBarAlignment.Left, 50);
+  status.name = 'Sigmaloop';
+  status.command = 'sigmaloop.showPanel';
   /** Experiments accepted from this window: say how they ended. */
   const watched = new Set<number>();
 
@@ -49,7 +49,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     }
   };
 
-  /** researchloop.proposalPending: the active tab shows a proposal still waiting for a verdict (title-bar Accept/Reject). */
+  /** sigmaloop.proposalPending: the active tab shows a proposal still waiting for a verdict (title-bar Accept/Reject). */
   let pendingContext: boolean | undefined;
   const updatePendingContext = () => {
     const input = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
@@ -59,7 +59,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     const pending = id !== undefined && store.experiments.get(id)?.status === 'proposed';
     if (pending !== pendingContext) {
       pendingContext = pending;
-      void vscode.commands.executeCommand('setContext', 'researchloop.proposalPending', pending);
+      void vscode.commands.executeCommand('setContext', 'sigmaloop.proposalPending', pending);
     }
   };
 
@@ -71,7 +71,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       updateStatus();
       if (watched.has(e.id) && isFinished(e.status)) {
         watched.delete(e.id);
-        void vscode.window.showInformationMessage(`Research Loop: experiment ${describe(e)}${e.verdict ? ` — ${e.verdict}` : ''}`);
+        void vscode.window.showInformationMessage(`Sigmaloop: experiment ${describe(e)}${e.verdict ? ` — ${e.verdict}` : ''}`);
       }
     },
     onProgress: (p) => {
@@ -84,7 +84,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       updateStatus();
     },
     onState: (s) => {
-      void vscode.commands.executeCommand('setContext', 'researchloop.serverState', s);
+      void vscode.commands.executeCommand('setContext', 'sigmaloop.serverState', s);
       panel.serverState(s);
       renderStatus();
     },
@@ -95,7 +95,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     store,
     log,
     fetchCurves: async (ids) => {
-      const res = await server.request<{ experiments: (ExperimentWire & { curve?: unknown[] })[] }>('researchloop/experiments', {
+      const res = await server.request<{ experiments: (ExperimentWire & { curve?: unknown[] })[] }>('sigmaloop/experiments', {
         ids,
         curves: true,
         maxPoints: 2000,
@@ -108,7 +108,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       }
       return out;
     },
-    openExperiment: (id) => void vscode.commands.executeCommand('researchloop.showExperiment', id),
+    openExperiment: (id) => void vscode.commands.executeCommand('sigmaloop.showExperiment', id),
     serverState: () => server.state,
   });
 
@@ -116,7 +116,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
   async function loadExperiments(): Promise<void> {
     for (let attempt = 0; attempt < 60; attempt++) {
       try {
-        const res = await server.request<{ experiments: ExperimentWire[] }>('researchloop/experiments', {});
+        const res = await server.request<{ experiments: ExperimentWire[] }>('sigmaloop/experiments', {});
         store.replaceAll(res?.experiments ?? []);
         panel.reset();
         renderStatus();
@@ -170,7 +170,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
       log.error(`${command} ${JSON.stringify(args)}: ${msg}`);
-      const pick = await vscode.window.showErrorMessage(`Research Loop: ${msg}`, 'Show Log');
+      const pick = await vscode.window.showErrorMessage(`Sigmaloop: ${msg}`, 'Show Log');
       if (pick) {
         log.show();
       }
@@ -180,7 +180,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
 
   async function pickExperiment(placeHolder: string, list: ExperimentWire[]): Promise<number | undefined> {
     if (!list.length) {
-      void vscode.window.showInformationMessage(`Research Loop: no experiment to choose (${placeHolder.toLowerCase()}).`);
+      void vscode.window.showInformationMessage(`Sigmaloop: no experiment to choose (${placeHolder.toLowerCase()}).`);
       return undefined;
     }
     const items = list.map((e) => ({
@@ -203,53 +203,53 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
 
   const reg = (name: string, fn: (...args: unknown[]) => unknown) => ctx.subscriptions.push(vscode.commands.registerCommand(name, fn));
 
-  reg('researchloop.runBaseline', async (budget?: unknown) => {
-    const res = await run<{ seeds?: number[] }>('researchloop.runBaseline', typeof budget === 'number' ? [budget] : []);
+  reg('sigmaloop.runBaseline', async (budget?: unknown) => {
+    const res = await run<{ seeds?: number[] }>('sigmaloop.runBaseline', typeof budget === 'number' ? [budget] : []);
     if (res) {
       panel.show(true);
-      vscode.window.setStatusBarMessage(`Research Loop: baseline started${res.seeds ? ` on seeds ${res.seeds.join(', ')}` : ''}`, 5000);
+      vscode.window.setStatusBarMessage(`Sigmaloop: baseline started${res.seeds ? ` on seeds ${res.seeds.join(', ')}` : ''}`, 5000);
     }
   });
 
-  reg('researchloop.propose', async (kind?: unknown) => {
+  reg('sigmaloop.propose', async (kind?: unknown) => {
     const e = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: 'Research Loop: proposing an experiment…' },
-      () => run<ExperimentWire>('researchloop.propose', typeof kind === 'string' ? [kind] : []),
+      { location: vscode.ProgressLocation.Notification, title: 'Sigmaloop: proposing an experiment…' },
+      () => run<ExperimentWire>('sigmaloop.propose', typeof kind === 'string' ? [kind] : []),
     );
     if (e && typeof e.id === 'number') {
       store.upsert(e);
       const pick = await vscode.window.showInformationMessage(
-        `Research Loop: proposed #${e.id}: ${e.hypothesis || '(no hypothesis)'}`,
+        `Sigmaloop: proposed #${e.id}: ${e.hypothesis || '(no hypothesis)'}`,
         'Show Diff',
         'Accept',
         'Reject',
       );
       if (pick === 'Show Diff') {
-        void vscode.commands.executeCommand('researchloop.showExperiment', e.id);
+        void vscode.commands.executeCommand('sigmaloop.showExperiment', e.id);
       } else if (pick === 'Accept') {
-        void vscode.commands.executeCommand('researchloop.accept', e.id);
+        void vscode.commands.executeCommand('sigmaloop.accept', e.id);
       } else if (pick === 'Reject') {
-        void vscode.commands.executeCommand('researchloop.reject', e.id);
+        void vscode.commands.executeCommand('sigmaloop.reject', e.id);
       }
     }
   });
 
-  reg('researchloop.accept', async (arg?: unknown) => {
+  reg('sigmaloop.accept', async (arg?: unknown) => {
     const id = idOrActive(arg) ?? (await pickExperiment('Accept which proposal?', store.proposed()));
     if (id === undefined) {
       return;
     }
-    const e = await run<ExperimentWire>('researchloop.accept', [id]);
+    const e = await run<ExperimentWire>('sigmaloop.accept', [id]);
     if (e) {
       watched.add(id);
       if (typeof e.id === 'number') {
         store.upsert(e);
       }
-      vscode.window.setStatusBarMessage(`Research Loop: accepted #${id}; its trial is queued`, 5000);
+      vscode.window.setStatusBarMessage(`Sigmaloop: accepted #${id}; its trial is queued`, 5000);
     }
   });
 
-  reg('researchloop.reject', async (arg?: unknown, reasonArg?: unknown) => {
+  reg('sigmaloop.reject', async (arg?: unknown, reasonArg?: unknown) => {
     const id = idOrActive(arg) ?? (await pickExperiment('Reject which proposal?', store.proposed()));
     if (id === undefined) {
       return;
@@ -265,14 +265,14 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
         return; // Escape cancels the rejection
       }
     }
-    const e = await run<ExperimentWire>('researchloop.reject', reason.trim() ? [id, reason.trim()] : [id]);
+    const e = await run<ExperimentWire>('sigmaloop.reject', reason.trim() ? [id, reason.trim()] : [id]);
     if (e && typeof e.id === 'number') {
       store.upsert(e);
-      vscode.window.setStatusBarMessage(`Research Loop: rejected #${id}`, 5000);
+      vscode.window.setStatusBarMessage(`Sigmaloop: rejected #${id}`, 5000);
     }
   });
 
-  reg('researchloop.startLoop', async (iterArg?: unknown) => {
+  reg('sigmaloop.startLoop', async (iterArg?: unknown) => {
     let iterations = typeof iterArg === 'number' ? iterArg : undefined;
     if (iterations === undefined) {
       const text = await vscode.window.showInputBox({
@@ -286,7 +286,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       }
       iterations = Number(text.trim());
     }
-    const res = await run('researchloop.startLoop', [iterations]);
+    const res = await run('sigmaloop.startLoop', [iterations]);
     if (res) {
       store.loop = { running: true, iteration: 0, iterations };
       updateStatus();
@@ -294,19 +294,19 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     }
   });
 
-  reg('researchloop.stopLoop', async () => {
-    const res = await run<{ stopped?: number[] }>('researchloop.stopLoop', []);
+  reg('sigmaloop.stopLoop', async () => {
+    const res = await run<{ stopped?: number[] }>('sigmaloop.stopLoop', []);
     if (res) {
-      vscode.window.setStatusBarMessage(`Research Loop: stopped${res.stopped?.length ? ` (${res.stopped.map((i) => `#${i}`).join(', ')})` : ''}`, 5000);
+      vscode.window.setStatusBarMessage(`Sigmaloop: stopped${res.stopped?.length ? ` (${res.stopped.map((i) => `#${i}`).join(', ')})` : ''}`, 5000);
     }
   });
 
-  reg('researchloop.showExperiment', async (arg?: unknown) => {
+  reg('sigmaloop.showExperiment', async (arg?: unknown) => {
     const id = idOrActive(arg) ?? (await pickExperiment('Show which experiment?', store.sorted().filter((e) => e.source !== 'baseline')));
     if (id === undefined) {
       return;
     }
-    const res = await run<ShowExperimentResult>('researchloop.showExperiment', [id]);
+    const res = await run<ShowExperimentResult>('sigmaloop.showExperiment', [id]);
     if (res && server.root) {
       if (typeof res.id === 'number' && typeof res.status === 'string') {
         // the record without the two script texts (they only feed the diff view)
@@ -318,27 +318,27 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     }
   });
 
-  reg('researchloop.adopt', async (arg?: unknown) => {
+  reg('sigmaloop.adopt', async (arg?: unknown) => {
     const id = idOrActive(arg) ?? (await pickExperiment('Adopt which kept experiment into your train script?', store.kept()));
     if (id === undefined) {
       return;
     }
-    const res = await run<{ applied?: boolean; failureReason?: string; path?: string }>('researchloop.adopt', [id]);
+    const res = await run<{ applied?: boolean; failureReason?: string; path?: string }>('sigmaloop.adopt', [id]);
     if (res) {
       if (res.applied) {
-        void vscode.window.showInformationMessage(`Research Loop: adopted #${id} into the train script.`);
+        void vscode.window.showInformationMessage(`Sigmaloop: adopted #${id} into the train script.`);
       } else {
-        void vscode.window.showWarningMessage(`Research Loop: #${id} was not adopted${res.failureReason ? `: ${res.failureReason}` : ''}.`);
+        void vscode.window.showWarningMessage(`Sigmaloop: #${id} was not adopted${res.failureReason ? `: ${res.failureReason}` : ''}.`);
       }
     }
   });
 
-  reg('researchloop.summary', () => panel.show());
-  reg('researchloop.showPanel', () => panel.show());
+  reg('sigmaloop.summary', () => panel.show());
+  reg('sigmaloop.showPanel', () => panel.show());
 
-  reg('researchloop.setApiKey', async () => {
+  reg('sigmaloop.setApiKey', async () => {
     const key = await vscode.window.showInputBox({
-      title: 'Research Loop: API key',
+      title: 'Sigmaloop: API key',
       prompt: 'Key for the OpenAI-compatible API the LLM proposer uses. Kept in the editor’s secret storage and handed only to the language server process. Leave empty to remove it.',
       password: true,
       ignoreFocusOut: true,
@@ -351,11 +351,11 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
     } else {
       await ctx.secrets.delete(SECRET_KEY);
     }
-    void vscode.window.showInformationMessage(`Research Loop: API key ${key.trim() ? 'saved' : 'removed'}; restarting the server.`);
+    void vscode.window.showInformationMessage(`Sigmaloop: API key ${key.trim() ? 'saved' : 'removed'}; restarting the server.`);
     await server.restart();
   });
 
-  reg('researchloop.restartServer', async () => {
+  reg('sigmaloop.restartServer', async () => {
     store.clear();
     await server.restart();
   });
@@ -365,7 +365,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
   ctx.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (needsRestart((s) => e.affectsConfiguration(s))) {
-        log.info('researchloop.pythonPath changed; restarting the server');
+        log.info('sigmaloop.pythonPath changed; restarting the server');
         void server.restart();
       }
     }),
@@ -381,7 +381,7 @@ export function activate(ctx: vscode.ExtensionContext): ResearchLoopApi {
       }
     }),
   );
-  const tomlWatcher = vscode.workspace.createFileSystemWatcher('**/researchloop.toml', false, true, false);
+  const tomlWatcher = vscode.workspace.createFileSystemWatcher('**/sigmaloop.toml', false, true, false);
   tomlWatcher.onDidCreate(() => {
     if (!server.isRunning()) {
       void server.start();

@@ -17,12 +17,12 @@ import {
 import { selectCurves } from './panelModel';
 import type { ExperimentStore } from './store';
 
-export const PANEL_VIEW_TYPE = 'researchloop.lossPanel';
+export const PANEL_VIEW_TYPE = 'sigmaloop.lossPanel';
 
 export interface PanelDeps {
   store: ExperimentStore;
   log: vscode.LogOutputChannel;
-  /** researchloop/experiments with curves for these ids (records per experiment). */
+  /** sigmaloop/experiments with curves for these ids (records per experiment). */
   fetchCurves(ids: number[]): Promise<Map<number, CurveData>>;
   openExperiment(id: number): void;
   serverState(): string;
@@ -64,7 +64,7 @@ export class LossPanel implements vscode.Disposable {
     }
     const panel = vscode.window.createWebviewPanel(
       PANEL_VIEW_TYPE,
-      'Research Loop: Loss',
+      'Sigmaloop: Loss',
       { viewColumn: vscode.ViewColumn.Beside, preserveFocus },
       this.webviewOptions(),
     );
@@ -258,7 +258,7 @@ export class LossPanel implements vscode.Disposable {
 <meta http-equiv="Content-Security-Policy" content="${csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <link rel="stylesheet" nonce="${nonce}" href="${css.toString()}">
-<title>Research Loop: Loss</title>
+<title>Sigmaloop: Loss</title>
 </head>
 <body>
 <div id="root"></div>

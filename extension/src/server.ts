@@ -1,6 +1,6 @@
-// The language server's lifecycle: find the workspace's researchloop.toml, resolve the
+// The language server's lifecycle: find the workspace's sigmaloop.toml, resolve the
 // interpreter, check that it has the package (offer to install it when not), start
-// `python -m researchloop.lsp` over stdio, restart on demand or on interpreter/setting changes.
+// `python -m sigmaloop.lsp` over stdio, restart on demand or on interpreter/setting changes.
 
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
@@ -34,7 +34,7 @@ import {
 import { CLIENT_OWNED_COMMANDS } from './commands';
 import type { ServerState } from './store';
 
-export const SECRET_KEY = 'researchloop.apiKey';
+export const SECRET_KEY = 'sigmaloop.apiKey';
 
 export interface ServerEvents {
   onExperiment(e: ExperimentWire): void;
@@ -80,18 +80,18 @@ export class ServerController implements vscode.Disposable {
     }
   }
 
-  /** The folder with researchloop.toml (first found; the workspace folder's own first). */
+  /** The folder with sigmaloop.toml (first found; the workspace folder's own first). */
   async findRoot(): Promise<string | undefined> {
     const folders = vscode.workspace.workspaceFolders ?? [];
     for (const f of folders) {
       try {
-        await vscode.workspace.fs.stat(vscode.Uri.joinPath(f.uri, 'researchloop.toml'));
+        await vscode.workspace.fs.stat(vscode.Uri.joinPath(f.uri, 'sigmaloop.toml'));
         return f.uri.fsPath;
       } catch {
         // not at the top of this folder
       }
     }
-    const found = await vscode.workspace.findFiles('**/researchloop.toml', '**/{node_modules,.git,.researchloop,.venv}/**', 5);
+    const found = await vscode.workspace.findFiles('**/sigmaloop.toml', '**/{node_modules,.git,.sigmaloop,.venv}/**', 5);
     found.sort((a, b) => a.fsPath.length - b.fsPath.length);
     return found.length ? path.dirname(found[0].fsPath) : undefined;
   }
@@ -136,7 +136,7 @@ export class ServerController implements vscode.Disposable {
 
   async resolvePython(root: string): Promise<ResolvedInterpreter> {
     const uri = vscode.Uri.file(root);
-    const cfg = vscode.workspace.getConfiguration('researchloop', uri);
+    const cfg = vscode.workspace.getConfiguration('sigmaloop', uri);
     const setting = cfg.get<string>('pythonPath') ?? '';
     const fromExt = setting.trim() ? undefined : await this.pythonFromExtension(uri);
     return resolveInterpreter(
@@ -147,7 +147,7 @@ export class ServerController implements vscode.Disposable {
 
   /** 'ok', or why the interpreter cannot run the server. */
   checkPackage(python: string, cwd: string): Promise<string> {
-    const code = 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spec("researchloop.lsp") else 3)';
+    const code = 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spec("sigmaloop.lsp") else 3)';
     return new Promise((resolve) => {
       execFile(python, ['-c', code], { cwd, timeout: 60_000 }, (err, _stdout, stderr) => {
         if (!err) {
@@ -200,37 +200,37 @@ export class ServerController implements vscode.Disposable {
     const apiKey = await this.ctx.secrets.get(SECRET_KEY);
     const serverOptions: ServerOptions = {
       command: py.path,
-      args: ['-m', 'researchloop.lsp', '--log-level', 'INFO'],
+      args: ['-m', 'sigmaloop.lsp', '--log-level', 'INFO'],
       options: { cwd: root, env: serverEnv(process.env, apiKey) },
     };
     const rootUri = vscode.Uri.file(root);
     const folder = vscode.workspace.getWorkspaceFolder(rootUri);
     const selector: DocumentSelector = [{ scheme: 'file', language: 'python', pattern: `${escapeGlob(root)}/**/*.py` }];
-    const settings = normalizeSettings((k) => vscode.workspace.getConfiguration('researchloop', rootUri).get(k));
+    const settings = normalizeSettings((k) => vscode.workspace.getConfiguration('sigmaloop', rootUri).get(k));
     const clientOptions: LanguageClientOptions = {
       documentSelector: selector,
       workspaceFolder: folder && folder.uri.fsPath === root ? folder : { uri: rootUri, name: path.basename(root), index: 0 },
       outputChannel: this.log,
       initializationOptions: initializationOptions(settings, vscode.workspace.isTrusted),
-      synchronize: { configurationSection: 'researchloop' },
-      markdown: { isTrusted: { enabledCommands: ['researchloop.showExperiment'] }, supportHtml: false },
+      synchronize: { configurationSection: 'sigmaloop' },
+      markdown: { isTrusted: { enabledCommands: ['sigmaloop.showExperiment'] }, supportHtml: false },
       errorHandler: this.errorHandler(),
     };
-    const client = new LanguageClient('researchloop', 'Research Loop', serverOptions, clientOptions);
+    const client = new LanguageClient('sigmaloop', 'Sigmaloop', serverOptions, clientOptions);
     this.ownCommands(client);
-    client.onNotification('researchloop/trialProgress', (params: unknown) => {
+    client.onNotification('sigmaloop/trialProgress', (params: unknown) => {
       const p = parseTrialProgress(params);
       if (p) {
         this.events.onProgress(p);
       }
     });
-    client.onNotification('researchloop/experimentUpdated', (params: unknown) => {
+    client.onNotification('sigmaloop/experimentUpdated', (params: unknown) => {
       const e = unwrapExperiment(params);
       if (e) {
         this.events.onExperiment(e);
       }
     });
-    client.onNotification('researchloop/loopState', (params: LoopStateParams) => {
+    client.onNotification('sigmaloop/loopState', (params: LoopStateParams) => {
       if (params && typeof params.running === 'boolean') {
         this.events.onLoopState(params);
       }
@@ -278,7 +278,7 @@ export class ServerController implements vscode.Disposable {
         if (this.crashes.length > 3) {
           this.setState('failed');
           void vscode.window
-            .showErrorMessage('The Research Loop server stopped 4 times in 2 minutes and will not be restarted.', 'Show Log', 'Restart Server')
+            .showErrorMessage('The Sigmaloop server stopped 4 times in 2 minutes and will not be restarted.', 'Show Log', 'Restart Server')
             .then((pick) => this.onFailurePick(pick));
           return { action: CloseAction.DoNotRestart, handled: true };
         }
@@ -298,11 +298,11 @@ export class ServerController implements vscode.Disposable {
 
   private async explainStartFailure(reason: string, py: ResolvedInterpreter): Promise<void> {
     if (reason === 'no-interpreter') {
-      const msg = `Research Loop: the Python interpreter "${py.path}" (${py.source}) was not found. Set researchloop.pythonPath or select an interpreter.`;
+      const msg = `Sigmaloop: the Python interpreter "${py.path}" (${py.source}) was not found. Set sigmaloop.pythonPath or select an interpreter.`;
       this.log.error(msg);
       const pick = await vscode.window.showErrorMessage(msg, 'Open Settings', 'Show Log');
       if (pick === 'Open Settings') {
-        void vscode.commands.executeCommand('workbench.action.openSettings', 'researchloop.pythonPath');
+        void vscode.commands.executeCommand('workbench.action.openSettings', 'sigmaloop.pythonPath');
       } else if (pick === 'Show Log') {
         this.log.show();
       }
@@ -310,11 +310,11 @@ export class ServerController implements vscode.Disposable {
     }
     if (reason === 'missing-package') {
       const cmd = pipInstallCommand(py.path);
-      const msg = `Research Loop: the interpreter "${py.path}" does not have the researchloop package. Install it with: ${cmd}`;
+      const msg = `Sigmaloop: the interpreter "${py.path}" does not have the sigmaloop package. Install it with: ${cmd}`;
       this.log.error(msg);
       const pick = await vscode.window.showErrorMessage(msg, 'Install', 'Copy Command', 'Open Settings');
       if (pick === 'Install') {
-        const term = vscode.window.createTerminal({ name: 'Research Loop: install', cwd: this.root });
+        const term = vscode.window.createTerminal({ name: 'Sigmaloop: install', cwd: this.root });
         term.show();
         term.sendText(cmd);
         const done = vscode.window.onDidCloseTerminal((t) => {
@@ -323,7 +323,7 @@ export class ServerController implements vscode.Disposable {
             void this.restart();
           }
         });
-        void vscode.window.showInformationMessage('Run "Research Loop: Restart Server" once the install has finished.', 'Restart Server').then((p) => {
+        void vscode.window.showInformationMessage('Run "Sigmaloop: Restart Server" once the install has finished.', 'Restart Server').then((p) => {
           if (p) {
             void this.restart();
           }
@@ -331,12 +331,12 @@ export class ServerController implements vscode.Disposable {
       } else if (pick === 'Copy Command') {
         await vscode.env.clipboard.writeText(cmd);
       } else if (pick === 'Open Settings') {
-        void vscode.commands.executeCommand('workbench.action.openSettings', 'researchloop.pythonPath');
+        void vscode.commands.executeCommand('workbench.action.openSettings', 'sigmaloop.pythonPath');
       }
       return;
     }
     this.log.error(`server could not start: ${reason}`);
-    void vscode.window.showErrorMessage(`Research Loop: the server could not start (${firstLine(reason)}).`, 'Show Log', 'Restart Server').then((p) => this.onFailurePick(p));
+    void vscode.window.showErrorMessage(`Sigmaloop: the server could not start (${firstLine(reason)}).`, 'Show Log', 'Restart Server').then((p) => this.onFailurePick(p));
   }
 
   async stop(): Promise<void> {
@@ -397,7 +397,7 @@ export class ServerController implements vscode.Disposable {
 
 export class ServerNotRunning extends Error {
   constructor(readonly state: ServerState) {
-    super(state === 'restricted' ? 'Research Loop runs nothing in Restricted Mode: trust the workspace first.' : `The Research Loop server is not running (${state}).`);
+    super(state === 'restricted' ? 'Sigmaloop runs nothing in Restricted Mode: trust the workspace first.' : `The Sigmaloop server is not running (${state}).`);
   }
 }
 

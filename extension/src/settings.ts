@@ -2,7 +2,7 @@
 // initialization options it gets. The vscode-facing code gathers the inputs.
 
 export interface InterpreterInputs {
-  /** researchloop.pythonPath (workspace value ignored by VS Code in Restricted Mode). */
+  /** sigmaloop.pythonPath (workspace value ignored by VS Code in Restricted Mode). */
   setting?: string | null;
   /** The Python extension's active interpreter, when that extension is installed. */
   pythonExtension?: string | null;
@@ -16,7 +16,7 @@ export interface ResolvedInterpreter {
 }
 
 /**
- * An explicit researchloop.pythonPath wins (the user asked for it); otherwise the Python
+ * An explicit sigmaloop.pythonPath wins (the user asked for it); otherwise the Python
  * extension's selected interpreter; otherwise python3. `${workspaceFolder}` and `~` expand.
  */
 export function resolveInterpreter(inp: InterpreterInputs, vars: { workspaceFolder?: string; home?: string } = {}): ResolvedInterpreter {
@@ -42,7 +42,7 @@ export function expand(p: string, vars: { workspaceFolder?: string; home?: strin
   return out;
 }
 
-/** The researchloop.* settings forwarded to the server (null/empty = the toml decides). */
+/** The sigmaloop.* settings forwarded to the server (null/empty = the toml decides). */
 export interface ForwardedSettings {
   budget: number | null;
   slots: number | null;
@@ -91,7 +91,7 @@ export function initializationOptions(settings: ForwardedSettings, trusted: bool
 }
 
 /** The pip command shown when the interpreter lacks the package. */
-export function pipInstallCommand(python: string, source = 'researchloop'): string {
+export function pipInstallCommand(python: string, source = 'sigmaloop'): string {
   return `${quoteArg(python)} -m pip install ${quoteArg(source)}`;
 }
 
@@ -101,5 +101,5 @@ export function quoteArg(s: string): string {
 
 /** Keys whose change needs a server restart (the interpreter); others are sent as didChangeConfiguration. */
 export function needsRestart(affects: (section: string) => boolean): boolean {
-  return affects('researchloop.pythonPath');
+  return affects('sigmaloop.pythonPath');
 }

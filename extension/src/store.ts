@@ -92,15 +92,15 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
   const icon = '$(beaker)';
   switch (server) {
     case 'starting':
-      return { text: `${icon} Research Loop: starting`, tooltip: 'The Research Loop language server is starting' };
+      return { text: `${icon} Sigmaloop: starting`, tooltip: 'The Sigmaloop language server is starting' };
     case 'failed':
-      return { text: `$(error) Research Loop: server failed`, tooltip: 'The language server could not start; see the Research Loop output. Click to restart.' };
+      return { text: `$(error) Sigmaloop: server failed`, tooltip: 'The language server could not start; see the Sigmaloop output. Click to restart.' };
     case 'stopped':
-      return { text: `${icon} Research Loop: stopped`, tooltip: 'The language server is stopped. Click to restart.' };
+      return { text: `${icon} Sigmaloop: stopped`, tooltip: 'The language server is stopped. Click to restart.' };
     case 'restricted':
-      return { text: `$(shield) Research Loop: restricted`, tooltip: 'Restricted Mode: no trial or agent runs until the workspace is trusted' };
+      return { text: `$(shield) Sigmaloop: restricted`, tooltip: 'Restricted Mode: no trial or agent runs until the workspace is trusted' };
     case 'noWorkspace':
-      return { text: `${icon} Research Loop: no researchloop.toml`, tooltip: 'Open a folder with researchloop.toml' };
+      return { text: `${icon} Sigmaloop: no sigmaloop.toml`, tooltip: 'Open a folder with sigmaloop.toml' };
     default:
       break;
   }
@@ -128,7 +128,7 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
   }
   const spinning = parts.length > 0;
   const text = `${spinning ? '$(sync~spin)' : icon} ${parts.length ? parts.join(' · ') : 'idle'}`;
-  const tooltipLines = ['Research Loop'];
+  const tooltipLines = ['Sigmaloop'];
   if (loop.message) {
     tooltipLines.push(loop.message);
   }
@@ -151,7 +151,7 @@ export function describe(e: ExperimentWire): string {
   return parts.join(' · ');
 }
 
-/** Parse an experiment id from a command argument: a number, "12", "#12", {id}, {expId}, or a researchloop-exp URI. */
+/** Parse an experiment id from a command argument: a number, "12", "#12", {id}, {expId}, or a sigmaloop-exp URI. */
 export function parseExpId(arg: unknown): number | undefined {
   if (typeof arg === 'number' && Number.isInteger(arg) && arg >= 0) {
     return arg;
@@ -175,7 +175,7 @@ export function parseExpId(arg: unknown): number | undefined {
   return undefined;
 }
 
-export const EXP_SCHEME = 'researchloop-exp';
+export const EXP_SCHEME = 'sigmaloop-exp';
 
 /** Path of a proposal's virtual document: /exp-12/train.py */
 export function expPath(id: number, scriptName: string): string {

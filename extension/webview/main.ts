@@ -27,7 +27,7 @@ interface VsCodeApi {
 }
 declare function acquireVsCodeApi(): VsCodeApi;
 
-/** State visible to tests and the bench (window.__researchloopPanel). */
+/** State visible to tests and the bench (window.__sigmaloopPanel). */
 interface PanelDebugState {
   ready: boolean;
   initialized: boolean;
@@ -84,7 +84,7 @@ const debug: PanelDebugState = {
   serverState: '',
   phases: {},
 };
-(window as unknown as { __researchloopPanel: PanelDebugState }).__researchloopPanel = debug;
+(window as unknown as { __sigmaloopPanel: PanelDebugState }).__sigmaloopPanel = debug;
 
 const persisted = (vscode.getState() as PanelPersistedState | undefined) ?? { version: 1, selectedId: null };
 
@@ -112,7 +112,7 @@ chartBox.id = 'rl-chart';
 chartBox.dataset.points = '0';
 chartBox.dataset.drawnPoints = '0';
 chartBox.dataset.series = '0';
-const empty = el('div', 'rl-empty', 'No curves yet: run a baseline (Research Loop: Run Baseline).');
+const empty = el('div', 'rl-empty', 'No curves yet: run a baseline (Sigmaloop: Run Baseline).');
 const plotHost = el('div', 'rl-plot');
 chartBox.append(empty, plotHost);
 const table = el('table', 'rl-table');

@@ -1,13 +1,13 @@
-// Browser end-to-end test of the Research Loop extension in a real VS Code (code-server) in
+// Browser end-to-end test of the Sigmaloop extension in a real VS Code (code-server) in
 // real Chromium, driven with playwright-core. scripts/e2e.sh starts code-server with the
 // packaged extension and a fixture workspace, then runs this with:
 //   E2E_URL        code-server's base URL (http://127.0.0.1:PORT)
-//   E2E_WORKSPACE  the fixture workspace folder (a git repo with researchloop.toml)
+//   E2E_WORKSPACE  the fixture workspace folder (a git repo with sigmaloop.toml)
 //   E2E_ARTIFACTS  where screenshots and the step log go (artifacts/e2e)
 //
-// Steps: open train.py; "Research Loop: Run Baseline" from the command palette; the status
+// Steps: open train.py; "Sigmaloop: Run Baseline" from the command palette; the status
 // bar shows "running #N at X%"; the loss panel (webview, nested iframes) draws a curve with
-// points (counted through its DOM and window.__researchloopPanel); "Propose Experiment"; the
+// points (counted through its DOM and window.__sigmaloopPanel); "Propose Experiment"; the
 // proposal's quick fix (Ctrl+.) "Accept experiment #N" runs it; its result arrives
 // (notification + panel row); the inlay hint appears on the touched line. Every wait polls
 // with a timeout; screenshots land in E2E_ARTIFACTS.
@@ -158,7 +158,7 @@ async function openFile(name) {
 async function panelFrame() {
   for (const f of page.frames()) {
     try {
-      if (await f.evaluate(() => typeof window.__researchloopPanel === 'object')) {
+      if (await f.evaluate(() => typeof window.__sigmaloopPanel === 'object')) {
         return f;
       }
     } catch {
@@ -174,7 +174,7 @@ async function panelState() {
     return undefined;
   }
   return f.evaluate(() => {
-    const s = window.__researchloopPanel;
+    const s = window.__sigmaloopPanel;
     const chart = document.getElementById('rl-chart');
     const rows = [...document.querySelectorAll('#rl-experiments tbody tr')].map((tr) => ({
       id: Number(tr.dataset.expId),
@@ -280,7 +280,7 @@ async function restricted() {
   await step('status bar says restricted; a message explains why', async () => {
     const text = await waitFor('status bar "restricted"', async () => {
       const t = await statusBarText();
-      return /Research Loop: restricted/.test(t) ? t : undefined;
+      return /Sigmaloop: restricted/.test(t) ? t : undefined;
     }, { timeout: 60_000, interval: 300 });
     const note = await waitFor('the Restricted Mode message', async () => {
       const t = await notificationsText();
@@ -294,35 +294,35 @@ async function restricted() {
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget .quick-input-box input');
     await input.waitFor({ state: 'visible', timeout: 5000 });
-    await input.fill('>Research Loop:');
+    await input.fill('>Sigmaloop:');
     const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
     await rows.first().waitFor({ state: 'visible', timeout: 5000 });
     const labels = await rows.evaluateAll((els) => els.map((e) => (e.querySelector('.label-name')?.textContent ?? '').trim()));
     await shot('palette');
     await page.keyboard.press('Escape');
-    for (const hidden of ['Research Loop: Run Baseline', 'Research Loop: Propose Experiment', 'Research Loop: Run Loop…']) {
+    for (const hidden of ['Sigmaloop: Run Baseline', 'Sigmaloop: Propose Experiment', 'Sigmaloop: Run Loop…']) {
       if (labels.includes(hidden)) {
         throw new Error(`"${hidden}" is offered in Restricted Mode`);
       }
     }
-    if (!labels.includes('Research Loop: Show Loss Panel')) {
+    if (!labels.includes('Sigmaloop: Show Loss Panel')) {
       throw new Error(`expected Show Loss Panel among ${labels.join(' | ')}`);
     }
     return { offered: labels };
   });
 }
 
-/** researchloop.pythonPath names an interpreter without the package: say so, with the pip command. */
+/** sigmaloop.pythonPath names an interpreter without the package: say so, with the pip command. */
 async function missingPackage() {
-  await step('open the workspace with an interpreter lacking researchloop', async () => {
+  await step('open the workspace with an interpreter lacking sigmaloop', async () => {
     await openWorkbench();
   });
   await step('the missing package is explained with the exact pip command', async () => {
     const note = await waitFor('the missing-package message', async () => {
       const t = await notificationsText();
-      return t.split('\n').find((l) => /does not have the researchloop package/.test(l));
+      return t.split('\n').find((l) => /does not have the sigmaloop package/.test(l));
     }, { timeout: 60_000, interval: 300 });
-    const cmd = /Install it with: (.+ -m pip install researchloop)/.exec(note);
+    const cmd = /Install it with: (.+ -m pip install sigmaloop)/.exec(note);
     if (!cmd) {
       throw new Error(`no pip command in "${note}"`);
     }
@@ -361,7 +361,7 @@ async function full() {
     });
 
     await step('Run Baseline from the command palette', async () => {
-      await runCommand('Research Loop: Run Baseline');
+      await runCommand('Sigmaloop: Run Baseline');
     });
 
     const running = await step('status bar shows progress', async () => {
@@ -406,7 +406,7 @@ async function full() {
     await closeNotifications();
 
     const proposed = await step('Propose Experiment', async () => {
-      await runCommand('Research Loop: Propose Experiment');
+      await runCommand('Sigmaloop: Propose Experiment');
       const text = await waitFor('the proposal notification', async () => {
         const t = await notificationsText();
         const m = /proposed #(\d+): ([^\n]*)/.exec(t);
@@ -472,7 +472,7 @@ async function full() {
     });
 
     await step('loss panel final state', async () => {
-      await runCommand('Research Loop: Show Loss Panel');
+      await runCommand('Sigmaloop: Show Loss Panel');
       const st = await waitFor('panel', panelState, { timeout: 20_000 });
       await page.waitForTimeout(500);
       await shot('panel-final');

@@ -31,9 +31,9 @@ FAKE_TRAIN = textwrap.dedent('''\
 
 
     def main():
-        budget = float(os.environ.get("RESEARCHLOOP_TIME_BUDGET", "1"))
-        seed = int(os.environ.get("RESEARCHLOOP_SEED", "0")) + SEED_OFFSET
-        metrics = os.environ.get("RESEARCHLOOP_METRICS")
+        budget = float(os.environ.get("SIGMALOOP_TIME_BUDGET", "1"))
+        seed = int(os.environ.get("SIGMALOOP_SEED", "0")) + SEED_OFFSET
+        metrics = os.environ.get("SIGMALOOP_METRICS")
         noise = random.Random(seed).gauss(0.0, 0.002)
         t0 = time.time()
         steps = 5
@@ -84,8 +84,8 @@ def git(cwd: Path, *args: str) -> str:
 def make_workspace(path: Path, train: str = FAKE_TRAIN, config: str = CONFIG) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "train.py").write_text(train)
-    (path / "researchloop.toml").write_text(config)
-    (path / ".gitignore").write_text(".researchloop/\n")
+    (path / "sigmaloop.toml").write_text(config)
+    (path / ".gitignore").write_text(".sigmaloop/\n")
     git(path, "init", "-q", "-b", "main")
     git(path, "add", "-A")
     git(path, "commit", "-qm", "start")
@@ -99,7 +99,7 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(workspace: Path):
-    from researchloop.engine import Engine
+    from sigmaloop.engine import Engine
 
     eng = Engine(workspace)
     yield eng

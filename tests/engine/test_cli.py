@@ -1,4 +1,4 @@
-"""The CLI as a user runs it: real subprocesses of `researchloop` on real workspaces."""
+"""The CLI as a user runs it: real subprocesses of `sigmaloop` on real workspaces."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from enginekit import git
 
-CLI = [sys.executable, "-m", "researchloop.cli"]
+CLI = [sys.executable, "-m", "sigmaloop.cli"]
 
 
 def rl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -34,20 +34,20 @@ def test_baseline_loop_log_show_status_export(workspace):
     assert r.returncode == 0 and "experiment #3" in r.stdout and "@@" in r.stdout
     assert "log tail" in r.stdout
     r = rl("status", cwd=workspace)
-    assert "researchloop/test" in r.stdout and "± " in r.stdout
+    assert "sigmaloop/test" in r.stdout and "± " in r.stdout
     r = rl("export", "--format", "csv", "-o", str(workspace / "out.csv"), cwd=workspace)
     assert r.returncode == 0 and (workspace / "out.csv").read_text().startswith("id,")
 
 
 def test_errors_are_one_clear_line_and_exit_2(workspace, tmp_path):
     r = rl("status", cwd=tmp_path)
-    assert r.returncode == 2 and "researchloop init" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "sigmaloop init" in r.stderr and "Traceback" not in r.stderr
     r = rl("show", "99", cwd=workspace)
     assert r.returncode == 2 and "#99" in r.stderr and "Traceback" not in r.stderr
-    (workspace / "researchloop.toml").write_text("[judge]\nk = -1\n")
+    (workspace / "sigmaloop.toml").write_text("[judge]\nk = -1\n")
     r = rl("status", cwd=workspace)
     assert r.returncode == 2 and "judge.k" in r.stderr
-    git(workspace, "checkout", "--", "researchloop.toml")
+    git(workspace, "checkout", "--", "sigmaloop.toml")
     r = rl("adopt", "1", cwd=workspace)
     assert r.returncode == 2 and "no experiment #1" in r.stderr
 
@@ -56,10 +56,10 @@ def test_init_makes_a_committed_workspace(tmp_path):
     r = rl("init", str(tmp_path / "proj"), "--budget", "30", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     proj = tmp_path / "proj"
-    for name in ("prepare.py", "train.py", "program.md", "researchloop.toml"):
+    for name in ("prepare.py", "train.py", "program.md", "sigmaloop.toml"):
         assert (proj / name).exists()
-    assert "budget = 30" in (proj / "researchloop.toml").read_text()
-    assert ".researchloop/" in (proj / ".gitignore").read_text()
+    assert "budget = 30" in (proj / "sigmaloop.toml").read_text()
+    assert ".sigmaloop/" in (proj / ".gitignore").read_text()
     assert git(proj, "status", "--porcelain").strip() == ""
     assert "train.py" in git(proj, "ls-files")
     # running it again keeps the user's edits
@@ -71,7 +71,7 @@ def test_init_makes_a_committed_workspace(tmp_path):
 @pytest.mark.slow
 def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
     """The README's first command, small: real prepare, real train.py trials at a 3 s budget."""
-    env = {"RESEARCHLOOP_CACHE": str(tmp_path / "cache")}
+    env = {"SIGMALOOP_CACHE": str(tmp_path / "cache")}
     r = rl("demo", "--dir", str(tmp_path / "demo"), "--budget", "3", "-n", "1", cwd=tmp_path, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ws = tmp_path / "demo"

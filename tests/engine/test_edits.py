@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from researchloop.edits import (
+from sigmaloop.edits import (
     EditError,
     apply_search_replace,
     apply_unified_diff,

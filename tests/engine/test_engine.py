@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from researchloop.edits import unified_diff
-from researchloop.engine import Engine, EngineError
-from researchloop.models import Proposal, Status
-from researchloop.ratchet import AdoptConflict
-from researchloop.runner import is_alive
+from sigmaloop.edits import unified_diff
+from sigmaloop.engine import Engine, EngineError
+from sigmaloop.models import Proposal, Status
+from sigmaloop.ratchet import AdoptConflict
+from sigmaloop.runner import is_alive
 
 from enginekit import FAKE_TRAIN, edit, git
 
@@ -53,7 +53,7 @@ def test_real_improvement_is_confirmed_kept_and_advances_the_branch(engine, work
     assert len(confirmations) == 1 and confirmations[0].seed != exp.seed
     assert engine.head() != head_before and engine.head() == exp.commit
     assert "BIAS = -0.1" in engine.head_source()
-    assert git(workspace, "rev-parse", f"refs/researchloop/exp/{exp.id}").strip() == exp.commit
+    assert git(workspace, "rev-parse", f"refs/sigmaloop/exp/{exp.id}").strip() == exp.commit
     # the user's own file and branch are untouched until they adopt
     assert (workspace / "train.py").read_bytes() == user_before
     assert git(workspace, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
@@ -68,7 +68,7 @@ def test_noise_sized_edit_is_discarded_but_its_diff_is_kept(engine, workspace):
     assert exp.status == Status.DISCARDED
     assert "within noise" in exp.verdict
     assert engine.head() == exp.parent_commit
-    shown = git(workspace, "show", f"refs/researchloop/exp/{exp.id}", "--", "train.py")
+    shown = git(workspace, "show", f"refs/sigmaloop/exp/{exp.id}", "--", "train.py")
     assert "+DEPTH = 5" in shown
 
 
@@ -91,8 +91,8 @@ def test_nan_edit_fails_fast_with_the_scripts_message(engine):
 
 
 def test_hanging_trial_is_killed_at_the_limit(workspace):
-    cfg = (workspace / "researchloop.toml").read_text().replace("grace = 5", "grace = 1")
-    (workspace / "researchloop.toml").write_text(cfg)
+    cfg = (workspace / "sigmaloop.toml").read_text().replace("grace = 5", "grace = 1")
+    (workspace / "sigmaloop.toml").write_text(cfg)
     git(workspace, "commit", "-qam", "short grace")
     eng = Engine(workspace)
     try:
@@ -139,7 +139,7 @@ def test_tuner_loop_proposes_runs_and_persists_its_study(engine, workspace):
     assert all(e.status in (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.REJECTED) for e in cands)
     assert all(e.diff for e in cands if e.status != Status.REJECTED)
     assert all("SEED" not in e.hypothesis for e in cands)
-    assert (workspace / ".researchloop" / "optuna.db").exists()
+    assert (workspace / ".sigmaloop" / "optuna.db").exists()
     # a restarted engine continues the same study
     engine.close()
     again = Engine(workspace)
@@ -157,7 +157,7 @@ def test_engine_killed_mid_trial_is_recovered(workspace):
     exp = user_edit(eng, "SLEEP = 0.0", "SLEEP = 30.0", "slow")
     eng.accept(exp.id)
     eng.close()
-    code = f"from researchloop.engine import Engine; Engine({str(workspace)!r}).run({exp.id})"
+    code = f"from sigmaloop.engine import Engine; Engine({str(workspace)!r}).run({exp.id})"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
         deadline = time.time() + 30
@@ -214,25 +214,25 @@ def test_dirty_user_tree_is_never_overwritten(engine, workspace):
 
 
 def test_bad_config_names_the_key(workspace):
-    (workspace / "researchloop.toml").write_text("[experiment]\nbudget = -3\n")
-    from researchloop.config import ConfigError
+    (workspace / "sigmaloop.toml").write_text("[experiment]\nbudget = -3\n")
+    from sigmaloop.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"experiment\.budget"):
         Engine(workspace)
-    (workspace / "researchloop.toml").write_text("[judge]\nseeds = [1]\n")
+    (workspace / "sigmaloop.toml").write_text("[judge]\nseeds = [1]\n")
     with pytest.raises(ConfigError, match=r"judge\.seeds"):
         Engine(workspace)
-    (workspace / "researchloop.toml").write_text("[experiment]\nbudgett = 3\n")
+    (workspace / "sigmaloop.toml").write_text("[experiment]\nbudgett = 3\n")
     with pytest.raises(ConfigError, match=r"unknown key experiment\.budgett"):
         Engine(workspace)
 
 
-def test_a_researchloop_failure_is_recorded_and_the_loop_goes_on(engine, workspace):
+def test_a_sigmaloop_failure_is_recorded_and_the_loop_goes_on(engine, workspace):
     engine.run_baseline()
     exp = user_edit(engine, "DEPTH = 4", "DEPTH = 5")
     engine.journal.update(exp.id, diff="@@ -1,1 +1,1 @@\n-no such line\n+x = 1\n")  # a corrupt edit
     rec = engine.run(exp.id)
-    assert rec.status == Status.CRASHED and rec.verdict.startswith("researchloop error: EditError")
+    assert rec.status == Status.CRASHED and rec.verdict.startswith("sigmaloop error: EditError")
     assert engine.journal.running() == []
     later = engine.run(user_edit(engine, "DEPTH = 4", "DEPTH = 6").id)
     assert later.status == Status.DISCARDED

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from researchloop import journal as journal_mod
-from researchloop.journal import (
+from sigmaloop import journal as journal_mod
+from sigmaloop.journal import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Journal,
@@ -27,12 +27,12 @@ from researchloop.journal import (
     UnknownField,
     journal_path,
 )
-from researchloop.models import CrashLocation, Experiment, ProgressRecord, Status
+from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
 
 @pytest.fixture
 def journal(tmp_path: Path):
-    j = Journal(tmp_path / ".researchloop" / "journal.db")
+    j = Journal(tmp_path / ".sigmaloop" / "journal.db")
     yield j
     j.close()
 
@@ -59,8 +59,8 @@ def full_fields() -> dict:
         created_at=1700000000.25,
         started_at=1700000001.5,
         finished_at=1700000090.75,
-        log_path=".researchloop/runs/7/log.txt",
-        metrics_path=".researchloop/runs/7/metrics.jsonl",
+        log_path=".sigmaloop/runs/7/log.txt",
+        metrics_path=".sigmaloop/runs/7/metrics.jsonl",
         crash=CrashLocation(file="train.py", line=212, message="RuntimeError: CUDA OOM"),
         rejection_reason="none really",
         confirms=3,
@@ -140,7 +140,7 @@ def test_crash_as_dict_and_path_values(journal: Journal, tmp_path: Path) -> None
 
 
 def test_workspace_path(tmp_path: Path) -> None:
-    assert journal_path(tmp_path) == tmp_path / ".researchloop" / "journal.db"
+    assert journal_path(tmp_path) == tmp_path / ".sigmaloop" / "journal.db"
     j = Journal.for_workspace(tmp_path)
     try:
         assert j.path.exists()
@@ -459,7 +459,7 @@ def test_export_jsonl_and_csv(journal: Journal, tmp_path: Path) -> None:
 
 
 def make_v1(path: Path) -> None:
-    """A journal as researchloop with schema 1 wrote it."""
+    """A journal as sigmaloop with schema 1 wrote it."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     for statement in MIGRATIONS[0]:
@@ -511,8 +511,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(
         SchemaTooNew,
-        match=rf"journal\.db was written by a newer researchloop \(schema {SCHEMA_VERSION + 5}\); "
-        "upgrade researchloop",
+        match=rf"journal\.db was written by a newer sigmaloop \(schema {SCHEMA_VERSION + 5}\); "
+        "upgrade sigmaloop",
     ):
         Journal(path)
 
@@ -564,8 +564,8 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from researchloop.journal import Journal
-    from researchloop.models import ProgressRecord
+    from sigmaloop.journal import Journal
+    from sigmaloop.models import ProgressRecord
 
     path, exp_id, go, n = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
     j = Journal(path, timeout=5.0)

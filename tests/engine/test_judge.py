@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from researchloop.config import JudgeConfig
-from researchloop.judge import Judge, pooled_sigma, reference_for
-from researchloop.models import Experiment, Status
+from sigmaloop.config import JudgeConfig
+from sigmaloop.judge import Judge, pooled_sigma, reference_for
+from sigmaloop.models import Experiment, Status
 
 
 def run(i: int, code: str, seed: int, metric: float, status=Status.KEPT, source="baseline") -> Experiment:

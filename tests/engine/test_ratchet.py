@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from researchloop.ratchet import (
+from sigmaloop.ratchet import (
     AdoptConflict,
     Ratchet,
     RatchetError,
@@ -54,14 +54,14 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def make_repo(root: Path, sub: str = "", script: str = SCRIPT) -> Path:
-    """A repo with a committed train.py (in ``sub`` if given) and .researchloop/ ignored."""
+    """A repo with a committed train.py (in ``sub`` if given) and .sigmaloop/ ignored."""
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "-b", "main")
     ws = root / sub if sub else root
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "train.py").write_text(script)
-    (ws / "researchloop.toml").write_text("[experiment]\n")
-    (ws / ".gitignore").write_text(".researchloop/\n")
+    (ws / "sigmaloop.toml").write_text("[experiment]\n")
+    (ws / ".gitignore").write_text(".sigmaloop/\n")
     (root / "README.md").write_text("hi\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "initial")
@@ -80,11 +80,11 @@ def status(root: Path) -> str:
 def test_ensure_branch_leaves_user_untouched(ws: Path) -> None:
     head = git(ws, "rev-parse", "HEAD")
     r = Ratchet(ws, "main")
-    assert r.branch_name == "researchloop/main"
+    assert r.branch_name == "sigmaloop/main"
     assert r.ensure_branch() == head
     assert r.warning is None
     assert r.head() == head
-    assert git(ws, "rev-parse", "refs/heads/researchloop/main") == head
+    assert git(ws, "rev-parse", "refs/heads/sigmaloop/main") == head
     assert git(ws, "symbolic-ref", "HEAD") == "refs/heads/main"
     assert git(ws, "rev-parse", "HEAD") == head
     assert status(ws) == ""
@@ -109,15 +109,15 @@ def test_prepare_edit_worktree(ws: Path) -> None:
     base = r.ensure_branch()
     wt = r.prepare_worktree(12, base, EDITED, "exp #12: higher lr")
     assert isinstance(wt, Worktree)
-    assert wt.path == ws / ".researchloop" / "worktrees" / "exp-12"
+    assert wt.path == ws / ".sigmaloop" / "worktrees" / "exp-12"
     assert wt.cwd == wt.path
     assert wt.parent == base and wt.commit != base and wt.edited
     assert (wt.cwd / "train.py").read_text() == EDITED
     assert r.experiment_commit(12) == wt.commit
-    assert git(ws, "rev-parse", "refs/researchloop/exp/12") == wt.commit
+    assert git(ws, "rev-parse", "refs/sigmaloop/exp/12") == wt.commit
     assert git(ws, "rev-parse", f"{wt.commit}^") == base
     assert git(ws, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", wt.commit) == (
-        "researchloop <researchloop@localhost>|researchloop <researchloop@localhost>|"
+        "sigmaloop <sigmaloop@localhost>|sigmaloop <sigmaloop@localhost>|"
         "exp #12: higher lr"
     )
     assert r.read_script(wt.commit) == EDITED
@@ -186,7 +186,7 @@ def test_cleanup_worktrees(ws: Path) -> None:
     for i in (1, 2):
         r.prepare_worktree(i, base, EDITED + f"# {i}\n", f"exp #{i}")
     r.cleanup_worktrees()
-    assert list((ws / ".researchloop" / "worktrees").iterdir()) == []
+    assert list((ws / ".sigmaloop" / "worktrees").iterdir()) == []
     assert git(ws, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert r.experiment_commit(1) and r.experiment_commit(2)
 
@@ -221,10 +221,10 @@ def test_workspace_in_subfolder(tmp_path: Path) -> None:
     assert r.script_path == "research/nano/train.py"
     base = r.ensure_branch()
     wt = r.prepare_worktree(1, base, EDITED, "exp #1: sub")
-    assert wt.path == ws / ".researchloop" / "worktrees" / "exp-1"
+    assert wt.path == ws / ".sigmaloop" / "worktrees" / "exp-1"
     assert wt.cwd == wt.path / "research" / "nano"
     assert (wt.cwd / "train.py").read_text() == EDITED
-    assert (wt.cwd / "researchloop.toml").exists()
+    assert (wt.cwd / "sigmaloop.toml").exists()
     d = r.diff(1)
     assert "--- a/train.py" in d and "+++ b/train.py" in d and "+lr = 0.02" in d
     assert status(root) == ""
@@ -264,7 +264,7 @@ def test_script_not_committed(tmp_path: Path) -> None:
     r = Ratchet(ws, "main")
     with pytest.raises(RatchetError, match=r"train\.py is not committed"):
         r.ensure_branch()
-    assert git(ws, "branch", "--list", "researchloop/*") == ""
+    assert git(ws, "branch", "--list", "sigmaloop/*") == ""
 
 
 def test_commits_without_user_identity(ws: Path) -> None:
@@ -344,7 +344,7 @@ def test_ensure_ignored(tmp_path: Path) -> None:
     git(root, "commit", "-q", "-m", "init")
     r = Ratchet(root, "main")
     assert r.ensure_ignored() is True
-    assert (root / ".gitignore").read_text() == "*.pyc\n.researchloop/\n"
+    assert (root / ".gitignore").read_text() == "*.pyc\n.sigmaloop/\n"
     assert r.ensure_ignored() is False
     git(root, "commit", "-q", "-am", "ignore")
     r.prepare_worktree(1, r.ensure_branch(), EDITED, "exp #1")
@@ -367,7 +367,7 @@ def test_ensure_ignored_in_subfolder(tmp_path: Path) -> None:
     git(root, "commit", "-q", "-m", "init")
     r = Ratchet(ws, "main")
     assert r.ensure_ignored() is True
-    assert (ws / ".gitignore").read_text() == ".researchloop/\n"
+    assert (ws / ".gitignore").read_text() == ".sigmaloop/\n"
     assert not (root / ".gitignore").exists()
     assert r.ensure_ignored() is False
     r.prepare_worktree(1, r.ensure_branch(), EDITED, "exp #1")
@@ -378,7 +378,7 @@ def test_advance_refuses_when_branch_checked_out(ws: Path) -> None:
     r = Ratchet(ws, "main")
     base = r.ensure_branch()
     r.prepare_worktree(1, base, EDITED, "exp #1")
-    git(ws, "checkout", "-q", "researchloop/main")
+    git(ws, "checkout", "-q", "sigmaloop/main")
     with pytest.raises(RatchetError, match="checked out"):
         r.advance(1)
     assert r.head() == base

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from researchloop.models import Outcome, ProgressRecord, TrialSpec
-from researchloop.runner import (
+from sigmaloop.models import Outcome, ProgressRecord, TrialSpec
+from sigmaloop.runner import (
     LocalExecutor,
     cpu_count,
     is_alive,
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(60)
 
 PRELUDE = """\
 import json, os, sys, time
-METRICS = os.environ["RESEARCHLOOP_METRICS"]
+METRICS = os.environ["SIGMALOOP_METRICS"]
 def emit(step, **kw):
     rec = {"step": step, "t": step * 0.01, "frac": step / 10, "loss": 1.0 / (step + 1)}
     rec.update(kw)
@@ -135,14 +135,14 @@ def test_ok_run_parses_summary_delivers_progress_and_sets_env(tmp_path):
     assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
 
     env = json.loads((tmp_path / "ws" / "env.json").read_text())
-    assert env["RESEARCHLOOP_TIME_BUDGET"] == "2.0"
-    assert env["RESEARCHLOOP_SEED"] == "42"
-    assert env["RESEARCHLOOP_METRICS"] == spec.metrics_path
-    assert env["RESEARCHLOOP_EXP_ID"] == "7"
+    assert env["SIGMALOOP_TIME_BUDGET"] == "2.0"
+    assert env["SIGMALOOP_SEED"] == "42"
+    assert env["SIGMALOOP_METRICS"] == spec.metrics_path
+    assert env["SIGMALOOP_EXP_ID"] == "7"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["OMP_NUM_THREADS"] == "3"
     log = Path(spec.log_path).read_text()
-    assert "[researchloop] exp 7" in log and "training done" in log
+    assert "[sigmaloop] exp 7" in log and "training done" in log
 
 
 def test_secrets_are_scrubbed_except_allow_listed(tmp_path, monkeypatch):
@@ -400,7 +400,7 @@ def test_appended_log_only_parses_this_attempt(tmp_path):
     second = make_spec(tmp_path, "print('no metric this time')\n")
     result = run_trial(second)
     assert result.outcome is Outcome.CRASHED
-    assert Path(second.log_path).read_text().count("[researchloop] exp 1") == 2
+    assert Path(second.log_path).read_text().count("[sigmaloop] exp 1") == 2
 
 
 # --------------------------------------------------------------------------- parsing
@@ -451,11 +451,11 @@ def test_parse_progress_line():
 
 
 WINDOW = """
-with open(f"window{os.environ['RESEARCHLOOP_EXP_ID']}.json", "w") as f:
+with open(f"window{os.environ['SIGMALOOP_EXP_ID']}.json", "w") as f:
     start = time.time()
     time.sleep(0.8)
     json.dump({"start": start, "end": time.time(), "omp": os.environ["OMP_NUM_THREADS"],
-               "mkl": os.environ["MKL_NUM_THREADS"], "threads": os.environ["RESEARCHLOOP_THREADS"],
+               "mkl": os.environ["MKL_NUM_THREADS"], "threads": os.environ["SIGMALOOP_THREADS"],
                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}, f)
 summary(val_bpb=1.0)
 """
@@ -526,18 +526,18 @@ def test_kill_orphan_checks_environ(tmp_path):
         "print(p.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    env = dict(os.environ, RESEARCHLOOP_EXP_ID="77")
+    env = dict(os.environ, SIGMALOOP_EXP_ID="77")
     orphan = subprocess.Popen(
         [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE
     )
-    plain_env = {k: v for k, v in os.environ.items() if k != "RESEARCHLOOP_EXP_ID"}
+    plain_env = {k: v for k, v in os.environ.items() if k != "SIGMALOOP_EXP_ID"}
     stranger = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], env=plain_env, start_new_session=True
     )
     try:
         child = int(orphan.stdout.readline())
         assert kill_orphan(orphan.pid, 78) is False  # wrong experiment: PID reused
-        assert kill_orphan(stranger.pid, 77) is False  # no RESEARCHLOOP_EXP_ID at all
+        assert kill_orphan(stranger.pid, 77) is False  # no SIGMALOOP_EXP_ID at all
         assert is_alive(orphan.pid) and is_alive(stranger.pid)
         assert kill_orphan(orphan.pid, 77) is True
         orphan.wait(timeout=5)
@@ -558,7 +558,7 @@ def test_kill_orphan_kills_children_that_outlived_the_leader(tmp_path):
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         "print(p.pid, flush=True)\n"
     )
-    env = dict(os.environ, RESEARCHLOOP_EXP_ID="5")
+    env = dict(os.environ, SIGMALOOP_EXP_ID="5")
     leader = subprocess.Popen(
         [sys.executable, "-c", code], env=env, start_new_session=True, stdout=subprocess.PIPE
     )

@@ -12,17 +12,17 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from researchloop.config import Config
-from researchloop.edits import changed_lines, find_constants, validate_source
-from researchloop.models import Experiment, Status
-from researchloop.proposers import (
+from sigmaloop.config import Config
+from sigmaloop.edits import changed_lines, find_constants, validate_source
+from sigmaloop.models import Experiment, Status
+from sigmaloop.proposers import (
     ProposalContext,
     ProposalError,
     Proposer,
     make_proposer,
     register_proposer,
 )
-from researchloop.proposers.tune import TuneProposer, distribution_for
+from sigmaloop.proposers.tune import TuneProposer, distribution_for
 
 TRAIN = '''\
 """A small GPT trainer (shape of autoresearch's train.py)."""
@@ -97,7 +97,7 @@ def experiment(exp_id: int, proposal, status: Status, metric: float | None = Non
 
 
 def load(tmp_path) -> optuna.Study:
-    return optuna.load_study(study_name="researchloop", storage=f"sqlite:///{tmp_path}/optuna.db")
+    return optuna.load_study(study_name="sigmaloop", storage=f"sqlite:///{tmp_path}/optuna.db")
 
 
 def values_of(source: str) -> dict:
@@ -339,10 +339,10 @@ def test_direction_change_starts_a_new_study(tmp_path):
 def test_make_proposer(tmp_path):
     cfg = Config()
     cfg.proposer.exclude = ["DEPTH"]
-    tuner = make_proposer("tune", cfg, tmp_path / ".researchloop")
+    tuner = make_proposer("tune", cfg, tmp_path / ".sigmaloop")
     assert tuner.name == "tune" and isinstance(tuner, TuneProposer)
     assert tuner.exclude == ["DEPTH"]
-    assert (tmp_path / ".researchloop" / "optuna.db").exists()
+    assert (tmp_path / ".sigmaloop" / "optuna.db").exists()
     with pytest.raises(ValueError, match="unknown proposer kind 'bogus'"):
         make_proposer("bogus", cfg, tmp_path)
 

@@ -17,23 +17,23 @@ interface Manifest {
 const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as Manifest;
 const commands = new Map(pkg.contributes.commands.map((c) => [c.command, c]));
 
-test('every fixed command is contributed with its title, in category "Research Loop"', () => {
+test('every fixed command is contributed with its title, in category "Sigmaloop"', () => {
   const titles: Record<string, string> = {
-    'researchloop.runBaseline': 'Run Baseline',
-    'researchloop.propose': 'Propose Experiment',
-    'researchloop.startLoop': 'Run Loop…',
-    'researchloop.stopLoop': 'Stop Loop',
-    'researchloop.showPanel': 'Show Loss Panel',
-    'researchloop.showExperiment': 'Show Experiment',
-    'researchloop.setApiKey': 'Set API Key',
-    'researchloop.restartServer': 'Restart Server',
-    'researchloop.accept': 'Accept…',
-    'researchloop.reject': 'Reject…',
-    'researchloop.adopt': 'Adopt…',
+    'sigmaloop.runBaseline': 'Run Baseline',
+    'sigmaloop.propose': 'Propose Experiment',
+    'sigmaloop.startLoop': 'Run Loop…',
+    'sigmaloop.stopLoop': 'Stop Loop',
+    'sigmaloop.showPanel': 'Show Loss Panel',
+    'sigmaloop.showExperiment': 'Show Experiment',
+    'sigmaloop.setApiKey': 'Set API Key',
+    'sigmaloop.restartServer': 'Restart Server',
+    'sigmaloop.accept': 'Accept…',
+    'sigmaloop.reject': 'Reject…',
+    'sigmaloop.adopt': 'Adopt…',
   };
   for (const [id, title] of Object.entries(titles)) {
     assert.equal(commands.get(id)?.title, title, id);
-    assert.equal(commands.get(id)?.category, 'Research Loop', id);
+    assert.equal(commands.get(id)?.category, 'Sigmaloop', id);
   }
   for (const c of commands.keys()) {
     assert.ok(CLIENT_OWNED_COMMANDS.has(c) || CLIENT_ONLY_COMMANDS.has(c), `${c} has no handler`);
@@ -45,7 +45,7 @@ test('every fixed command is contributed with its title, in category "Research L
 
 test('settings are resource-scoped and described', () => {
   const props = pkg.contributes.configuration.properties;
-  for (const key of ['researchloop.pythonPath', 'researchloop.budget', 'researchloop.slots', 'researchloop.proposer', 'researchloop.llm.baseUrl', 'researchloop.llm.model']) {
+  for (const key of ['sigmaloop.pythonPath', 'sigmaloop.budget', 'sigmaloop.slots', 'sigmaloop.proposer', 'sigmaloop.llm.baseUrl', 'sigmaloop.llm.model']) {
     assert.ok(props[key], key);
     assert.equal(props[key].scope, 'resource', key);
     assert.ok((props[key].markdownDescription ?? props[key].description ?? '').length > 20, key);
@@ -54,12 +54,12 @@ test('settings are resource-scoped and described', () => {
 
 test('activation, bundle entry, trust and diff-editor menus', () => {
   assert.equal(pkg.main, './out/extension.js');
-  assert.ok(pkg.activationEvents.includes('workspaceContains:**/researchloop.toml'));
+  assert.ok(pkg.activationEvents.includes('workspaceContains:**/sigmaloop.toml'));
   assert.equal(pkg.capabilities.untrustedWorkspaces.supported, 'limited');
-  assert.ok(pkg.capabilities.untrustedWorkspaces.restrictedConfigurations?.includes('researchloop.pythonPath'));
+  assert.ok(pkg.capabilities.untrustedWorkspaces.restrictedConfigurations?.includes('sigmaloop.pythonPath'));
   const title = pkg.contributes.menus['editor/title'];
-  for (const c of ['researchloop.accept', 'researchloop.reject']) {
+  for (const c of ['sigmaloop.accept', 'sigmaloop.reject']) {
     const item = title.find((m) => m.command === c);
-    assert.ok(item?.when?.includes('resourceScheme == researchloop-exp'), c);
+    assert.ok(item?.when?.includes('resourceScheme == sigmaloop-exp'), c);
   }
 });

@@ -28,6 +28,6 @@ test('the API key goes to the server environment only', () => {
 });
 
 test('pip command quotes paths with spaces', () => {
-  assert.equal(pipInstallCommand('/usr/bin/python3'), '/usr/bin/python3 -m pip install researchloop');
-  assert.equal(pipInstallCommand('/My Envs/py'), `'/My Envs/py' -m pip install researchloop`);
+  assert.equal(pipInstallCommand('/usr/bin/python3'), '/usr/bin/python3 -m pip install sigmaloop');
+  assert.equal(pipInstallCommand('/My Envs/py'), `'/My Envs/py' -m pip install sigmaloop`);
 });

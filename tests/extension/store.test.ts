@@ -37,7 +37,7 @@ test('experiment ids from command arguments', () => {
   assert.equal(parseExpId('#7'), 7);
   assert.equal(parseExpId({ id: 3 }), 3);
   assert.equal(parseExpId({ expId: 4 }), 4);
-  assert.equal(parseExpId({ scheme: 'researchloop-exp', path: expPath(9, 'train.py') }), 9);
+  assert.equal(parseExpId({ scheme: 'sigmaloop-exp', path: expPath(9, 'train.py') }), 9);
   assert.equal(parseExpId({ scheme: 'file', path: '/exp-9/train.py' }), undefined);
   assert.equal(parseExpId(-1), undefined);
   assert.equal(parseExpId('abc'), undefined);

@@ -18,7 +18,7 @@ def api_key(monkeypatch):
     """A recognisable key in the environment; no stray base URL from the host."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setenv("RESEARCHLOOP_NO_TIKTOKEN", "1")
+    monkeypatch.setenv("SIGMALOOP_NO_TIKTOKEN", "1")
     return KEY
 
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from researchloop.calibration import calibrate, pearson
-from researchloop.models import Experiment, Status
+from sigmaloop.calibration import calibrate, pearson
+from sigmaloop.models import Experiment, Status
 
 
 def exp(i, pred, delta, status=Status.DISCARDED, z=None, source="llm:m", **kw) -> Experiment:
@@ -69,14 +69,14 @@ def test_source_filter():
 
 
 def test_cli_calibration_json(tmp_path, capsys):
-    from researchloop import cli
-    from researchloop.journal import Journal
+    from sigmaloop import cli
+    from sigmaloop.journal import Journal
 
     from enginekit import make_workspace
 
     ws = make_workspace(tmp_path / "ws")
-    (ws / ".researchloop").mkdir()
-    with Journal(ws / ".researchloop" / "journal.db") as j:
+    (ws / ".sigmaloop").mkdir()
+    with Journal(ws / ".sigmaloop" / "journal.db") as j:
         for e in hand_made()[1:6]:
             fields = {k: v for k, v in e.__dict__.items() if k not in ("id", "rev", "created_at")}
             j.create(**fields)

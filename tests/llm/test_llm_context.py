@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from researchloop.models import CrashLocation, Experiment, Status
-from researchloop.proposers import ProposalContext, ProposalError
-from researchloop.proposers.llm import _numbered, build_messages, messages_tokens
+from sigmaloop.models import CrashLocation, Experiment, Status
+from sigmaloop.proposers import ProposalContext, ProposalError
+from sigmaloop.proposers.llm import _numbered, build_messages, messages_tokens
 
 from enginekit import FAKE_TRAIN
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fakeopenai import KEY, FakeOpenAI, error, proposal
 
-from researchloop import config as config_mod
-from researchloop.engine import Engine
-from researchloop.models import Status
+from sigmaloop import config as config_mod
+from sigmaloop.engine import Engine
+from sigmaloop.models import Status
 
 from enginekit import make_workspace
 
@@ -112,10 +112,10 @@ def test_the_key_is_used_but_never_stored_logged_or_passed_to_trials(tmp_path, f
     # ... and reached the trial's environment neither by name nor by value
     env = json.loads(dump.read_text())
     assert "OPENAI_API_KEY" not in env and KEY not in dump.read_text()
-    assert "RESEARCHLOOP_SEED" in env
-    # nothing under .researchloop/ (journal, logs, metrics) nor results.tsv holds it
+    assert "SIGMALOOP_SEED" in env
+    # nothing under .sigmaloop/ (journal, logs, metrics) nor results.tsv holds it
     engine.journal.close()
-    state = engine.workspace / ".researchloop"
+    state = engine.workspace / ".sigmaloop"
     files = [p for p in state.rglob("*") if p.is_file()] + [engine.workspace / "results.tsv"]
     assert any(p.name == "journal.db" for p in files) and any(p.suffix == ".log" for p in files)
     key = KEY.encode()

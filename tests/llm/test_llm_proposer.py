@@ -9,9 +9,9 @@ import time
 import pytest
 from fakeopenai import KEY, FakeOpenAI, completion, error, proposal
 
-from researchloop.edits import EditError
-from researchloop.proposers import ProposalContext, ProposalError, make_proposer
-from researchloop.proposers.llm import LLMProposalError, LLMProposer, check_protected, parse_answer
+from sigmaloop.edits import EditError
+from sigmaloop.proposers import ProposalContext, ProposalError, make_proposer
+from sigmaloop.proposers.llm import LLMProposalError, LLMProposer, check_protected, parse_answer
 
 from enginekit import FAKE_TRAIN
 
@@ -187,7 +187,7 @@ def test_explicit_key_wins_and_auth_errors_never_show_it(fake):
 
 
 def test_key_set_by_the_editor_is_used_and_a_new_key_rebuilds_the_client(fake, monkeypatch):
-    from researchloop.proposers import llm as llm_mod
+    from sigmaloop.proposers import llm as llm_mod
 
     monkeypatch.delenv("OPENAI_API_KEY")
     fake.script(proposal(GOOD), proposal(GOOD))
@@ -210,7 +210,7 @@ def test_line_number_prefixes_copied_by_the_model_are_stripped(fake):
 
 
 def test_registered_kind_reads_the_config(fake):
-    from researchloop.config import from_dict
+    from sigmaloop.config import from_dict
 
     cfg = from_dict({"llm": {"model": "m2", "base_url": fake.base_url, "temperature": 0.1,
                              "timeout": 7, "max_retries": 1, "context_tokens": 5000}})

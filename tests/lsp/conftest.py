@@ -1,4 +1,4 @@
-"""pytest-lsp fixtures: the real server process (``python -m researchloop.lsp``) on a real git
+"""pytest-lsp fixtures: the real server process (``python -m sigmaloop.lsp``) on a real git
 workspace with enginekit's fast, contract-true fake training script."""
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     lsp_client.ws = ws  # type: ignore[attr-defined]
     lsp_client.script_uri = (ws / "train.py").as_uri()  # type: ignore[attr-defined]
 
-    @lsp_client.feature("researchloop/experimentUpdated")
+    @lsp_client.feature("sigmaloop/experimentUpdated")
     def on_update(params):
         rec.updates.append((time.monotonic(), _to_dict(params)))
 
-    @lsp_client.feature("researchloop/trialProgress")
+    @lsp_client.feature("sigmaloop/trialProgress")
     def on_progress(params):
         rec.progress.append((time.monotonic(), _to_dict(params)))
 
-    @lsp_client.feature("researchloop/loopState")
+    @lsp_client.feature("sigmaloop/loopState")
     def on_loop(params):
         rec.loop_states.append(_to_dict(params))
 
@@ -49,7 +49,7 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     def on_lens_refresh(params):
         return None
 
-    lsp_client.set_configuration({"budget": 0.3}, section="researchloop")
+    lsp_client.set_configuration({"budget": 0.3}, section="sigmaloop")
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         root_uri=ws.as_uri(),
@@ -60,7 +60,7 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     # writes to the journal happens before the server's first read of it
     with contextlib.suppress(JsonRpcException):
         await lsp_client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command="researchloop.summary", arguments=[]))
+            types.ExecuteCommandParams(command="sigmaloop.summary", arguments=[]))
     yield
     if lsp_client._server is not None and lsp_client._server.returncode is None:
         await lsp_client.shutdown_session()

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from enginekit import CONFIG, FAKE_TRAIN, make_workspace
 
-SERVER = [sys.executable, "-m", "researchloop.lsp"]
+SERVER = [sys.executable, "-m", "sigmaloop.lsp"]
 
 
 class Recorder:
@@ -62,6 +62,6 @@ def make_ws(tmp_path: Path, kind: str) -> Path:
     if kind == "nogit":
         ws.mkdir()
         (ws / "train.py").write_text(FAKE_TRAIN)
-        (ws / "researchloop.toml").write_text(CONFIG)
+        (ws / "sigmaloop.toml").write_text(CONFIG)
         return ws
     return make_workspace(ws)

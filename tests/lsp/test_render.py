@@ -6,10 +6,10 @@ import math
 
 from lsprotocol import types
 
-from researchloop.anomaly import detect
-from researchloop.edits import unified_diff
-from researchloop.lsp import render
-from researchloop.models import CrashLocation, Experiment, ProgressRecord, Status
+from sigmaloop.anomaly import detect
+from sigmaloop.edits import unified_diff
+from sigmaloop.lsp import render
+from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
 SCRIPT = "import os\n\nLR = 0.04\nDEPTH = 4\n\n\ndef main():\n    x = 1\n    return x\n"
 
@@ -76,7 +76,7 @@ def test_inlay_labels_full_and_compressed_and_hover():
     (hint,) = index.inlay_hints(0, 20)
     assert hint.position == types.Position(line=2, character=len("LR = 0.04"))
     assert hint.label[0].value == "#12 LR 0.04→0.06 −0.012 bpb (3.1σ) kept"
-    assert hint.label[0].command.command == "researchloop.showExperiment"
+    assert hint.label[0].command.command == "sigmaloop.showExperiment"
     more = [exp(i, SCRIPT.replace("LR = 0.04", f"LR = 0.0{i}"), status=Status.DISCARDED,
                 delta=0.001 * i, z=-0.5) for i in range(5, 9)]
     index = render.HistoryIndex.build([a, *more], render.DocLines(SCRIPT))

@@ -14,9 +14,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient
 
-from researchloop.engine import Engine
-from researchloop.models import Proposal
-from researchloop.runner import is_alive
+from sigmaloop.engine import Engine
+from sigmaloop.models import Proposal
+from sigmaloop.runner import is_alive
 
 from enginekit import FAKE_TRAIN, edit
 from lspkit import _to_dict, wait_until
@@ -84,14 +84,14 @@ async def test_code_lens_shows_buttons(client: LanguageClient):
     assert "no baseline yet" in titles[0] and "kept 0 / 0 run" in titles[0]
     assert all(lens.range.start.line == 0 for lens in lenses)
     assert [lens.command.command for lens in lenses][1:] == [
-        "researchloop.runBaseline", "researchloop.propose", "researchloop.startLoop",
-        "researchloop.stopLoop"]
+        "sigmaloop.runBaseline", "sigmaloop.propose", "sigmaloop.startLoop",
+        "sigmaloop.stopLoop"]
 
 
 async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageClient):
     rec = client.rec
     uri = open_doc(client)
-    started = await execute(client, "researchloop.runBaseline")
+    started = await execute(client, "sigmaloop.runBaseline")
     assert started["started"] == "baseline"
     await wait_until(lambda: rec.progress)
     assert {"step", "t", "frac", "loss"} <= set(rec.progress[0][1]["records"][0])
@@ -118,11 +118,11 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     assert titles[0].startswith(f"Accept experiment #{exp_id}: lower bias")
     assert titles[1] == f"Reject experiment #{exp_id}…" and titles[2] == f"Show diff for #{exp_id}"
     assert [a["command"]["command"] for a in actions] == [
-        "researchloop.accept", "researchloop.reject", "researchloop.showExperiment"]
+        "sigmaloop.accept", "sigmaloop.reject", "sigmaloop.showExperiment"]
     assert all(a["command"]["arguments"] == [exp_id] for a in actions)
     assert all(a["kind"] == "quickfix" and "tags" not in a for a in actions)  # not LLM-made
 
-    shown = await execute(client, "researchloop.showExperiment", exp_id)
+    shown = await execute(client, "sigmaloop.showExperiment", exp_id)
     assert "-BIAS = 0.0" in shown["diff"] and "BIAS = -0.1" in shown["proposedText"]
     assert shown["parentText"] == FAKE_TRAIN
 
@@ -143,7 +143,7 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     assert len(on_line) == 1
     part = on_line[0].label[0]
     assert part.value.startswith(f"#{exp_id} BIAS 0.0→-0.1 −0.1") and part.value.endswith("σ) kept")
-    assert part.command.command == "researchloop.showExperiment" and list(part.command.arguments) == [exp_id]
+    assert part.command.command == "sigmaloop.showExperiment" and list(part.command.arguments) == [exp_id]
     hover = await client.text_document_hover_async(types.HoverParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=BIAS_LINE, character=2)))
@@ -160,12 +160,12 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     assert lenses[0].command.title.startswith("baseline 0.9")  # the new head's reference
     assert f"(#{exp_id})" in lenses[0].command.title and "kept 1 / 1 run" in lenses[0].command.title
 
-    # researchloop/experiments, with curves
+    # sigmaloop/experiments, with curves
     got = await client.protocol.send_request_async(
-        "researchloop/experiments", {"ids": [exp_id], "curves": True, "maxPoints": 3})
+        "sigmaloop/experiments", {"ids": [exp_id], "curves": True, "maxPoints": 3})
     (one,) = _to_dict(got)["experiments"]
     assert one["id"] == exp_id and one["status"] == "kept" and len(one["curve"]) == 3
-    everything = _to_dict(await client.protocol.send_request_async("researchloop/experiments", {}))
+    everything = _to_dict(await client.protocol.send_request_async("sigmaloop/experiments", {}))
     assert len(everything["experiments"]) >= 4 and "curve" not in everything["experiments"][0]
 
 
@@ -173,7 +173,7 @@ async def test_crashing_proposal_gives_error_at_its_line(client: LanguageClient)
     open_doc(client)
     exp_id = await asyncio.to_thread(propose_in_process, client.ws, "CRASH = False", "CRASH = True", "crash it")
     await wait_until(lambda: client.rec.latest(exp_id))
-    await execute(client, "researchloop.accept", exp_id)
+    await execute(client, "sigmaloop.accept", exp_id)
     errors = await wait_until(lambda: diags(client, types.DiagnosticSeverity.Error))
     assert errors[0].range.start.line == CRASH_LINE
     assert errors[0].message == f"exp #{exp_id} crashed: RuntimeError: boom: the edit broke training"
@@ -195,7 +195,7 @@ async def test_reject_with_reason_is_stored(client: LanguageClient):
     await wait_until(lambda: diags(client, types.DiagnosticSeverity.Information))
     actions = await code_actions(client, LINES.index("DEPTH = 4"))
     assert len(actions) == 3 and all(a["tags"] == [1] for a in actions)  # LlmGenerated
-    rec = await execute(client, "researchloop.reject", exp_id, "too risky today")
+    rec = await execute(client, "sigmaloop.reject", exp_id, "too risky today")
     assert rec["status"] == "rejected" and rec["rejectionReason"] == "too risky today"
     eng = Engine(client.ws)
     try:
@@ -216,11 +216,11 @@ async def test_adopt_round_trip_and_unsaved_changes(client: LanguageClient):
         expected = eng.experiment_source(exp.id)
     finally:
         eng.close()
-    calibration = (await execute(client, "researchloop.summary"))["calibration"]
+    calibration = (await execute(client, "sigmaloop.summary"))["calibration"]
     assert calibration["n"] == 1 and calibration["signAccuracy"] == 1.0
     assert calibration["improvementsConfirmed"] == 1
     uri = open_doc(client)
-    result = await execute(client, "researchloop.adopt", exp.id)
+    result = await execute(client, "sigmaloop.adopt", exp.id)
     assert result == {"id": exp.id, "applied": True, "via": "workspaceEdit"}
     (params,) = client.rec.apply_edits
     (doc_edit,) = params.edit.document_changes
@@ -236,22 +236,22 @@ async def test_adopt_round_trip_and_unsaved_changes(client: LanguageClient):
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text=FAKE_TRAIN + "# wip\n")]))
     with pytest.raises(JsonRpcException, match="unsaved changes"):
-        await execute(client, "researchloop.adopt", exp.id)
+        await execute(client, "sigmaloop.adopt", exp.id)
     assert len(client.rec.apply_edits) == 1
     # the client declining the edit is reported, not an error
     client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text=FAKE_TRAIN)]))
     client.rec.apply_result = False
-    result = await execute(client, "researchloop.adopt", exp.id)
+    result = await execute(client, "sigmaloop.adopt", exp.id)
     assert result["applied"] is False
     # not adoptable: a baseline
     with pytest.raises(JsonRpcException, match="only kept experiments"):
-        await execute(client, "researchloop.adopt", 1)
+        await execute(client, "sigmaloop.adopt", 1)
 
 
 async def test_cli_beside_the_server_shows_up_within_a_second(client: LanguageClient):
-    code = ("import sys; from researchloop.engine import Engine; "
+    code = ("import sys; from sigmaloop.engine import Engine; "
             "e = Engine(sys.argv[1]); e.run_baseline([42]); e.close()")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(client.ws),
                                                 stderr=subprocess.PIPE)
@@ -270,16 +270,16 @@ async def test_cli_beside_the_server_shows_up_within_a_second(client: LanguageCl
 async def test_malformed_arguments_get_errors_and_the_server_keeps_serving(client: LanguageClient):
     for args in ([], ["abc"], [None], [True], [{"id": "x"}]):
         with pytest.raises(JsonRpcException, match="id"):
-            await execute(client, "researchloop.accept", *args)
+            await execute(client, "sigmaloop.accept", *args)
     with pytest.raises(JsonRpcException, match="no experiment #999"):
-        await execute(client, "researchloop.showExperiment", 999)
+        await execute(client, "sigmaloop.showExperiment", 999)
     with pytest.raises(JsonRpcException, match="reason must be a string"):
-        await execute(client, "researchloop.reject", 1, 5)
+        await execute(client, "sigmaloop.reject", 1, 5)
     with pytest.raises(JsonRpcException, match="iterations"):
-        await execute(client, "researchloop.startLoop", "many")
+        await execute(client, "sigmaloop.startLoop", "many")
     with pytest.raises(JsonRpcException):
-        await client.protocol.send_request_async("researchloop/experiments", {"ids": "all"})
-    summary = await execute(client, "researchloop.summary")
+        await client.protocol.send_request_async("sigmaloop/experiments", {"ids": "all"})
+    summary = await execute(client, "sigmaloop.summary")
     assert summary["baseline"] is None and summary["run"] == 0
     assert "no baseline yet" in summary["title"]
 
@@ -287,7 +287,7 @@ async def test_malformed_arguments_get_errors_and_the_server_keeps_serving(clien
 async def test_shutdown_leaves_no_trial_behind(client: LanguageClient):
     exp_id = await asyncio.to_thread(propose_in_process, client.ws, "SLEEP = 0.0", "SLEEP = 600.0", "hang")
     await wait_until(lambda: client.rec.latest(exp_id))
-    await execute(client, "researchloop.accept", exp_id)
+    await execute(client, "sigmaloop.accept", exp_id)
     running = await wait_until(lambda: (r := client.rec.latest(exp_id)) and r["pid"] and r)
     pid = running["pid"]
     assert is_alive(pid)
@@ -303,7 +303,7 @@ async def test_not_a_git_repository_is_reported_and_the_server_keeps_serving(cli
     msg = await wait_until(lambda: [m for m in client.messages if m.type == types.MessageType.Error])
     assert "not inside a git repository" in msg[0].message
     with pytest.raises(JsonRpcException, match="git"):
-        await execute(client, "researchloop.summary")
+        await execute(client, "sigmaloop.summary")
     uri = open_doc(client)
     lenses = await client.text_document_code_lens_async(
         types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
@@ -311,18 +311,18 @@ async def test_not_a_git_repository_is_reported_and_the_server_keeps_serving(cli
 
 
 async def test_broken_config_names_the_key_and_the_server_keeps_running(client: LanguageClient):
-    toml = client.ws / "researchloop.toml"
+    toml = client.ws / "sigmaloop.toml"
     toml.write_text(toml.read_text().replace("k = 2.0", "k = \"high\""))
     msg = await wait_until(lambda: [m for m in client.messages
                                     if m.type == types.MessageType.Error and "judge.k" in m.message])
     assert "must be a number" in msg[0].message
     with pytest.raises(JsonRpcException, match=r"judge\.k"):
-        await execute(client, "researchloop.runBaseline")
-    summary = await execute(client, "researchloop.summary")
+        await execute(client, "sigmaloop.runBaseline")
+    summary = await execute(client, "sigmaloop.summary")
     assert "judge.k" in summary["configError"]
     toml.write_text(toml.read_text().replace("k = \"high\"", "k = 2.0"))
     for _ in range(100):  # re-read on change: the error clears
-        summary = await execute(client, "researchloop.summary")
+        summary = await execute(client, "sigmaloop.summary")
         if summary["configError"] is None:
             break
         await asyncio.sleep(0.05)

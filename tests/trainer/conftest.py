@@ -6,9 +6,9 @@ from trainerkit import TEST_VOCAB, TRAINER, cache_entries, clean_env, run_py
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """RESEARCHLOOP_CACHE in a tmp dir, prepared once with the default (stdlib) source."""
+    """SIGMALOOP_CACHE in a tmp dir, prepared once with the default (stdlib) source."""
     cache = tmp_path_factory.mktemp("rlcache")
-    env = clean_env(RESEARCHLOOP_CACHE=cache, RESEARCHLOOP_VOCAB_SIZE=TEST_VOCAB)
+    env = clean_env(SIGMALOOP_CACHE=cache, SIGMALOOP_VOCAB_SIZE=TEST_VOCAB)
     p = run_py(TRAINER / "prepare.py", env)
     assert p.returncode == 0, p.stderr
     assert "prepared:" in p.stdout, p.stdout

@@ -32,8 +32,8 @@ def test_second_prepare_is_a_no_op(prepared):
 
 
 def test_cache_key_changes_with_vocab_and_source(tmp_path, monkeypatch):
-    monkeypatch.setenv("RESEARCHLOOP_CACHE", str(tmp_path))
-    for var in ("RESEARCHLOOP_DATA", "RESEARCHLOOP_VOCAB_SIZE"):
+    monkeypatch.setenv("SIGMALOOP_CACHE", str(tmp_path))
+    for var in ("SIGMALOOP_DATA", "SIGMALOOP_VOCAB_SIZE"):
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text("hello world\n")
@@ -52,7 +52,7 @@ def test_cache_key_changes_with_vocab_and_source(tmp_path, monkeypatch):
     (tmp_path / "corpus" / "a.txt").write_text("hello world, edited\n")
     assert key(source=str(tmp_path / "corpus")) != folder
     # The environment resolves exactly like the flag (train.py relies on this).
-    monkeypatch.setenv("RESEARCHLOOP_VOCAB_SIZE", "4096")
+    monkeypatch.setenv("SIGMALOOP_VOCAB_SIZE", "4096")
     assert key() == key(vocab_size=4096)
 
 
@@ -84,7 +84,7 @@ def make_parquet(path: Path, n_rows=400, column="text"):
 def bad_prepare(tmp_path, source, *needles):
     cache = tmp_path / "cache"
     p = run_py(TRAINER / "prepare.py",
-               clean_env(RESEARCHLOOP_CACHE=cache, RESEARCHLOOP_VOCAB_SIZE=300),
+               clean_env(SIGMALOOP_CACHE=cache, SIGMALOOP_VOCAB_SIZE=300),
                args=["--source", str(source)])
     assert p.returncode != 0
     assert "Traceback" not in p.stderr, p.stderr
@@ -160,7 +160,7 @@ def test_parquet_folder_builds(tmp_path):
     make_parquet(d / "a.parquet")
     (d / "notes.md").write_text("# notes\n" + "words and more words\n" * 50)
     cache = tmp_path / "cache"
-    env = clean_env(RESEARCHLOOP_CACHE=cache, RESEARCHLOOP_VOCAB_SIZE=300, RESEARCHLOOP_DATA=d)
+    env = clean_env(SIGMALOOP_CACHE=cache, SIGMALOOP_VOCAB_SIZE=300, SIGMALOOP_DATA=d)
     p = run_py(TRAINER / "prepare.py", env)
     assert p.returncode == 0, p.stderr
     [entry] = cache_entries(cache)
@@ -207,9 +207,9 @@ class ShardServer:
 
 
 def http_env(cache, url):
-    return clean_env(RESEARCHLOOP_CACHE=cache, RESEARCHLOOP_VOCAB_SIZE=300,
-                     RESEARCHLOOP_DATA="climbmix", RESEARCHLOOP_DATA_URL=url,
-                     RESEARCHLOOP_NUM_SHARDS=1)
+    return clean_env(SIGMALOOP_CACHE=cache, SIGMALOOP_VOCAB_SIZE=300,
+                     SIGMALOOP_DATA="climbmix", SIGMALOOP_DATA_URL=url,
+                     SIGMALOOP_NUM_SHARDS=1)
 
 
 def test_http_source_retries_then_succeeds(tmp_path):

@@ -35,7 +35,7 @@ def test_short_cpu_run(prepared, tmp_path):
     budget = 8.0
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("")  # appended to, never truncated
-    env = dict(prepared["env"], RESEARCHLOOP_TIME_BUDGET=budget, RESEARCHLOOP_METRICS=metrics)
+    env = dict(prepared["env"], SIGMALOOP_TIME_BUDGET=budget, SIGMALOOP_METRICS=metrics)
     p = run_py(TRAINER / "train.py", {k: str(v) for k, v in env.items()})
     assert p.returncode == 0, p.stdout + p.stderr
     s = parse_summary(p.stdout)
@@ -59,7 +59,7 @@ def test_short_cpu_run(prepared, tmp_path):
 
 
 def test_same_seed_same_steps_is_reproducible(prepared):
-    env = dict(prepared["env"], RESEARCHLOOP_MAX_STEPS="6", RESEARCHLOOP_SEED="7")
+    env = dict(prepared["env"], SIGMALOOP_MAX_STEPS="6", SIGMALOOP_SEED="7")
     a = parse_summary(run_py(TRAINER / "train.py", env).stdout)
     b = parse_summary(run_py(TRAINER / "train.py", env).stdout)
     assert a["num_steps"] == b["num_steps"] == 6
@@ -78,8 +78,8 @@ def assert_fail(p, *needles):
 
 @pytest.mark.parametrize("budget", ["0", "-5", "abc", "nan"])
 def test_bad_time_budget(prepared, budget):
-    p = run_py(TRAINER / "train.py", dict(prepared["env"], RESEARCHLOOP_TIME_BUDGET=budget))
-    assert_fail(p, "RESEARCHLOOP_TIME_BUDGET", repr(budget))
+    p = run_py(TRAINER / "train.py", dict(prepared["env"], SIGMALOOP_TIME_BUDGET=budget))
+    assert_fail(p, "SIGMALOOP_TIME_BUDGET", repr(budget))
 
 
 def copy_trainer(tmp_path, old, new):
@@ -93,7 +93,7 @@ def copy_trainer(tmp_path, old, new):
 
 def test_nan_learning_rate_constant(prepared, tmp_path):
     script = copy_trainer(tmp_path, "MATRIX_LR = 0.02", 'MATRIX_LR = float("nan")')
-    p = run_py(script, dict(prepared["env"], RESEARCHLOOP_TIME_BUDGET="5"))
+    p = run_py(script, dict(prepared["env"], SIGMALOOP_TIME_BUDGET="5"))
     assert_fail(p, "MATRIX_LR", "nan")
     assert cache_entries(prepared["cache"]) == [prepared["entry"].name]
 
@@ -102,13 +102,13 @@ def test_nan_during_training_fails_fast(prepared, tmp_path):
     # Past the constant checks: NaN weights make the very first loss NaN.
     script = copy_trainer(tmp_path, "nn.init.normal_(self.lm_head.weight, std=0.001)",
                           'self.lm_head.weight.fill_(float("nan"))')
-    p = run_py(script, dict(prepared["env"], RESEARCHLOOP_TIME_BUDGET="30"))
+    p = run_py(script, dict(prepared["env"], SIGMALOOP_TIME_BUDGET="30"))
     assert_fail(p, "loss is nan", "step 1")
 
 
 def test_crash_in_edited_code_ends_with_fail(prepared, tmp_path):
     script = copy_trainer(tmp_path, "x = rms_norm(self.wte(idx))", "x = rms_norm(self.wte(idx)) + undefined_name")
-    p = run_py(script, dict(prepared["env"], RESEARCHLOOP_TIME_BUDGET="30"))
+    p = run_py(script, dict(prepared["env"], SIGMALOOP_TIME_BUDGET="30"))
     assert p.returncode == 1
     assert "NameError" in p.stderr  # the traceback is kept for the agent to read
     assert p.stdout.splitlines()[-1].startswith("FAIL crashed: NameError")
@@ -117,8 +117,8 @@ def test_crash_in_edited_code_ends_with_fail(prepared, tmp_path):
 def test_bad_data_source_fails_clearly(prepared, tmp_path):
     (tmp_path / "empty").mkdir()
     cache = tmp_path / "cache"
-    env = clean_env(RESEARCHLOOP_CACHE=cache, RESEARCHLOOP_DATA=tmp_path / "empty",
-                    RESEARCHLOOP_TIME_BUDGET=5)
+    env = clean_env(SIGMALOOP_CACHE=cache, SIGMALOOP_DATA=tmp_path / "empty",
+                    SIGMALOOP_TIME_BUDGET=5)
     p = run_py(TRAINER / "train.py", env)
     assert_fail(p, "data:", "no data files found", str(tmp_path / "empty"))
     assert cache_entries(cache) == []

@@ -11,8 +11,8 @@ TEST_VOCAB = 2048  # smaller than the default 8192: faster training and eval, sa
 
 
 def clean_env(**extra):
-    """os.environ without any RESEARCHLOOP_* setting (and no GPU), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESEARCHLOOP_")}
+    """os.environ without any SIGMALOOP_* setting (and no GPU), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGMALOOP_")}
     env["CUDA_VISIBLE_DEVICES"] = ""
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from researchloop.proposers.base import Proposal, ProposalContext, ProposalError, Proposer
+from sigmaloop.proposers.base import Proposal, ProposalContext, ProposalError, Proposer
 
 __all__ = [
     "Proposal",
@@ -36,7 +36,7 @@ def proposer_kinds() -> list[str]:
 
 
 def _make_tune(config: Any, state_dir: Path | None) -> Proposer:
-    from researchloop.proposers.tune import TuneProposer
+    from sigmaloop.proposers.tune import TuneProposer
 
     return TuneProposer.from_config(config, state_dir)
 
@@ -45,7 +45,7 @@ register_proposer("tune", _make_tune)
 
 
 def _make_llm(config: Any, state_dir: Path | None) -> Proposer:
-    from researchloop.proposers.llm import LLMProposer
+    from sigmaloop.proposers.llm import LLMProposer
 
     return LLMProposer.from_config(config, state_dir)
 
@@ -59,6 +59,6 @@ def make_proposer(kind: str, config: Any, state_dir: Path | str | None) -> Propo
     if factory is None:
         raise ValueError(
             f"unknown proposer kind {kind!r} (known: {', '.join(proposer_kinds())}); "
-            "check proposer.kind in researchloop.toml"
+            "check proposer.kind in sigmaloop.toml"
         )
     return factory(config, Path(state_dir) if state_dir is not None else None)

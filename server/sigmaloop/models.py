@@ -123,7 +123,7 @@ class Experiment:
 
 @dataclass
 class ProgressRecord:
-    """One line of a trial's RESEARCHLOOP_METRICS file."""
+    """One line of a trial's SIGMALOOP_METRICS file."""
 
     exp_id: int
     step: int

@@ -1,4 +1,4 @@
-"""The journal: every experiment and its training curve, in SQLite at ``.researchloop/journal.db``.
+"""The journal: every experiment and its training curve, in SQLite at ``.sigmaloop/journal.db``.
 
 Several processes (the CLI running the loop, the language server watching it) and several
 threads in each open the same file at the same time, so:
@@ -107,7 +107,7 @@ class JournalError(Exception):
 
 
 class SchemaTooNew(JournalError):
-    """The journal was written by a newer researchloop than this one."""
+    """The journal was written by a newer sigmaloop than this one."""
 
 
 class UnknownExperiment(JournalError, KeyError):
@@ -316,8 +316,8 @@ class Journal:
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
-                f"{self.path.name} was written by a newer researchloop (schema {version}); "
-                f"upgrade researchloop (this one reads schema {SCHEMA_VERSION} and older): "
+                f"{self.path.name} was written by a newer sigmaloop (schema {version}); "
+                f"upgrade sigmaloop (this one reads schema {SCHEMA_VERSION} and older): "
                 f"{self.path}"
             )
 

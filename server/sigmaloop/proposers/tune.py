@@ -52,7 +52,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from researchloop.edits import (
+from sigmaloop.edits import (
     Constant,
     EditError,
     find_constants,
@@ -60,12 +60,12 @@ from researchloop.edits import (
     set_constants,
     validate_source,
 )
-from researchloop.models import MEASURED, Experiment, Proposal, Status
-from researchloop.proposers.base import ProposalContext, ProposalError
+from sigmaloop.models import MEASURED, Experiment, Proposal, Status
+from sigmaloop.proposers.base import ProposalContext, ProposalError
 
 log = logging.getLogger(__name__)
 
-STUDY_NAME = "researchloop"
+STUDY_NAME = "sigmaloop"
 DB_NAME = "optuna.db"
 
 #: Substrings of names never tuned.
@@ -103,7 +103,7 @@ def skip_reason(name: str, exclude: Iterable[str] = ()) -> str | None:
     upper = name.upper()
     for pattern in exclude:
         if fnmatchcase(upper, pattern.upper()):
-            return "excluded in researchloop.toml (proposer.exclude)"
+            return "excluded in sigmaloop.toml (proposer.exclude)"
     for sub in SKIP_SUBSTRINGS:
         if sub in upper:
             return f"names containing {sub} are never tuned"

@@ -1,9 +1,9 @@
 """The ratchet: experiment commits, worktrees and the research branch in the user's repository.
 
 Every experiment is a commit whose only change is the train script. It lives in a detached
-worktree under ``<workspace>/.researchloop/worktrees/exp-<id>`` while it runs, and is named
-by ``refs/researchloop/exp/<id>`` forever after (discarded diffs are never lost). Kept
-experiments fast-forward the research branch ``researchloop/<tag>``.
+worktree under ``<workspace>/.sigmaloop/worktrees/exp-<id>`` while it runs, and is named
+by ``refs/sigmaloop/exp/<id>`` forever after (discarded diffs are never lost). Kept
+experiments fast-forward the research branch ``sigmaloop/<tag>``.
 
 The user's current branch, index and working tree are never touched, except by
 :meth:`Ratchet.adopt` (writes the train script, never commits) and
@@ -11,9 +11,9 @@ The user's current branch, index and working tree are never touched, except by
 
 Fixed ref names (other code relies on them):
 
-* ``refs/heads/researchloop/<tag>``: the research branch.
-* ``refs/researchloop/exp/<id>``: the commit experiment ``<id>`` ran.
-* ``refs/researchloop/base/<id>``: the commit it was built on (its parent; for a baseline
+* ``refs/heads/sigmaloop/<tag>``: the research branch.
+* ``refs/sigmaloop/exp/<id>``: the commit experiment ``<id>`` ran.
+* ``refs/sigmaloop/base/<id>``: the commit it was built on (its parent; for a baseline
   with no edit, the same commit).
 """
 
@@ -32,11 +32,11 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from .config import STATE_DIR
 
-AUTHOR_NAME = "researchloop"
-AUTHOR_EMAIL = "researchloop@localhost"
-BRANCH_PREFIX = "researchloop/"
-EXP_REF_PREFIX = "refs/researchloop/exp/"
-BASE_REF_PREFIX = "refs/researchloop/base/"
+AUTHOR_NAME = "sigmaloop"
+AUTHOR_EMAIL = "sigmaloop@localhost"
+BRANCH_PREFIX = "sigmaloop/"
+EXP_REF_PREFIX = "refs/sigmaloop/exp/"
+BASE_REF_PREFIX = "refs/sigmaloop/base/"
 WORKTREES_DIR = "worktrees"
 
 #: Identity for every git call that may write a commit or a reflog entry, so that a repo
@@ -118,7 +118,7 @@ class Ratchet:
         except (InvalidGitRepositoryError, NoSuchPathError):
             raise RatchetError(
                 f"{self.workspace} is not inside a git repository; run `git init` there "
-                "(or `researchloop init`) and commit your train script first"
+                "(or `sigmaloop init`) and commit your train script first"
             ) from None
         if repo.working_tree_dir is None:
             raise RatchetError(f"{self.workspace} is inside a bare git repository; use a checkout")
@@ -270,7 +270,7 @@ class Ratchet:
         return committed is None or committed != self._hash_file(self.user_script)
 
     def ensure_branch(self) -> str:
-        """Create ``researchloop/<tag>`` from the user's HEAD if missing; return its head sha.
+        """Create ``sigmaloop/<tag>`` from the user's HEAD if missing; return its head sha.
 
         Never checks the branch out. If the user's train script has uncommitted edits, the
         branch still starts from HEAD and :attr:`warning` says so.
@@ -297,7 +297,7 @@ class Ratchet:
                 self._run(
                     "update-ref",
                     "-m",
-                    "researchloop: start research branch",
+                    "sigmaloop: start research branch",
                     self.branch_ref,
                     head,
                     "",
@@ -411,12 +411,12 @@ class Ratchet:
             try:
                 self._run("worktree", "add", "--detach", str(path), commit)
                 self._run(
-                    "update-ref", "-m", f"researchloop: exp #{exp_id}", self.exp_ref(exp_id), commit
+                    "update-ref", "-m", f"sigmaloop: exp #{exp_id}", self.exp_ref(exp_id), commit
                 )
                 self._run(
                     "update-ref",
                     "-m",
-                    f"researchloop: exp #{exp_id} base",
+                    f"sigmaloop: exp #{exp_id} base",
                     self.base_ref(exp_id),
                     base,
                 )
@@ -488,7 +488,7 @@ class Ratchet:
                 self._run(
                     "update-ref",
                     "-m",
-                    f"researchloop: keep exp #{exp_id}",
+                    f"sigmaloop: keep exp #{exp_id}",
                     self.branch_ref,
                     commit,
                     parent,
@@ -510,7 +510,7 @@ class Ratchet:
             if entry.get("branch") == self.branch_ref:
                 raise RatchetError(
                     f"{self.branch_name} is checked out in {entry.get('worktree')}; switch that "
-                    "checkout to another branch so researchloop can advance it"
+                    "checkout to another branch so sigmaloop can advance it"
                 )
 
     # ----------------------------------------------------------------- worktrees
@@ -551,7 +551,7 @@ class Ratchet:
             self._remove_worktree_locked(self.worktree_path(exp_id))
 
     def cleanup_worktrees(self) -> None:
-        """Delete every worktree under ``.researchloop/worktrees``."""
+        """Delete every worktree under ``.sigmaloop/worktrees``."""
         with self._lock:
             if self.worktrees_dir.is_dir():
                 for child in sorted(self.worktrees_dir.iterdir()):
@@ -601,7 +601,7 @@ class Ratchet:
         return target
 
     def ensure_ignored(self) -> bool:
-        """Make git ignore ``.researchloop/``; return True if ``.gitignore`` was changed."""
+        """Make git ignore ``.sigmaloop/``; return True if ``.gitignore`` was changed."""
         with self._lock:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             rel = f"{self.workspace_rel}/{STATE_DIR}/" if self.workspace_rel else f"{STATE_DIR}/"

@@ -89,7 +89,7 @@ class Engine:
     # -- plumbing ------------------------------------------------------------------------------
     def reconfigure(self, config: Config) -> None:
         """Use new settings from now on; running trials keep theirs (added for the language
-        server, which re-reads researchloop.toml and editor settings on change). The research
+        server, which re-reads sigmaloop.toml and editor settings on change). The research
         branch tag and the train script are fixed for an Engine's life."""
         self.config = config
         self.judge = Judge(config.judge, config.lower_is_better, config.experiment.metric)
@@ -376,9 +376,9 @@ class Engine:
             result = self._execute(exp)
             return self._finish(self.journal.get(exp_id), result)
         except Exception as exc:  # git, disk, a diff that no longer applies: record, don't die
-            log.exception("experiment #%s failed inside researchloop", exp_id)
+            log.exception("experiment #%s failed inside sigmaloop", exp_id)
             exp = self._update(exp_id, status=Status.CRASHED, pid=None, finished_at=time.time(),
-                               verdict=f"researchloop error: {type(exc).__name__}: {exc}")
+                               verdict=f"sigmaloop error: {type(exc).__name__}: {exc}")
             self._after_finish(exp)
             return exp
 
@@ -541,7 +541,7 @@ class Engine:
                 self.ensure_baseline(budget)
                 if self.sigma() is None and not self._stop.is_set():
                     raise EngineError("the baseline did not give a noise estimate (a seed crashed?): "
-                                      "see `researchloop log`, fix the script, then run the loop again")
+                                      "see `sigmaloop log`, fix the script, then run the loop again")
             for i in range(iterations):
                 if self._stop.is_set():
                     break

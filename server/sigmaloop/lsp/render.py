@@ -22,7 +22,7 @@ from lsprotocol import types
 from ..anomaly import Anomaly
 from ..models import CrashLocation, Experiment, ProgressRecord, Status
 
-SOURCE = "researchloop"
+SOURCE = "sigmaloop"
 HISTORY_ROWS = 25  # rows of a hover table before "… N older"
 MINUS = "−"
 
@@ -386,7 +386,7 @@ class HistoryIndex:
                 label=[types.InlayHintLabelPart(
                     value=text, tooltip=tip or None,
                     command=types.Command(title=f"Show experiment #{exp_id}",
-                                          command="researchloop.showExperiment",
+                                          command="sigmaloop.showExperiment",
                                           arguments=[exp_id]),
                 )],
                 padding_left=True,
@@ -400,7 +400,7 @@ class HistoryIndex:
         if not entries:
             return None
         unit = metric_unit(self.metric)
-        rows = [f"**researchloop** · {len(entries)} experiment{'s' if len(entries) != 1 else ''} "
+        rows = [f"**sigmaloop** · {len(entries)} experiment{'s' if len(entries) != 1 else ''} "
                 "touched this line", "",
                 f"| # | status | Δ {unit} | z | hypothesis |", "|---|---|---|---|---|"]
         for en in entries[:HISTORY_ROWS]:
@@ -409,7 +409,7 @@ class HistoryIndex:
             z = f"{e.z:.1f}σ" if e.z is not None and math.isfinite(e.z) else ""
             hyp = _md_cell(en.change + ": " + e.hypothesis if en.change and e.hypothesis
                            else en.change or e.hypothesis)
-            rows.append(f"| [#{e.id}](command:researchloop.showExperiment?%5B{e.id}%5D) | "
+            rows.append(f"| [#{e.id}](command:sigmaloop.showExperiment?%5B{e.id}%5D) | "
                         f"{e.status.value} | {delta} | {z} | {hyp} |")
         if len(entries) > HISTORY_ROWS:
             rows.append("")
@@ -454,10 +454,10 @@ def lens_title(baseline: float | None, sigma: float | None, best: Experiment | N
 
 
 BUTTONS = (
-    ("$(play) Run baseline", "researchloop.runBaseline"),
-    ("$(lightbulb) Propose", "researchloop.propose"),
-    ("$(sync) Run loop", "researchloop.startLoop"),
-    ("$(debug-stop) Stop", "researchloop.stopLoop"),
+    ("$(play) Run baseline", "sigmaloop.runBaseline"),
+    ("$(lightbulb) Propose", "sigmaloop.propose"),
+    ("$(sync) Run loop", "sigmaloop.startLoop"),
+    ("$(debug-stop) Stop", "sigmaloop.stopLoop"),
 )
 
 
@@ -465,7 +465,7 @@ def code_lenses(title: str) -> list[types.CodeLens]:
     top = types.Range(start=types.Position(line=0, character=0),
                       end=types.Position(line=0, character=0))
     lenses = [types.CodeLens(range=top, command=types.Command(
-        title=title, command="researchloop.summary"))]
+        title=title, command="sigmaloop.summary"))]
     for label, command in BUTTONS:
         lenses.append(types.CodeLens(range=top, command=types.Command(title=label, command=command)))
     return lenses
@@ -525,9 +525,9 @@ def proposal_actions(en: Entry) -> list[types.CodeAction]:
                                 command=types.Command(title=title, command=command, arguments=[e.id]))
 
     return [
-        action(f"Accept experiment #{e.id}: {hyp}", "researchloop.accept"),
-        action(f"Reject experiment #{e.id}…", "researchloop.reject"),
-        action(f"Show diff for #{e.id}", "researchloop.showExperiment"),
+        action(f"Accept experiment #{e.id}: {hyp}", "sigmaloop.accept"),
+        action(f"Reject experiment #{e.id}…", "sigmaloop.reject"),
+        action(f"Show diff for #{e.id}", "sigmaloop.showExperiment"),
     ]
 
 

@@ -1,4 +1,4 @@
-"""researchloop.toml: the workspace's committed settings, with defaults that work.
+"""sigmaloop.toml: the workspace's committed settings, with defaults that work.
 
 Secrets never live here: the LLM key comes from the environment or the editor's secret store.
 """
@@ -17,12 +17,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_NAME = "researchloop.toml"
-STATE_DIR = ".researchloop"
+CONFIG_NAME = "sigmaloop.toml"
+STATE_DIR = ".sigmaloop"
 
 
 class ConfigError(ValueError):
-    """A bad value in researchloop.toml, naming the key and what to do."""
+    """A bad value in sigmaloop.toml, naming the key and what to do."""
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ExperimentConfig:
     direction: str = "minimize"  # or "maximize"
     budget: float = 60.0  # training seconds per trial
     grace: float = 120.0  # start-up + eval allowance; hard kill at 2 x budget + grace
-    tag: str = "main"  # research branch researchloop/<tag>
+    tag: str = "main"  # research branch sigmaloop/<tag>
 
 
 @dataclass
@@ -47,7 +47,7 @@ class JudgeConfig:
 @dataclass
 class RunnerConfig:
     slots: int = 1
-    python: str = ""  # interpreter for trials; "" = the one running researchloop
+    python: str = ""  # interpreter for trials; "" = the one running sigmaloop
     env_allow: list[str] = field(default_factory=list)  # secret-looking variables a trial needs
     gpus: list[str] = field(default_factory=list)  # one per slot; [] = detect / CPU
 
@@ -182,7 +182,7 @@ def from_dict(data: dict[str, Any], where: str = CONFIG_NAME) -> Config:
 
 
 def load(workspace: Path) -> Config:
-    """Read researchloop.toml from a workspace; a missing file means all defaults."""
+    """Read sigmaloop.toml from a workspace; a missing file means all defaults."""
     path = Path(workspace) / CONFIG_NAME
     if not path.exists():
         return from_dict({}, str(path))
@@ -194,8 +194,8 @@ def load(workspace: Path) -> Config:
 
 
 DEFAULT_TOML = """\
-# researchloop settings (committed). The LLM API key never goes here: set OPENAI_API_KEY
-# or use "Research Loop: Set API Key" in VS Code.
+# sigmaloop settings (committed). The LLM API key never goes here: set OPENAI_API_KEY
+# or use "Sigmaloop: Set API Key" in VS Code.
 
 [experiment]
 train_script = "train.py"        # the one file the agent edits
@@ -204,7 +204,7 @@ metric = "val_bpb"               # read from the summary block the script prints
 direction = "minimize"           # or "maximize"
 budget = {budget}                # training seconds per trial
 grace = 120                      # start-up + eval allowance; hard kill at 2 x budget + grace
-tag = "main"                     # research branch: researchloop/<tag>
+tag = "main"                     # research branch: sigmaloop/<tag>
 
 [judge]
 seeds = [42, 43]                 # baseline seeds; sigma comes from their spread
@@ -212,7 +212,7 @@ k = 2.0                          # keep only improvements beyond k sigma
 
 [runner]
 slots = 1                        # trials at a time (one GPU each where there are GPUs)
-python = ""                      # interpreter for trials; "" = the one running researchloop
+python = ""                      # interpreter for trials; "" = the one running sigmaloop
 env_allow = []                   # secret-looking variables a trial truly needs
 
 [proposer]

@@ -1,6 +1,6 @@
-"""`researchloop`: the engine, headless, for a terminal or an SSH session.
+"""`sigmaloop`: the engine, headless, for a terminal or an SSH session.
 
-A thin adapter: every command is a call into :mod:`researchloop.engine`; rich renders events.
+A thin adapter: every command is a call into :mod:`sigmaloop.engine`; rich renders events.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,9 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,6 +28,9 @@ from . import __version__
 from . import config as config_mod
 from .events import Event, ExperimentUpdated, LoopState, TrialProgress
 from .models import Experiment, Status
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # 3.11+; typing only
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -43,24 +47,21 @@ class CLIError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
-def trainer_template() -> Path:
-    """The trainer/ folder a new workspace starts from."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / "trainer",  # source checkout / editable install
-        Path(sys.prefix) / "share" / "researchloop" / "trainer",
-    ]
-    for path in candidates:
-        if all((path / f).exists() for f in TRAINER_FILES):
-            return path
-    raise CLIError("the trainer template (trainer/) was not found next to the researchloop package; "
-                   "install researchloop from its repository with `pip install -e .`")
+def trainer_template() -> Traversable:
+    """The trainer a new workspace starts from: package data (``sigmaloop/trainer``)."""
+    template = resources.files("sigmaloop") / "trainer"
+    missing = [f for f in TRAINER_FILES if not (template / f).is_file()]
+    if missing:
+        raise CLIError(f"this sigmaloop installation lacks its trainer template ({', '.join(missing)}); "
+                       "reinstall it: pip install --force-reinstall sigmaloop")
+    return template
 
 
 # -- workspace setup ------------------------------------------------------------------------------
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env.setdefault("GIT_AUTHOR_NAME", "researchloop")
-    env.setdefault("GIT_AUTHOR_EMAIL", "researchloop@localhost")
+    env.setdefault("GIT_AUTHOR_NAME", "sigmaloop")
+    env.setdefault("GIT_AUTHOR_EMAIL", "sigmaloop@localhost")
     env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
     env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -77,7 +78,7 @@ def init_workspace(directory: Path, budget: float = 60.0, force: bool = False) -
         if dst.exists() and not force:
             console.print(f"[dim]kept existing {dst.name}[/]")
             continue
-        shutil.copyfile(template / name, dst)
+        dst.write_bytes((template / name).read_bytes())
         created.append(name)
     if not (directory / config_mod.CONFIG_NAME).exists() or force:
         config_mod.write_default(directory, budget)
@@ -89,35 +90,35 @@ def init_workspace(directory: Path, budget: float = 60.0, force: bool = False) -
             raise CLIError(f"git init failed in {directory}: {r.stderr.strip()}")
     gitignore = directory / ".gitignore"
     lines = gitignore.read_text().splitlines() if gitignore.exists() else []
-    if ".researchloop/" not in lines:
-        gitignore.write_text("\n".join([*lines, ".researchloop/", "__pycache__/"]) + "\n")
+    if ".sigmaloop/" not in lines:
+        gitignore.write_text("\n".join([*lines, ".sigmaloop/", "__pycache__/"]) + "\n")
         created.append(".gitignore")
     paths = [p for p in created if (directory / p).exists()]
     if paths:
         _git(directory, "add", "--", *paths)
-        r = _git(directory, "commit", "-q", "-m", "researchloop: start from the embedded trainer", "--", *paths)
+        r = _git(directory, "commit", "-q", "-m", "sigmaloop: start from the embedded trainer", "--", *paths)
         if r.returncode != 0 and "nothing to commit" not in r.stdout + r.stderr:
             raise CLIError(f"could not commit the starting point: {(r.stderr or r.stdout).strip()}")
     return directory
 
 
 def find_workspace(start: Path | None) -> Path:
-    """The folder holding researchloop.toml: the given one, or the nearest parent of the cwd."""
+    """The folder holding sigmaloop.toml: the given one, or the nearest parent of the cwd."""
     if start is not None:
         start = start.resolve()
         if not (start / config_mod.CONFIG_NAME).exists():
-            raise CLIError(f"{start} has no {config_mod.CONFIG_NAME}; run `researchloop init {start}` first")
+            raise CLIError(f"{start} has no {config_mod.CONFIG_NAME}; run `sigmaloop init {start}` first")
         return start
     here = Path.cwd().resolve()
     for path in (here, *here.parents):
         if (path / config_mod.CONFIG_NAME).exists():
             return path
     raise CLIError(f"no {config_mod.CONFIG_NAME} here or in a parent folder; "
-                   "run `researchloop init` to make this folder a workspace")
+                   "run `sigmaloop init` to make this folder a workspace")
 
 
 def open_engine(workspace: Path):
-    from .engine import Engine  # imported late: `researchloop --help` stays fast
+    from .engine import Engine  # imported late: `sigmaloop --help` stays fast
 
     try:
         return Engine(workspace)
@@ -247,8 +248,8 @@ def print_status(engine) -> None:
 def cmd_init(args) -> int:
     ws = init_workspace(Path(args.dir), budget=args.budget, force=args.force)
     console.print(f"[green]workspace ready[/]: {ws}")
-    console.print("next: [bold]researchloop prepare[/] then [bold]researchloop baseline[/] and "
-                  "[bold]researchloop loop --iterations 10[/]")
+    console.print("next: [bold]sigmaloop prepare[/] then [bold]sigmaloop baseline[/] and "
+                  "[bold]sigmaloop loop --iterations 10[/]")
     return 0
 
 
@@ -397,8 +398,8 @@ def cmd_calibration(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="researchloop-demo-"))
-    console.rule("[bold]researchloop demo")
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sigmaloop-demo-"))
+    console.rule("[bold]sigmaloop demo")
     console.print("The embedded default: CPU, the offline corpus (this Python's standard library), "
                   f"the built-in Optuna tuner; {args.budget:g} s per trial.")
     ws = init_workspace(base, budget=args.budget)
@@ -415,8 +416,8 @@ def cmd_demo(args) -> int:
         print_status(engine)
         console.print(f"\n[bold]where everything is[/]\n  journal   {engine.state_dir / 'journal.db'}\n"
                       f"  logs      {engine.state_dir / 'logs'}\n  results   {ws / 'results.tsv'}\n"
-                      f"  branch    {engine.ratchet.branch_name} (every experiment at refs/researchloop/exp/<id>)\n"
-                      f"  try       researchloop --workspace {ws} show 3")
+                      f"  branch    {engine.ratchet.branch_name} (every experiment at refs/sigmaloop/exp/<id>)\n"
+                      f"  try       sigmaloop --workspace {ws} show 3")
         return 130 if engine.stopping else 0
 
     args.workspace = ws
@@ -424,10 +425,10 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="researchloop", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"researchloop {__version__}")
+    p = argparse.ArgumentParser(prog="sigmaloop", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"sigmaloop {__version__}")
     p.add_argument("-w", "--workspace", type=Path, default=None,
-                   help="workspace folder (default: the nearest folder with researchloop.toml)")
+                   help="workspace folder (default: the nearest folder with sigmaloop.toml)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="make a folder a workspace, starting from the embedded trainer")

@@ -2,7 +2,7 @@
 
 Works with OpenAI and with OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp):
 ``llm.base_url``, ``llm.model``, ``llm.temperature``, ``llm.timeout``, ``llm.max_retries`` and
-``llm.context_tokens`` come from researchloop.toml; the key from ``OPENAI_API_KEY`` or an
+``llm.context_tokens`` come from sigmaloop.toml; the key from ``OPENAI_API_KEY`` or an
 explicit ``api_key`` (the language server passes the editor's secret). The key is never
 written to the config, the journal, a log or an exception message.
 
@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from researchloop.edits import EditError, apply_search_replace, validate_source
-from researchloop.models import Experiment, Proposal, Status
-from researchloop.proposers.base import ProposalContext, ProposalError
+from sigmaloop.edits import EditError, apply_search_replace, validate_source
+from sigmaloop.models import Experiment, Proposal, Status
+from sigmaloop.proposers.base import ProposalContext, ProposalError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class AnswerError(ValueError):
 
 
 def _load_tiktoken() -> Callable[[str], int] | None:
-    if os.environ.get("RESEARCHLOOP_NO_TIKTOKEN"):
+    if os.environ.get("SIGMALOOP_NO_TIKTOKEN"):
         return None
     try:  # only in the trainer extra; its encodings may need a download: fall back quietly
         import tiktoken

@@ -4,8 +4,8 @@ The trial contract (other code relies on it):
 
 * ``spec.command`` runs in ``spec.cwd`` in its own session / process group, stdin closed,
   stdout and stderr appended to ``spec.log_path``.
-* Its environment is ours minus secrets (:func:`scrub_env`) plus ``RESEARCHLOOP_TIME_BUDGET``,
-  ``RESEARCHLOOP_SEED``, ``RESEARCHLOOP_METRICS``, ``RESEARCHLOOP_EXP_ID``,
+* Its environment is ours minus secrets (:func:`scrub_env`) plus ``SIGMALOOP_TIME_BUDGET``,
+  ``SIGMALOOP_SEED``, ``SIGMALOOP_METRICS``, ``SIGMALOOP_EXP_ID``,
   ``PYTHONUNBUFFERED=1`` and ``spec.env``.
 * The script appends JSON lines ``{"step", "t", "frac", "loss", ...}`` to the metrics file
   (delivered live as :class:`ProgressRecord` batches) and ends by printing a summary block::
@@ -84,10 +84,10 @@ def trial_env(spec: TrialSpec, env_allow: Iterable[str] = ()) -> dict[str, str]:
     """The environment a trial runs with (see the module docstring)."""
     env = scrub_env(os.environ, env_allow)
     env.update(
-        RESEARCHLOOP_TIME_BUDGET=str(spec.budget),
-        RESEARCHLOOP_SEED=str(spec.seed),
-        RESEARCHLOOP_METRICS=str(spec.metrics_path),
-        RESEARCHLOOP_EXP_ID=str(spec.exp_id),
+        SIGMALOOP_TIME_BUDGET=str(spec.budget),
+        SIGMALOOP_SEED=str(spec.seed),
+        SIGMALOOP_METRICS=str(spec.metrics_path),
+        SIGMALOOP_EXP_ID=str(spec.exp_id),
         PYTHONUNBUFFERED="1",
     )
     env.update(spec.env)
@@ -370,12 +370,12 @@ def kill_orphan(pid: int, exp_id: int) -> bool:
     """Kill the process group of a trial left running by a dead engine.
 
     Only when a live member of group ``pid`` (the leader, or a child that outlived it) has
-    ``RESEARCHLOOP_EXP_ID=<exp_id>`` in /proc/<pid>/environ, which guards against PID reuse.
+    ``SIGMALOOP_EXP_ID=<exp_id>`` in /proc/<pid>/environ, which guards against PID reuse.
     Returns whether something was killed.
     """
     if pid <= 1 or pid == os.getpgrp():
         return False
-    entry = f"RESEARCHLOOP_EXP_ID={exp_id}".encode()
+    entry = f"SIGMALOOP_EXP_ID={exp_id}".encode()
     members = [pid]
     if not is_alive(pid):
         try:
@@ -425,7 +425,7 @@ def _read_tail(log_file: IO[bytes], start: int) -> str:
 
 def _note(log_file: IO[bytes], text: str) -> None:
     try:
-        log_file.write(f"\n[researchloop] {text}\n".encode())
+        log_file.write(f"\n[sigmaloop] {text}\n".encode())
         log_file.flush()
     except OSError:
         pass
@@ -444,7 +444,7 @@ def run_trial(
         return TrialResult(spec.exp_id, Outcome.STOPPED, error="stopped before it started")
     env = trial_env(spec, env_allow)
     started_at = time.strftime("%Y-%m-%d %H:%M:%S")
-    header = f"[researchloop] exp {spec.exp_id} {started_at}: {shlex.join(spec.command)} (cwd {spec.cwd})\n"
+    header = f"[sigmaloop] exp {spec.exp_id} {started_at}: {shlex.join(spec.command)} (cwd {spec.cwd})\n"
     try:
         Path(spec.metrics_path).parent.mkdir(parents=True, exist_ok=True)
         Path(spec.metrics_path).write_bytes(b"")
@@ -579,7 +579,7 @@ def _classify(
         result.outcome = Outcome.TIMEOUT
         result.error = (
             f"timed out: killed after {wall:.0f}s, past the limit of 2 x budget + grace = "
-            f"{limit:g}s; make the script respect RESEARCHLOOP_TIME_BUDGET or raise experiment.grace"
+            f"{limit:g}s; make the script respect SIGMALOOP_TIME_BUDGET or raise experiment.grace"
         )
         _note(log_file, result.error)
         return result
@@ -680,7 +680,7 @@ def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]
         env = {
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
-            "RESEARCHLOOP_THREADS": threads,
+            "SIGMALOOP_THREADS": threads,
         }
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]

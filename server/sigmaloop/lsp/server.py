@@ -1,4 +1,4 @@
-"""The researchloop language server: a thin adapter from LSP to :class:`Engine`.
+"""The sigmaloop language server: a thin adapter from LSP to :class:`Engine`.
 
 Handlers translate; the engine decides; :mod:`.render` shapes. Long work (trials, loops,
 baselines, proposers) runs in threads; engine events arrive on worker threads and are handed
@@ -34,18 +34,18 @@ from ..models import FINISHED, Experiment, ProgressRecord, Status
 from . import render
 from .watch import Watcher
 
-log = logging.getLogger("researchloop.lsp")
+log = logging.getLogger("sigmaloop.lsp")
 
 COMMANDS = (
-    "researchloop.runBaseline", "researchloop.propose", "researchloop.accept",
-    "researchloop.reject", "researchloop.startLoop", "researchloop.stopLoop",
-    "researchloop.showExperiment", "researchloop.adopt", "researchloop.stopExperiment",
-    "researchloop.summary",
+    "sigmaloop.runBaseline", "sigmaloop.propose", "sigmaloop.accept",
+    "sigmaloop.reject", "sigmaloop.startLoop", "sigmaloop.stopLoop",
+    "sigmaloop.showExperiment", "sigmaloop.adopt", "sigmaloop.stopExperiment",
+    "sigmaloop.summary",
 )
-TRIAL_PROGRESS = "researchloop/trialProgress"
-EXPERIMENT_UPDATED = "researchloop/experimentUpdated"
-LOOP_STATE = "researchloop/loopState"
-EXPERIMENTS = "researchloop/experiments"
+TRIAL_PROGRESS = "sigmaloop/trialProgress"
+EXPERIMENT_UPDATED = "sigmaloop/experimentUpdated"
+LOOP_STATE = "sigmaloop/loopState"
+EXPERIMENTS = "sigmaloop/experiments"
 
 PROGRESS_FLUSH = 0.1  # s: trialProgress at most 10 Hz
 POLL_EVERY = 0.5  # s: journal max_rev fallback poll
@@ -119,7 +119,7 @@ def _opt_number(value: Any, name: str, integer: bool = False) -> Any:
 
 # ----------------------------------------------------------------------------- settings
 
-SETTINGS_MAP = {  # workspace/configuration key (section "researchloop") → (toml section, key)
+SETTINGS_MAP = {  # workspace/configuration key (section "sigmaloop") → (toml section, key)
     "pythonPath": ("runner", "python"),
     "budget": ("experiment", "budget"),
     "slots": ("runner", "slots"),
@@ -142,7 +142,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def overlay_settings(data: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """Editor settings over researchloop.toml's table (empty / null values leave it alone)."""
+    """Editor settings over sigmaloop.toml's table (empty / null values leave it alone)."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for key, value in _flatten(settings).items():
         if key not in SETTINGS_MAP or value is None or value == "":
@@ -253,7 +253,7 @@ class Adapter:
 
     async def _initialized(self) -> None:
         if self.workspace is None:
-            self.problem = "researchloop: no workspace folder is open; open the folder of your train script"
+            self.problem = "sigmaloop: no workspace folder is open; open the folder of your train script"
             self.show(self.problem, types.MessageType.Error)
             return
         await self._fetch_settings()
@@ -265,14 +265,14 @@ class Adapter:
             return
         try:
             got = await asyncio.wait_for(self.server.workspace_configuration_async(
-                types.ConfigurationParams(items=[types.ConfigurationItem(section="researchloop")])), 5)
+                types.ConfigurationParams(items=[types.ConfigurationItem(section="sigmaloop")])), 5)
             self.settings = got[0] if got and isinstance(got[0], dict) else {}
         except Exception as exc:
             log.warning("workspace/configuration failed: %s", exc)
             self.settings = {}
 
     def _load_config(self, initial: bool = False) -> Config | None:
-        """researchloop.toml + editor settings; None (and a message naming the key) if broken."""
+        """sigmaloop.toml + editor settings; None (and a message naming the key) if broken."""
         assert self.workspace is not None
         import tomllib
 
@@ -286,12 +286,12 @@ class Adapter:
             else:
                 data = {}
                 if initial:
-                    self.show(f"researchloop: no {config_mod.CONFIG_NAME} in {self.workspace}; "
-                              "using defaults (run `researchloop init` to write one)")
+                    self.show(f"sigmaloop: no {config_mod.CONFIG_NAME} in {self.workspace}; "
+                              "using defaults (run `sigmaloop init` to write one)")
             cfg = config_mod.from_dict(overlay_settings(data, self.settings), str(path))
         except (ConfigError, OSError) as exc:
             self.config_error = str(exc)
-            self.show(f"researchloop: {exc}", types.MessageType.Error)
+            self.show(f"sigmaloop: {exc}", types.MessageType.Error)
             return None
         self.config_error = None
         return cfg
@@ -303,11 +303,11 @@ class Adapter:
         try:
             engine = await asyncio.to_thread(Engine, self.workspace, cfg or Config())
         except RatchetError as exc:
-            self.problem = f"researchloop: {exc}"
+            self.problem = f"sigmaloop: {exc}"
             self.show(self.problem, types.MessageType.Error)
             return
         except Exception as exc:
-            self.problem = f"researchloop: could not open the workspace: {exc}"
+            self.problem = f"sigmaloop: could not open the workspace: {exc}"
             log.exception("engine start failed")
             self.show(self.problem, types.MessageType.Error)
             return
@@ -343,9 +343,9 @@ class Adapter:
 
     def _engine(self, runs_trials: bool = False):
         if self.engine is None:
-            raise RequestFailed(message=self.problem or "researchloop is not ready yet")
+            raise RequestFailed(message=self.problem or "sigmaloop is not ready yet")
         if runs_trials and self.config_error:
-            raise RequestFailed(message=f"fix researchloop.toml first: {self.config_error}")
+            raise RequestFailed(message=f"fix sigmaloop.toml first: {self.config_error}")
         return self.engine
 
     # --- engine events (worker threads → loop) ------------------------------------------
@@ -450,7 +450,7 @@ class Adapter:
             return
         old = self.engine.config.experiment
         if (cfg.experiment.train_script, cfg.experiment.tag) != (old.train_script, old.tag):
-            self.show("researchloop: experiment.train_script / experiment.tag changed; "
+            self.show("sigmaloop: experiment.train_script / experiment.tag changed; "
                       "restart the language server to use them", types.MessageType.Warning)
             cfg.experiment.train_script, cfg.experiment.tag = old.train_script, old.tag
         self.engine.reconfigure(cfg)
@@ -462,8 +462,8 @@ class Adapter:
 
     async def settings_changed(self, params: types.DidChangeConfigurationParams) -> None:
         settings = params.settings
-        if isinstance(settings, dict) and isinstance(settings.get("researchloop"), dict):
-            self.settings = settings["researchloop"]
+        if isinstance(settings, dict) and isinstance(settings.get("sigmaloop"), dict):
+            self.settings = settings["sigmaloop"]
         else:
             await self._fetch_settings()
         self.reload_config()
@@ -648,7 +648,7 @@ class Adapter:
             title = render.lens_title(s.baseline, s.sigma, s.best, s.kept, s.run, s.running)
         except Exception as exc:
             log.warning("summary failed: %s", exc)
-            title = f"researchloop: {exc}"
+            title = f"sigmaloop: {exc}"
         changed = title != self.summary_title
         self.summary_title = title
         _trim()
@@ -663,21 +663,21 @@ class Adapter:
     async def lens_title(self) -> str:
         await self.wait_ready()
         if self.engine is None:
-            return self.problem or "researchloop: starting…"
+            return self.problem or "sigmaloop: starting…"
         if self.summary_title is None:
             if self.summary_task is None:
                 self._start_summary()
             try:
                 return await asyncio.shield(self.summary_task)
             except Exception:
-                return "researchloop"
+                return "sigmaloop"
         return self.summary_title
 
     # --- work-done progress ---------------------------------------------------------------
     def _begin_progress(self, e: Experiment) -> None:
         if e.id in self.progress_tokens or not self._supports("window", "work_done_progress"):
             return
-        token = f"researchloop-exp-{e.id}-{e.attempts}"
+        token = f"sigmaloop-exp-{e.id}-{e.attempts}"
         self.progress_tokens[e.id] = token
         self.token_ids[token] = e.id
         title = f"exp #{e.id}" + (f": {render._short(e.hypothesis, 60)}" if e.hypothesis else "")
@@ -735,9 +735,9 @@ class Adapter:
                 log.warning("%s failed: %s", name, exc)
                 if self.loop is not None:
                     self.loop.call_soon_threadsafe(
-                        self.show, f"researchloop: {name} failed: {exc}", types.MessageType.Error)
+                        self.show, f"sigmaloop: {name} failed: {exc}", types.MessageType.Error)
 
-        t = threading.Thread(target=work, name=f"researchloop-{name}", daemon=True)
+        t = threading.Thread(target=work, name=f"sigmaloop-{name}", daemon=True)
         self.threads = [x for x in self.threads if x.is_alive()]
         self.threads.append(t)
         t.start()
@@ -772,13 +772,13 @@ class Adapter:
 # ----------------------------------------------------------------------------- the server
 
 
-class ResearchLoopServer(LanguageServer):
+class SigmaloopServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         log.error("server error (%s): %s", getattr(source, "__name__", source), error)
 
 
-def make_server() -> tuple[ResearchLoopServer, Adapter]:
-    server = ResearchLoopServer("researchloop", __version__,
+def make_server() -> tuple[SigmaloopServer, Adapter]:
+    server = SigmaloopServer("sigmaloop", __version__,
                                 text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
     ad = Adapter(server)
 
@@ -913,7 +913,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         engine = ad._engine()
         return await asyncio.to_thread(engine.journal.get, exp_id)
 
-    @command("researchloop.runBaseline")
+    @command("sigmaloop.runBaseline")
     async def run_baseline(*args: Any) -> dict[str, Any]:
         engine = ad._engine(runs_trials=True)
         (budget,) = _args(args, ("budget",))
@@ -921,7 +921,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         ad.in_background("baseline", lambda: engine.run_baseline(budget=budget))
         return {"started": "baseline", "seeds": list(engine.config.judge.seeds)}
 
-    @command("researchloop.propose")
+    @command("sigmaloop.propose")
     async def propose(*args: Any) -> dict[str, Any]:
         engine = ad._engine(runs_trials=True)
         (kind,) = _args(args, ("kind",))
@@ -930,25 +930,25 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         exp = await asyncio.to_thread(engine.propose, kind)
         return render.exp_json(exp)
 
-    @command("researchloop.accept")
+    @command("sigmaloop.accept")
     async def accept(*args: Any) -> dict[str, Any]:
         engine = ad._engine(runs_trials=True)
-        exp_id = _exp_id(_args(args, ("id",))[0], "researchloop.accept")
+        exp_id = _exp_id(_args(args, ("id",))[0], "sigmaloop.accept")
         exp = await asyncio.to_thread(engine.accept, exp_id)
         ad.in_background(f"experiment #{exp_id}", lambda: engine.run(exp_id))
         return render.exp_json(exp)
 
-    @command("researchloop.reject")
+    @command("sigmaloop.reject")
     async def reject(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
         raw_id, reason = _args(args, ("id", "reason"))
-        exp_id = _exp_id(raw_id, "researchloop.reject")
+        exp_id = _exp_id(raw_id, "sigmaloop.reject")
         if reason is not None and not isinstance(reason, str):
             raise _bad(f"reason must be a string, not {reason!r}")
         exp = await asyncio.to_thread(engine.reject, exp_id, reason)
         return render.exp_json(exp)
 
-    @command("researchloop.startLoop")
+    @command("sigmaloop.startLoop")
     async def start_loop(*args: Any) -> dict[str, Any]:
         engine = ad._engine(runs_trials=True)
         iterations, budget, kind = _args(args, ("iterations", "budget", "proposer"))
@@ -961,7 +961,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         ad.in_background("loop", lambda: engine.loop(iterations, budget, kind))
         return {"started": "loop", "iterations": iterations}
 
-    @command("researchloop.stopLoop")
+    @command("sigmaloop.stopLoop")
     async def stop_loop(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
         running = [e.id for e in await asyncio.to_thread(engine.journal.running)
@@ -969,17 +969,17 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
         await asyncio.to_thread(engine.stop)
         return {"stopped": running}
 
-    @command("researchloop.stopExperiment")
+    @command("sigmaloop.stopExperiment")
     async def stop_experiment(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
-        exp_id = _exp_id(_args(args, ("id",))[0], "researchloop.stopExperiment")
+        exp_id = _exp_id(_args(args, ("id",))[0], "sigmaloop.stopExperiment")
         await get_exp(exp_id)  # unknown id → error
         return {"id": exp_id, "stopped": engine.stop_experiment(exp_id)}
 
-    @command("researchloop.showExperiment")
+    @command("sigmaloop.showExperiment")
     async def show_experiment(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
-        exp_id = _exp_id(_args(args, ("id",))[0], "researchloop.showExperiment")
+        exp_id = _exp_id(_args(args, ("id",))[0], "sigmaloop.showExperiment")
         exp = await get_exp(exp_id)
 
         def sources() -> tuple[str | None, str | None]:
@@ -998,10 +998,10 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
                    parentText=before, proposedText=after)
         return rec
 
-    @command("researchloop.adopt")
+    @command("sigmaloop.adopt")
     async def adopt(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
-        exp_id = _exp_id(_args(args, ("id",))[0], "researchloop.adopt")
+        exp_id = _exp_id(_args(args, ("id",))[0], "sigmaloop.adopt")
         exp = await get_exp(exp_id)
         if exp.status != Status.KEPT or exp.is_baseline:
             raise RequestFailed(message=f"experiment #{exp_id} is {exp.status.value}; "
@@ -1038,7 +1038,7 @@ def make_server() -> tuple[ResearchLoopServer, Adapter]:
             out["failureReason"] = result.failure_reason
         return out
 
-    @command("researchloop.summary")
+    @command("sigmaloop.summary")
     async def summary(*args: Any) -> dict[str, Any]:
         engine = ad._engine()
         s = await asyncio.to_thread(engine.summary)

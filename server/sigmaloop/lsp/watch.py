@@ -1,6 +1,6 @@
 """File watching for the language server: watchdog events, debounced onto the asyncio loop.
 
-The train script, ``researchloop.toml`` and the journal (``.researchloop/journal.db*``) are
+The train script, ``sigmaloop.toml`` and the journal (``.sigmaloop/journal.db*``) are
 watched; a CLI loop writing the same journal from another process shows up through these
 events (and through the server's periodic ``max_rev`` poll when events are missed, e.g. on
 network file systems).

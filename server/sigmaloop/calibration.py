@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from researchloop.models import MEASURED, Experiment, Status
+from sigmaloop.models import MEASURED, Experiment, Status
 
 __all__ = ["Calibration", "calibrate", "pearson"]
 

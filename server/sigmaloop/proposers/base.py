@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from researchloop.models import Experiment, Proposal
+from sigmaloop.models import Experiment, Proposal
 
 
 class ProposalError(Exception):
@@ -25,7 +25,7 @@ class ProposalContext:
     metric: str  # e.g. "val_bpb"
     lower_is_better: bool
     program: str = ""  # program.md text if present
-    state_dir: Path | None = None  # .researchloop/ (proposers persist state here)
+    state_dir: Path | None = None  # .sigmaloop/ (proposers persist state here)
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""``python -m researchloop.lsp`` (stdio) or ``python -m researchloop.lsp --tcp HOST:PORT``."""
+"""``python -m sigmaloop.lsp`` (stdio) or ``python -m sigmaloop.lsp --tcp HOST:PORT``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m researchloop.lsp",
-                                     description="researchloop language server")
+    parser = argparse.ArgumentParser(prog="python -m sigmaloop.lsp",
+                                     description="sigmaloop language server")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="serve on TCP (debugging) instead of stdio")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level (default WARNING)")
     args = parser.parse_args(argv)
