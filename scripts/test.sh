@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+# The product as a stranger gets it: the wheel in a clean venv, init → prepare → a 3 s baseline.
+.venv/bin/python bench/wheel.py --budget 3
 if [ "${SIGMALOOP_SKIP_E2E:-0}" != "1" ]; then
   bash scripts/install-e2e-deps.sh   # Node 24, code-server, Chromium (apt, root), npm ci; idempotent
   npm run lint
