@@ -15,7 +15,7 @@ export const CLIENT_OWNED_COMMANDS = new Set([
 ]);
 
 /** Commands that exist only in the client. */
-export const CLIENT_ONLY_COMMANDS = new Set(['sigmaloop.showPanel', 'sigmaloop.setApiKey', 'sigmaloop.restartServer']);
+export const CLIENT_ONLY_COMMANDS = new Set(['sigmaloop.showPanel', 'sigmaloop.setApiKey', 'sigmaloop.restartServer', 'sigmaloop.installServer']);
 
 /** Commands that start trials or agents: refused in an untrusted workspace. */
 export const NEEDS_TRUST = new Set([
@@ -24,4 +24,6 @@ export const NEEDS_TRUST = new Set([
   'sigmaloop.accept',
   'sigmaloop.startLoop',
   'sigmaloop.adopt',
+  // runs pip in the chosen interpreter
+  'sigmaloop.installServer',
 ]);

@@ -10,7 +10,7 @@ import { ProposalDocuments, type ShowExperimentResult } from './diffView';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
-import { EXP_SCHEME, ExperimentStore, describe, parseExpId, statusView } from './store';
+import { EXP_SCHEME, ExperimentStore, describe, parseExpId, statusCommand, statusView } from './store';
 
 const TRUST_MESSAGE =
   'Sigmaloop runs nothing in Restricted Mode: trials, proposers and agents execute code from this workspace. Trust the workspace to enable it.';
@@ -29,7 +29,6 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   const docs = new ProposalDocuments();
   const status = vscode.window.createStatusBarItem('sigmaloop.status', vscode.StatusBarAlignment.Left, 50);
   status.name = 'Sigmaloop';
-  status.command = 'sigmaloop.showPanel';
   /** Experiments accepted from this window: say how they ended. */
   const watched = new Set<number>();
 
@@ -38,6 +37,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     const v = statusView(server.state, store);
     status.text = v.text;
     status.tooltip = v.tooltip;
+    status.command = statusCommand(server.state);
     status.show();
   };
   const updateStatus = () => {
@@ -353,6 +353,17 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     }
     void vscode.window.showInformationMessage(`Sigmaloop: API key ${key.trim() ? 'saved' : 'removed'}; restarting the server.`);
     await server.restart();
+  });
+
+  reg('sigmaloop.installServer', async () => {
+    if (!vscode.workspace.isTrusted) {
+      const pick = await vscode.window.showWarningMessage(TRUST_MESSAGE, 'Manage Workspace Trust');
+      if (pick) {
+        void vscode.commands.executeCommand('workbench.trust.manage');
+      }
+      return;
+    }
+    await server.installCommand();
   });
 
   reg('sigmaloop.restartServer', async () => {

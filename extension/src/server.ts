@@ -1,6 +1,8 @@
 // The language server's lifecycle: find the workspace's sigmaloop.toml, resolve the
-// interpreter, check that it has the package (offer to install it when not), start
-// `python -m sigmaloop.lsp` over stdio, restart on demand or on interpreter/setting changes.
+// interpreter, check that it has the package (offer to install the bundled wheel when not),
+// start `python -m sigmaloop.lsp` over stdio, check the server's version against the
+// extension's (offer the bundled wheel on a mismatch), restart on demand or on
+// interpreter/setting changes.
 
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
@@ -23,14 +25,9 @@ import {
   parseTrialProgress,
   unwrapExperiment,
 } from './contract';
-import {
-  initializationOptions,
-  normalizeSettings,
-  pipInstallCommand,
-  resolveInterpreter,
-  serverEnv,
-  type ResolvedInterpreter,
-} from './settings';
+import { type InstallPlan, type InstallReason, checkServerVersion, installOffer } from './install';
+import { Installer, type RunnablePlan } from './installer';
+import { initializationOptions, normalizeSettings, resolveInterpreter, serverEnv, type ResolvedInterpreter } from './settings';
 import { CLIENT_OWNED_COMMANDS } from './commands';
 import type { ServerState } from './store';
 
@@ -64,13 +61,25 @@ export class ServerController implements vscode.Disposable {
   private readonly disposables: vscode.Disposable[] = [];
   private pythonListener: vscode.Disposable | undefined;
   private starting: Promise<void> | undefined;
+  private installing: Promise<boolean> | undefined;
   private crashes: number[] = [];
+  /** Version mismatches already offered this session (python + server version): ask once. */
+  private readonly mismatchOffered = new Set<string>();
+  readonly installer: Installer;
 
   constructor(
     private readonly ctx: vscode.ExtensionContext,
     private readonly log: vscode.LogOutputChannel,
     private readonly events: ServerEvents,
-  ) {}
+  ) {
+    const version = (ctx.extension.packageJSON as { version?: unknown }).version;
+    this.installer = new Installer(ctx.extensionUri.fsPath, typeof version === 'string' ? version : '0.0.0', log);
+  }
+
+  /** The extension's own version (package.json); the bundled wheel has the same one. */
+  get version(): string {
+    return this.installer.version;
+  }
 
   private setState(s: ServerState): void {
     if (this.state !== s) {
@@ -192,6 +201,11 @@ export class ServerController implements vscode.Disposable {
     this.interpreter = py;
     this.log.info(`interpreter: ${py.path} (${py.source}); workspace: ${root}`);
     const check = await this.checkPackage(py.path, root);
+    if (check === 'missing-package') {
+      this.setState('notInstalled');
+      void this.offerInstall({ kind: 'missing' }, py);
+      return;
+    }
     if (check !== 'ok') {
       this.setState('failed');
       void this.explainStartFailure(check, py);
@@ -249,12 +263,95 @@ export class ServerController implements vscode.Disposable {
       await client.start();
       this.crashes = [];
       this.setState('running');
+      this.checkVersion(client, py);
     } catch (err) {
       this.log.error(`server failed to start: ${String(err)}`);
       this.client = undefined;
       this.setState('failed');
       void this.explainStartFailure(String(err), py);
     }
+  }
+
+  /** serverInfo.version from `initialize` against the extension's: a mismatch is logged and the bundled wheel offered. */
+  private checkVersion(client: LanguageClient, py: ResolvedInterpreter): void {
+    const info = client.initializeResult?.serverInfo;
+    const check = checkServerVersion(info?.version, this.version);
+    if (check.kind === 'match') {
+      this.log.info(`server: ${info?.name ?? 'sigmaloop'} ${check.version} (extension ${this.version})`);
+      return;
+    }
+    this.log.warn(`version mismatch: the server in ${py.path} is ${check.server ?? '(no version reported)'}, the extension is ${check.extension}`);
+    const key = `${py.path}\0${check.server ?? ''}`;
+    if (!this.mismatchOffered.has(key)) {
+      this.mismatchOffered.add(key);
+      void this.offerInstall({ kind: 'mismatch', server: check.server }, py);
+    }
+  }
+
+  /** Offer the bundled wheel (or, in a dev build, the source checkout) for this interpreter. */
+  private async offerInstall(reason: InstallReason, py: ResolvedInterpreter): Promise<void> {
+    const plan = this.installer.plan(py.path);
+    const msg = installOffer(plan, reason, this.version);
+    const actions = plan.kind === 'none' ? ['Copy Command', 'Open Settings'] : ['Install', 'Copy Command', 'Open Settings'];
+    let pick: string | undefined;
+    if (reason.kind === 'missing') {
+      this.log.error(msg);
+      pick = await vscode.window.showErrorMessage(msg, ...actions);
+    } else {
+      this.log.warn(msg);
+      pick = await vscode.window.showWarningMessage(msg, ...actions);
+    }
+    if (pick === 'Install' && plan.kind !== 'none') {
+      await this.install(plan);
+    } else if (pick === 'Copy Command') {
+      await vscode.env.clipboard.writeText(plan.command);
+    } else if (pick === 'Open Settings') {
+      void vscode.commands.executeCommand('workbench.action.openSettings', 'sigmaloop.pythonPath');
+    }
+  }
+
+  /** Install into the interpreter, then restart the server; one install at a time. */
+  install(plan: RunnablePlan): Promise<boolean> {
+    if (!this.installing) {
+      this.installing = this.doInstall(plan).finally(() => {
+        this.installing = undefined;
+      });
+    }
+    return this.installing;
+  }
+
+  private async doInstall(plan: RunnablePlan): Promise<boolean> {
+    const wasRunning = this.isRunning();
+    if (!wasRunning) {
+      this.setState('installing');
+    }
+    const ok = await this.installer.run(plan);
+    if (ok) {
+      void vscode.window.setStatusBarMessage(`Sigmaloop: installed; starting the server`, 5000);
+      await this.restart();
+    } else if (!wasRunning) {
+      this.setState('notInstalled');
+    }
+    return ok;
+  }
+
+  /** "Sigmaloop: Install Bundled Server Package": the plan for the current interpreter, run without asking (the user asked). */
+  async installCommand(): Promise<void> {
+    if (!vscode.workspace.isTrusted) {
+      throw new ServerNotRunning('restricted');
+    }
+    const root = this.root ?? (await this.findRoot());
+    const py = this.interpreter ?? (root ? await this.resolvePython(root) : undefined);
+    if (!py) {
+      void vscode.window.showWarningMessage('Sigmaloop: open a folder with sigmaloop.toml first; the interpreter is chosen per workspace.');
+      return;
+    }
+    const plan: InstallPlan = this.installer.plan(py.path);
+    if (plan.kind === 'none') {
+      await this.offerInstall({ kind: 'missing' }, py);
+      return;
+    }
+    await this.install(plan);
   }
 
   /** The server's executeCommandProvider lists our commands too: keep the client's own registrations. */
@@ -305,33 +402,6 @@ export class ServerController implements vscode.Disposable {
         void vscode.commands.executeCommand('workbench.action.openSettings', 'sigmaloop.pythonPath');
       } else if (pick === 'Show Log') {
         this.log.show();
-      }
-      return;
-    }
-    if (reason === 'missing-package') {
-      const cmd = pipInstallCommand(py.path);
-      const msg = `Sigmaloop: the interpreter "${py.path}" does not have the sigmaloop package. Install it with: ${cmd}`;
-      this.log.error(msg);
-      const pick = await vscode.window.showErrorMessage(msg, 'Install', 'Copy Command', 'Open Settings');
-      if (pick === 'Install') {
-        const term = vscode.window.createTerminal({ name: 'Sigmaloop: install', cwd: this.root });
-        term.show();
-        term.sendText(cmd);
-        const done = vscode.window.onDidCloseTerminal((t) => {
-          if (t === term) {
-            done.dispose();
-            void this.restart();
-          }
-        });
-        void vscode.window.showInformationMessage('Run "Sigmaloop: Restart Server" once the install has finished.', 'Restart Server').then((p) => {
-          if (p) {
-            void this.restart();
-          }
-        });
-      } else if (pick === 'Copy Command') {
-        await vscode.env.clipboard.writeText(cmd);
-      } else if (pick === 'Open Settings') {
-        void vscode.commands.executeCommand('workbench.action.openSettings', 'sigmaloop.pythonPath');
       }
       return;
     }
@@ -397,7 +467,13 @@ export class ServerController implements vscode.Disposable {
 
 export class ServerNotRunning extends Error {
   constructor(readonly state: ServerState) {
-    super(state === 'restricted' ? 'Sigmaloop runs nothing in Restricted Mode: trust the workspace first.' : `The Sigmaloop server is not running (${state}).`);
+    super(
+      state === 'restricted'
+        ? 'Sigmaloop runs nothing in Restricted Mode: trust the workspace first.'
+        : state === 'notInstalled'
+          ? 'The interpreter does not have the sigmaloop package: run "Sigmaloop: Install Bundled Server Package" (or set sigmaloop.pythonPath).'
+          : `The Sigmaloop server is not running (${state}).`,
+    );
   }
 }
 

@@ -90,11 +90,6 @@ export function initializationOptions(settings: ForwardedSettings, trusted: bool
   return { settings, trusted, client: 'vscode' };
 }
 
-/** The pip command shown when the interpreter lacks the package. */
-export function pipInstallCommand(python: string, source = 'sigmaloop'): string {
-  return `${quoteArg(python)} -m pip install ${quoteArg(source)}`;
-}
-
 export function quoteArg(s: string): string {
   return /^[A-Za-z0-9_./:=@+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

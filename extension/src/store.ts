@@ -10,7 +10,7 @@ import {
   type TrialProgressParams,
 } from './contract';
 
-export type ServerState = 'starting' | 'running' | 'stopped' | 'failed' | 'restricted' | 'noWorkspace';
+export type ServerState = 'starting' | 'running' | 'stopped' | 'failed' | 'restricted' | 'noWorkspace' | 'notInstalled' | 'installing';
 
 export interface StatusView {
   text: string;
@@ -87,6 +87,19 @@ export class ExperimentStore {
   }
 }
 
+/** What clicking the status bar item does: install when the package is missing, restart a dead server, else the loss panel. */
+export function statusCommand(server: ServerState): string {
+  switch (server) {
+    case 'notInstalled':
+      return 'sigmaloop.installServer';
+    case 'failed':
+    case 'stopped':
+      return 'sigmaloop.restartServer';
+    default:
+      return 'sigmaloop.showPanel';
+  }
+}
+
 /** The status bar item: "idle", "running #12 at 43%", "loop 7 of 20 · running #12 at 43%". */
 export function statusView(server: ServerState, store: ExperimentStore): StatusView {
   const icon = '$(beaker)';
@@ -101,6 +114,10 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
       return { text: `$(shield) Sigmaloop: restricted`, tooltip: 'Restricted Mode: no trial or agent runs until the workspace is trusted' };
     case 'noWorkspace':
       return { text: `${icon} Sigmaloop: no sigmaloop.toml`, tooltip: 'Open a folder with sigmaloop.toml' };
+    case 'notInstalled':
+      return { text: `$(cloud-download) Sigmaloop: not installed`, tooltip: 'The interpreter does not have the sigmaloop package. Click to install the wheel bundled with the extension.' };
+    case 'installing':
+      return { text: `$(sync~spin) Sigmaloop: installing`, tooltip: 'Installing the bundled sigmaloop wheel (pip output in the Sigmaloop log)' };
     default:
       break;
   }

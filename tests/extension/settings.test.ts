@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { initializationOptions, normalizeSettings, pipInstallCommand, resolveInterpreter, serverEnv } from '../../extension/src/settings';
+import { initializationOptions, normalizeSettings, quoteArg, resolveInterpreter, serverEnv } from '../../extension/src/settings';
 
 test('interpreter: explicit setting, then the Python extension, then python3', () => {
   assert.deepEqual(resolveInterpreter({ setting: '/opt/py/bin/python', pythonExtension: '/venv/bin/python' }), { path: '/opt/py/bin/python', source: 'setting' });
@@ -27,7 +27,8 @@ test('the API key goes to the server environment only', () => {
   assert.ok(!init.includes('sk-123'));
 });
 
-test('pip command quotes paths with spaces', () => {
-  assert.equal(pipInstallCommand('/usr/bin/python3'), '/usr/bin/python3 -m pip install sigmaloop');
-  assert.equal(pipInstallCommand('/My Envs/py'), `'/My Envs/py' -m pip install sigmaloop`);
+test('shell quoting leaves plain paths alone and quotes spaces and quotes', () => {
+  assert.equal(quoteArg('/usr/bin/python3'), '/usr/bin/python3');
+  assert.equal(quoteArg('/My Envs/py'), `'/My Envs/py'`);
+  assert.equal(quoteArg(`it's`), `'it'\\''s'`);
 });

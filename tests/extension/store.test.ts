@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ExperimentStore, expIdFromPath, expPath, parseExpId, statusView } from '../../extension/src/store';
+import { ExperimentStore, expIdFromPath, expPath, parseExpId, statusCommand, statusView } from '../../extension/src/store';
 
 test('status bar: idle, running #12 at 43%, loop 7 of 20', () => {
   const s = new ExperimentStore();
@@ -14,6 +14,16 @@ test('status bar: idle, running #12 at 43%, loop 7 of 20', () => {
   assert.match(statusView('running', s).text, /running #12 at 43% \(\+1\)$/);
   assert.match(statusView('restricted', s).text, /restricted/);
   assert.match(statusView('failed', s).text, /failed/);
+});
+
+test('status bar: a missing package says "not installed" and a click installs; a dead server restarts', () => {
+  const s = new ExperimentStore();
+  assert.match(statusView('notInstalled', s).text, /not installed$/);
+  assert.match(statusView('installing', s).text, /installing$/);
+  assert.equal(statusCommand('notInstalled'), 'sigmaloop.installServer');
+  assert.equal(statusCommand('failed'), 'sigmaloop.restartServer');
+  assert.equal(statusCommand('running'), 'sigmaloop.showPanel');
+  assert.equal(statusCommand('installing'), 'sigmaloop.showPanel');
 });
 
 test('queued trials show when none is running', () => {
