@@ -24,7 +24,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from sigmaloop.edits import unified_diff
+from sigmaloop.diff import unified_diff
 from sigmaloop.journal import Journal
 from sigmaloop.models import CrashLocation, Status
 

@@ -10,257 +10,21 @@ Line numbers are 1-based; columns are 0-based character offsets (not UTF-8 bytes
 from __future__ import annotations
 
 import ast
-import difflib
 import math
 import re
 from dataclasses import dataclass
+
+from .diff import EditError, lines_of
 
 __all__ = [
     "Constant",
     "EditError",
     "apply_search_replace",
-    "apply_unified_diff",
-    "changed_lines",
     "find_constants",
     "format_value",
     "set_constants",
-    "unified_diff",
     "validate_source",
 ]
-
-
-class EditError(ValueError):
-    """An edit that cannot be applied or would not be a valid experiment.
-
-    ``line``/``col`` (1-based line, 0-based column in the NEW source) are set when the
-    problem has a place, e.g. a syntax error.
-    """
-
-    def __init__(self, message: str, line: int | None = None, col: int | None = None):
-        super().__init__(message)
-        self.line = line
-        self.col = col
-
-
-# --------------------------------------------------------------------------------------
-# lines
-
-
-_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def _lines(text: str) -> list[str]:
-    """Split like the Python tokenizer does (\\n, \\r\\n, \\r only), keeping line ends."""
-    return _LINE_RE.findall(text)
-
-
-def _strip_eol(line: str) -> str:
-    return line.rstrip("\r\n")
-
-
-# --------------------------------------------------------------------------------------
-# unified diffs
-
-_NO_NEWLINE = "\\ No newline at end of file\n"
-
-
-def unified_diff(old: str, new: str, path: str = "train.py", context: int = 3) -> str:
-    """A unified diff of ``path`` from ``old`` to ``new`` ("" when they are equal)."""
-    out: list[str] = []
-    for line in difflib.unified_diff(_lines(old), _lines(new), f"a/{path}", f"b/{path}", n=context):
-        out.append(line)
-        if not line.endswith(("\n", "\r")):
-            out.append("\n" + _NO_NEWLINE)
-    return "".join(out)
-
-
-_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-
-
-@dataclass
-class _Hunk:
-    header: str
-    old_start: int | None  # None: a header without numbers ("@@ ... @@"), position unknown
-    old_len: int | None
-    body: list[list[str]]  # [tag, content] with tag in " -+"; content keeps its line end
-
-
-def _diff_path(header_line: str) -> str:
-    path = header_line[4:].strip().split("\t")[0]
-    if path.startswith(("a/", "b/")):
-        path = path[2:]
-    return path
-
-
-def _parse_diff(diff: str) -> list[_Hunk]:
-    if diff and not diff.endswith("\n"):
-        diff += "\n"
-    lines = re.findall(r"[^\n]*\n", diff)
-    hunks: list[_Hunk] = []
-    paths: list[str] = []
-    i, n = 0, len(lines)
-
-    def is_file_header(k: int) -> bool:
-        return lines[k].startswith("diff --git ") or (
-            lines[k].startswith("--- ") and k + 1 < n and lines[k + 1].startswith("+++ ")
-        )
-
-    while i < n:
-        line = lines[i]
-        if line.startswith("+++ "):
-            path = _diff_path(line)
-            if path != "/dev/null" and path not in paths:
-                paths.append(path)
-            i += 1
-            continue
-        if not line.startswith("@@"):
-            i += 1  # "diff --git", "index ...", "--- a/...", commentary
-            continue
-        m = _HUNK_RE.match(line)
-        if m:
-            old_start = int(m.group(1))
-            old_len = int(m.group(2)) if m.group(2) is not None else 1
-            new_len = int(m.group(4)) if m.group(4) is not None else 1
-        else:
-            old_start = old_len = new_len = None
-        hunk = _Hunk(line.rstrip("\n"), old_start, old_len, [])
-        hunks.append(hunk)
-        i += 1
-        seen_old = seen_new = 0
-        while i < n:
-            line = lines[i]
-            if old_len is not None and new_len is not None:
-                if seen_old >= old_len and seen_new >= new_len and not line.startswith("\\"):
-                    break
-            elif line.startswith("@@") or is_file_header(i):
-                break
-            if line.startswith("\\"):  # "\ No newline at end of file": the previous line
-                if hunk.body and hunk.body[-1][1].endswith("\n"):
-                    hunk.body[-1][1] = hunk.body[-1][1][:-1]
-                i += 1
-                continue
-            if line in ("\n", "\r\n"):  # a blank context line whose leading space was lost
-                tag, content = " ", line
-            else:
-                tag, content = line[0], line[1:]
-            if tag == " ":
-                seen_old += 1
-                seen_new += 1
-            elif tag == "-":
-                seen_old += 1
-            elif tag == "+":
-                seen_new += 1
-            else:
-                raise EditError(
-                    f"hunk {len(hunks)} ({hunk.header}): line {i + 1} of the diff starts with "
-                    f"{tag!r}; every line of a hunk must start with ' ', '-' or '+'"
-                )
-            hunk.body.append([tag, content])
-            i += 1
-        if (
-            old_len is not None
-            and new_len is not None
-            and (seen_old < old_len or seen_new < new_len)
-        ):
-            raise EditError(
-                f"hunk {len(hunks)} ({hunk.header}) is truncated: its header counts "
-                f"{old_len} old and {new_len} new lines but the diff has {seen_old} and {seen_new}"
-            )
-    if len(paths) > 1:
-        raise EditError(
-            f"the diff touches {len(paths)} files ({', '.join(paths)}); only one file may change"
-        )
-    if not hunks:
-        raise EditError("the diff has no hunks (no '@@ -a,b +c,d @@' lines)")
-    return hunks
-
-
-def _matches(old_lines: list[str], block: list[str], pos: int, loose: bool) -> bool:
-    if pos < 0 or pos + len(block) > len(old_lines):
-        return False
-    for k, want in enumerate(block):
-        have = old_lines[pos + k]
-        if loose:
-            if have.rstrip() != want.rstrip():
-                return False
-        elif _strip_eol(have) != _strip_eol(want):
-            return False
-    return True
-
-
-def _mismatch(old_lines: list[str], block: list[str], pos: int) -> str:
-    for k, want in enumerate(block):
-        if pos + k >= len(old_lines):
-            return f"the diff expects {_strip_eol(want)!r} at line {pos + k + 1}, past the end of the file"
-        have = old_lines[pos + k]
-        if have.rstrip() != want.rstrip():
-            return (
-                f"line {pos + k + 1} is {_strip_eol(have)!r} but the diff expects "
-                f"{_strip_eol(want)!r}"
-            )
-    return "its context lines are not in the file"  # pragma: no cover
-
-
-def apply_unified_diff(old: str, diff: str) -> str:
-    """Apply a unified diff of one file to ``old``.
-
-    Hunks are placed at their stated line, or, when the file moved, at the nearest place
-    where their context and removed lines match (trailing whitespace is tolerated).
-    Raises EditError when a hunk does not apply.
-    """
-    hunks = _parse_diff(diff)
-    old_lines = _lines(old)
-    out: list[str] = []
-    cursor = 0
-    for number, hunk in enumerate(hunks, 1):
-        block = [content for tag, content in hunk.body if tag in " -"]
-        if hunk.old_start is None:
-            expected = cursor
-        elif hunk.old_len == 0:
-            expected = hunk.old_start  # "-N,0": insert after line N
-        else:
-            expected = hunk.old_start - 1
-        pos = None
-        if not block:
-            pos = min(max(expected, cursor), len(old_lines))
-        else:
-            for loose in (False, True):
-                if expected >= cursor and _matches(old_lines, block, expected, loose):
-                    pos = expected
-                    break
-                found = [
-                    p
-                    for p in range(cursor, len(old_lines) - len(block) + 1)
-                    if _matches(old_lines, block, p, loose)
-                ]
-                if hunk.old_start is None and len(found) > 1:
-                    raise EditError(
-                        f"hunk {number} ({hunk.header}) is ambiguous: its lines occur "
-                        f"{len(found)} times (at lines {', '.join(str(p + 1) for p in found[:5])}); "
-                        "give line numbers in the @@ header or more context"
-                    )
-                if found:
-                    pos = min(found, key=lambda p: abs(p - expected))
-                    break
-        if pos is None:
-            where = max(expected, cursor)
-            raise EditError(
-                f"hunk {number} ({hunk.header}) does not apply: "
-                f"{_mismatch(old_lines, block, where)}"
-            )
-        out.extend(old_lines[cursor:pos])
-        k = pos
-        for tag, content in hunk.body:
-            if tag == " ":
-                out.append(old_lines[k])
-                k += 1
-            elif tag == "-":
-                k += 1
-            else:
-                out.append(content)
-        cursor = k
-    out.extend(old_lines[cursor:])
-    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------
@@ -365,34 +129,6 @@ def validate_source(new: str, old: str) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# changed lines
-
-
-def changed_lines(old: str, new: str) -> list[tuple[int, int]]:
-    """1-based inclusive line ranges of ``old`` that the edit touches.
-
-    A pure insertion maps to the line it follows (or, at the top, the line it precedes).
-    """
-    a, b = _lines(old), _lines(new)
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    ranges: list[tuple[int, int]] = []
-    last = max(len(a), 1)
-    for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        if tag == "insert":
-            line = min(max(i1, 1), last)
-            start, end = line, line
-        else:
-            start, end = i1 + 1, i2
-        if ranges and start <= ranges[-1][1]:
-            ranges[-1] = (ranges[-1][0], max(end, ranges[-1][1]))
-        else:
-            ranges.append((start, end))
-    return ranges
-
-
-# --------------------------------------------------------------------------------------
 # constants
 
 _CONST_NAME = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
@@ -444,7 +180,7 @@ def find_constants(source: str) -> list[Constant]:
     Raises SyntaxError when the source does not parse.
     """
     tree = ast.parse(source)
-    lines = _lines(source)
+    lines = lines_of(source)
     counts: dict[str, int] = {}
     found: list[Constant] = []
     for stmt in tree.body:
@@ -527,7 +263,7 @@ def set_constants(source: str, values: dict[str, int | float | bool], digits: in
             f"no top-level numeric constant named {', '.join(missing)} "
             f"(found: {', '.join(constants) or 'none'})"
         )
-    lines = _lines(source)
+    lines = lines_of(source)
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))

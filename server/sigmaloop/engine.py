@@ -19,7 +19,8 @@ from pathlib import Path
 from . import config as config_mod
 from .calibration import Calibration, calibrate
 from .config import Config
-from .edits import EditError, apply_unified_diff, unified_diff, validate_source
+from .diff import EditError, apply_unified_diff, unified_diff
+from .edits import validate_source
 from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
 from .journal import Journal
 from .judge import Judge, Reference, pooled_sigma, reference_for

@@ -6,15 +6,13 @@ import ast
 
 import pytest
 
+from sigmaloop.diff import apply_unified_diff, changed_lines, unified_diff
 from sigmaloop.edits import (
     EditError,
     apply_search_replace,
-    apply_unified_diff,
-    changed_lines,
     find_constants,
     format_value,
     set_constants,
-    unified_diff,
     validate_source,
 )
 

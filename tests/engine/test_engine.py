@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sigmaloop.edits import unified_diff
+from sigmaloop.diff import unified_diff
 from sigmaloop.engine import Engine, EngineError
 from sigmaloop.models import Proposal, Status
 from sigmaloop.ratchet import AdoptConflict

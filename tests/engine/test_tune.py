@@ -13,7 +13,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from sigmaloop.config import Config
-from sigmaloop.edits import changed_lines, find_constants, validate_source
+from sigmaloop.diff import changed_lines
+from sigmaloop.edits import find_constants, validate_source
 from sigmaloop.models import Experiment, Status
 from sigmaloop.proposers import (
     ProposalContext,

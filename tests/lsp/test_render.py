@@ -7,7 +7,7 @@ import math
 from lsprotocol import types
 
 from sigmaloop.anomaly import detect
-from sigmaloop.edits import unified_diff
+from sigmaloop.diff import change_blocks, parent_line, unified_diff
 from sigmaloop.lsp import render
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
@@ -48,11 +48,11 @@ def test_nan_spike_divergence_and_plateau():
 # --- diffs and line anchoring ---
 
 def test_parse_diff_blocks_and_constant_change():
-    info = render.parse_diff(unified_diff(SCRIPT, SCRIPT.replace("LR = 0.04", "LR = 0.06")))
+    info = change_blocks(unified_diff(SCRIPT, SCRIPT.replace("LR = 0.04", "LR = 0.06")))
     assert info.change == "LR 0.04→0.06"
     (block,) = info.blocks
     assert block.start == 2 and block.span == 0
-    ins = render.parse_diff(unified_diff(SCRIPT, SCRIPT.replace("    x = 1\n", "    x = 1\n    y = 2\n")))
+    ins = change_blocks(unified_diff(SCRIPT, SCRIPT.replace("    x = 1\n", "    x = 1\n    y = 2\n")))
     assert ins.change is None and ins.blocks[0].start == 7  # after "x = 1" (0-based 7)
 
 
@@ -104,8 +104,8 @@ def test_pending_proposals_diagnostics_and_actions():
 def test_crash_placement_and_json():
     new = SCRIPT.replace("LR = 0.04\n", "LR = 0.04\nEXTRA = 1\n")
     e = exp(3, new, status=Status.CRASHED, crash=CrashLocation("train.py", 10, "ValueError: bad"))
-    assert render.locate_new_line(e.diff, 10) == (9, None)  # outside the diff: shifted
-    assert render.locate_new_line(e.diff, 4) == (4, "EXTRA = 1")
+    assert parent_line(e.diff, 10) == (9, None)  # outside the diff: shifted
+    assert parent_line(e.diff, 4) == (4, "EXTRA = 1")
     d = render.crash_diagnostic(render.DocLines(SCRIPT), e, "    return x")
     assert d.range.start.line == 8 and d.message == "exp #3 crashed: ValueError: bad"
     rec = render.exp_json(Experiment(id=1, status=Status.KEPT, source="baseline", metric=math.nan))

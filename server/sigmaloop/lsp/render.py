@@ -20,6 +20,7 @@ from typing import Any
 from lsprotocol import types
 
 from ..anomaly import Anomaly
+from ..diff import DiffInfo, change_blocks
 from ..models import CrashLocation, Experiment, ProgressRecord, Status
 
 SOURCE = "sigmaloop"
@@ -107,96 +108,6 @@ class Row:
     def of(cls, e: Experiment) -> Row:
         return cls(e.id, e.status, e.source, e.hypothesis, e.predicted_delta, e.diff, e.metric,
                    e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev)
-
-
-# --------------------------------------------------------------------------- diffs
-
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-_ASSIGN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=]+)?=\s*(.+?)\s*(?:#.*)?$")
-
-
-@dataclass(frozen=True)
-class Block:
-    """One run of changed lines of a diff, in the parent's numbering."""
-
-    start: int  # 0-based first line of the parent touched (insertions: the line they follow)
-    span: int  # lines covered - 1
-    candidates: tuple[tuple[str, int], ...]  # (stripped text, offset from start) to anchor by
-
-
-@dataclass(frozen=True)
-class DiffInfo:
-    blocks: tuple[Block, ...]
-    change: str | None  # e.g. "LR 0.04→0.06" for a one-constant edit
-
-
-def parse_diff(diff: str) -> DiffInfo:
-    """Changed blocks of a unified diff of one file (the parent's line numbers)."""
-    blocks: list[Block] = []
-    removed: list[str] = []
-    added: list[str] = []
-    old_line = 0  # 1-based number of the next parent line
-    run_start: int | None = None
-    prev_text = ""
-    after_text = ""
-
-    def close(next_text: str) -> None:
-        nonlocal run_start, removed, added
-        if run_start is None:
-            return
-        cands: list[tuple[str, int]] = []
-        if removed:
-            start, span = run_start - 1, len(removed) - 1
-            cands += [(t.strip(), i) for i, t in enumerate(removed) if t.strip()]
-            cands += [(t.strip(), i) for i, t in enumerate(added) if t.strip() and i <= span]
-        else:  # pure insertion: anchor on the line it follows (or precedes at the top)
-            start, span = max(run_start - 2, 0), 0
-            anchor = prev_text if run_start > 1 else next_text
-            if anchor.strip():
-                cands.append((anchor.strip(), 0))
-            cands += [(t.strip(), 0) for t in added[:1] if t.strip()]
-        blocks.append(Block(start, span, tuple(dict.fromkeys(cands))))
-        run_start, removed, added = None, [], []
-
-    all_removed: list[str] = []
-    all_added: list[str] = []
-    for raw in diff.splitlines():
-        if raw.startswith(("--- ", "+++ ")) and run_start is None:
-            continue
-        m = _HUNK.match(raw)
-        if m:
-            close("")
-            old_line = int(m.group(1)) if m.group(2) != "0" else int(m.group(1)) + 1
-            prev_text = ""
-            continue
-        if not raw:
-            tag, text = " ", ""
-        else:
-            tag, text = raw[0], raw[1:]
-        if tag == "\\":
-            continue
-        if tag == " ":
-            close(text)
-            prev_text = text
-            old_line += 1
-        elif tag == "-":
-            if run_start is None:
-                run_start = old_line
-            removed.append(text)
-            all_removed.append(text)
-            old_line += 1
-        elif tag == "+":
-            if run_start is None:
-                run_start = old_line
-            added.append(text)
-            all_added.append(text)
-    close(after_text)
-    change = None
-    if len(all_removed) == 1 and len(all_added) == 1:
-        a, b = _ASSIGN.match(all_removed[0]), _ASSIGN.match(all_added[0])
-        if a and b and a.group(1) == b.group(1):
-            change = f"{a.group(1)} {a.group(2)}→{b.group(2)}"
-    return DiffInfo(tuple(blocks), change)
 
 
 # --------------------------------------------------------------------------- documents
@@ -300,7 +211,7 @@ class HistoryIndex:
             return None
         cached = self.diffs.get(e.id)
         if cached is None or (cached[0] is not e.diff and cached[0] != e.diff):
-            cached = (e.diff, parse_diff(e.diff))
+            cached = (e.diff, change_blocks(e.diff))
             self.diffs[e.id] = cached
         info = cached[1]
         doc = self.doc
@@ -529,40 +440,3 @@ def proposal_actions(en: Entry) -> list[types.CodeAction]:
         action(f"Reject experiment #{e.id}…", "sigmaloop.reject"),
         action(f"Show diff for #{e.id}", "sigmaloop.showExperiment"),
     ]
-
-
-def locate_new_line(diff: str, new_line: int) -> tuple[int, str | None]:
-    """Line ``new_line`` (1-based) of an experiment's script → (1-based line in the parent,
-    the line's text when the diff shows it). Lets a crash line be placed without git."""
-    shift = 0  # new - old for lines after the hunks seen so far
-    old = new = 0
-    in_hunk = False
-    for raw in diff.splitlines():
-        m = _HUNK.match(raw)
-        if m:
-            o_start = int(m.group(1))
-            n_start = int(m.group(3))
-            if new_line < n_start:
-                return new_line - shift, None
-            old, new, in_hunk = o_start, n_start, True
-            if m.group(2) == "0":
-                old += 1
-            if m.group(4) == "0":
-                new += 1
-            continue
-        if not in_hunk or raw.startswith("\\"):
-            continue
-        tag, text = (raw[0], raw[1:]) if raw else (" ", "")
-        if tag == " ":
-            if new == new_line:
-                return old, text
-            old += 1
-            new += 1
-        elif tag == "-":
-            old += 1
-        elif tag == "+":
-            if new == new_line:
-                return old, text
-            new += 1
-        shift = new - old
-    return new_line - shift, None

@@ -29,6 +29,7 @@ from .. import __version__
 from .. import config as config_mod
 from ..anomaly import Anomaly, detect
 from ..config import Config, ConfigError
+from ..diff import parent_line
 from ..events import ExperimentUpdated, LoopState, TrialProgress
 from ..models import FINISHED, Experiment, ProgressRecord, Status
 from . import render
@@ -556,7 +557,7 @@ class Adapter:
         for e in self._recent_crashes():
             text = self.crash_text.get(e.id)
             if text is None:  # not fetched yet: place it through the diff, no git needed
-                old_line, text = render.locate_new_line(e.diff, e.crash.line)
+                old_line, text = parent_line(e.diff, e.crash.line)
                 moved = dataclasses.replace(
                     e, crash=dataclasses.replace(e.crash, line=old_line))
                 out.append(render.crash_diagnostic(doc, moved, text))
