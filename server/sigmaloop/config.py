@@ -32,7 +32,8 @@ class ExperimentConfig:
     metric: str = "val_bpb"
     direction: str = "minimize"  # or "maximize"
     budget: float = 60.0  # training seconds per trial
-    grace: float = 120.0  # start-up + eval allowance; hard kill at 2 x budget + grace
+    grace: float = 120.0  # start-up + eval allowance until the overhead is measured: kill at 2 x budget + grace
+    kill_margin: float = 10.0  # once learned: kill at budget + 2 x overhead + kill_margin (see killlimit.py)
     tag: str = "main"  # research branch sigmaloop/<tag>
 
 
@@ -134,6 +135,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"experiment.budget must be > 0 seconds, not {e.budget}")
     if e.grace < 0:
         raise ConfigError(f"experiment.grace must be >= 0 seconds, not {e.grace}")
+    if e.kill_margin < 0:
+        raise ConfigError(f"experiment.kill_margin must be >= 0 seconds, not {e.kill_margin}")
     if not e.command.strip():
         raise ConfigError("experiment.command is empty: set it to e.g. \"python train.py\"")
     if not e.metric.strip():
@@ -193,19 +196,7 @@ def load(workspace: Path) -> Config:
     return from_dict(data, str(path))
 
 
-DEFAULT_TOML = """\
-# sigmaloop settings (committed). The LLM API key never goes here: set OPENAI_API_KEY
-# or use "Sigmaloop: Set API Key" in VS Code.
-
-[experiment]
-train_script = "train.py"        # the one file the agent edits
-command = "python train.py"      # run in the experiment's worktree; "python" = trial interpreter
-metric = "val_bpb"               # read from the summary block the script prints
-direction = "minimize"           # or "maximize"
-budget = {budget}                # training seconds per trial
-grace = 120                      # start-up + eval allowance; hard kill at 2 x budget + grace
-tag = "main"                     # research branch: sigmaloop/<tag>
-
+_REST_TOML = """\
 [judge]
 seeds = [42, 43]                 # baseline seeds; sigma comes from their spread
 k = 2.0                          # keep only improvements beyond k sigma
@@ -226,11 +217,70 @@ timeout = 120
 """
 
 
-def write_default(workspace: Path, budget: float = 60.0) -> Path:
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (quotes, backslashes and control characters escaped)."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render(experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """sigmaloop.toml text for these experiment settings (other sections at their defaults).
+
+    ``notes`` become comment lines at the top (e.g. how the run command was chosen). The text
+    is checked by loading it back, so what is written is what the engine will read.
+    """
+    e = experiment
+    rows = [
+        ("train_script", toml_string(e.train_script), "the one file the agent edits"),
+        ("command", toml_string(e.command), 'run in the experiment\'s worktree; "python" = trial interpreter'),
+        ("metric", toml_string(e.metric), 'read from the "name: value" summary lines the script prints'),
+        ("direction", toml_string(e.direction), '"minimize" or "maximize"'),
+        ("budget", _number(e.budget), "training seconds per trial (SIGMALOOP_TIME_BUDGET)"),
+        ("grace", _number(e.grace), "start-up + eval allowance until measured: kill at 2 x budget + grace"),
+        ("kill_margin", _number(e.kill_margin), "then: kill at budget + 2 x learned overhead + kill_margin"),
+        ("tag", toml_string(e.tag), "research branch: sigmaloop/<tag>"),
+    ]
+    lines = [
+        "# sigmaloop settings (committed). The LLM API key never goes here: set OPENAI_API_KEY",
+        '# or use "Sigmaloop: Set API Key" in VS Code.',
+        *(f"# {note}" for note in notes),
+        "",
+        "[experiment]",
+    ]
+    for key, value, comment in rows:
+        line = f"{key} = {value}"
+        if len(line) < 33:
+            lines.append(f"{line:<33}# {comment}")
+        else:  # a long value (a launcher command): the comment goes above it
+            lines += [f"# {key}: {comment}", line]
+    text = "\n".join(lines) + "\n\n" + _REST_TOML
+    loaded = from_dict(tomllib.loads(text), CONFIG_NAME).experiment
+    if loaded != e:  # pragma: no cover - a rendering bug, not a user error
+        raise ConfigError(f"internal error: {CONFIG_NAME} did not round-trip ({loaded} != {e})")
+    return text
+
+
+def write(workspace: Path, experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = ()) -> Path:
+    """Write sigmaloop.toml for these experiment settings; invalid ones raise ConfigError."""
     path = Path(workspace) / CONFIG_NAME
-    budget_text = str(int(budget)) if float(budget).is_integer() else str(budget)
-    path.write_text(DEFAULT_TOML.format(budget=budget_text), encoding="utf-8")
+    path.write_text(render(experiment, notes), encoding="utf-8")
     return path
+
+
+def write_default(workspace: Path, budget: float = 60.0) -> Path:
+    """The embedded trainer's config with this budget."""
+    return write(workspace, ExperimentConfig(budget=float(budget)))
 
 
 def state_dir(workspace: Path) -> Path:

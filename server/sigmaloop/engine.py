@@ -24,8 +24,10 @@ from .edits import validate_source
 from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
 from .journal import Journal
 from .judge import Judge, Reference, pooled_sigma, reference_for
+from .killlimit import kill_limit
 from .models import (
     FINISHED,
+    MEASURED,
     Experiment,
     Outcome,
     ProgressRecord,
@@ -408,10 +410,12 @@ class Engine:
             metrics_path=str(metrics_path), verdict="running",
         )
         self.journal.clear_curve(exp.id)
+        # how long before a trial counts as hung: learned from this project's measured runs
+        limit = kill_limit(budget, cfg.grace, cfg.kill_margin, self.journal.by_status(*MEASURED))
         spec = TrialSpec(
             exp_id=exp.id, cwd=str(wt.cwd), command=self.config.trial_command(), budget=budget,
             seed=exp.seed, log_path=str(log_path), metrics_path=str(metrics_path), metric=cfg.metric,
-            grace=cfg.grace, workspace_root=str(wt.cwd),
+            grace=cfg.grace, kill_limit=limit, workspace_root=str(wt.cwd),
         )
         handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
         try:

@@ -43,7 +43,7 @@ class Outcome(str, enum.Enum):
 
     OK = "ok"  # exit 0 and the metric line was found
     CRASHED = "crashed"  # non-zero exit, or no metric line
-    TIMEOUT = "timeout"  # killed at 2 x budget + grace
+    TIMEOUT = "timeout"  # killed at the kill limit (see KillLimit)
     STOPPED = "stopped"  # stopped on request (user, loop stop, shutdown)
 
     def __str__(self) -> str:
@@ -134,6 +134,54 @@ class ProgressRecord:
 
 
 @dataclass
+class KillLimit:
+    """When the runner kills a trial that has not ended, and what that was derived from.
+
+    Before any run at this budget was measured it is ``2 x budget + grace``; afterwards it is
+    ``budget + 2 x overhead + margin`` (never more than the first), where ``overhead`` is the
+    largest fixed cost (wall - training time) of the recent measured runs. The rule lives in
+    :mod:`sigmaloop.killlimit`; the text is rendered here, from the fields.
+    """
+
+    seconds: float
+    budget: float
+    grace: float  # experiment.grace: the allowance before the overhead is known
+    overhead: float | None = None  # learned fixed overhead; None = nothing to learn from yet
+    runs: int = 0  # measured runs the overhead was learned from
+    margin: float = 0.0  # experiment.kill_margin, on top of the learned limit
+
+    @classmethod
+    def initial(cls, budget: float, grace: float) -> KillLimit:
+        return cls(seconds=2 * budget + grace, budget=budget, grace=grace)
+
+    @property
+    def learned(self) -> bool:
+        return self.overhead is not None and self.seconds < 2 * self.budget + self.grace
+
+    def rule(self) -> str:
+        """How the limit was derived, e.g. for the timeout message."""
+        first = (f"2 x budget + grace = {self.seconds:g}s (budget {self.budget:g}s, "
+                 f"grace {self.grace:g}s")
+        if self.overhead is None:
+            return f"{first}; no measured run at this budget yet to learn the overhead from)"
+        learned = (f"budget {self.budget:g}s + 2 x overhead {self.overhead:.1f}s + "
+                   f"kill_margin {self.margin:g}s")
+        source = (f"overhead = the largest wall - training time of the last {self.runs} "
+                  f"measured run{'s' if self.runs != 1 else ''} at this budget")
+        if not self.learned:
+            return f"{first}; the learned {learned} is no shorter; {source})"
+        return f"{learned} = {self.seconds:.1f}s ({source})"
+
+    def advice(self) -> str:
+        """What to do when a trial hits it."""
+        if self.learned:
+            return ("if the script hung, fix it (the log tail is in `sigmaloop show ID`); if it now "
+                    "needs longer to start or evaluate, raise experiment.kill_margin")
+        return ("make the script stop training after SIGMALOOP_TIME_BUDGET seconds, or raise "
+                "experiment.grace if its start-up and evaluation take longer than that")
+
+
+@dataclass
 class TrialSpec:
     """Everything the runner needs to start one trial."""
 
@@ -145,7 +193,8 @@ class TrialSpec:
     log_path: str
     metrics_path: str
     metric: str = "val_bpb"
-    grace: float = 60.0
+    grace: float = 60.0  # used for the kill limit 2 x budget + grace when kill_limit is None
+    kill_limit: KillLimit | None = None  # the engine's (learned) limit; see KillLimit
     workspace_root: str | None = None  # frames under this path count as "inside the workspace"
     env: dict[str, str] = field(default_factory=dict)  # extra variables (slot devices, threads)
 

@@ -8,14 +8,19 @@ The trial contract (other code relies on it):
   ``SIGMALOOP_SEED``, ``SIGMALOOP_METRICS``, ``SIGMALOOP_EXP_ID``,
   ``PYTHONUNBUFFERED=1`` and ``spec.env``.
 * The script appends JSON lines ``{"step", "t", "frac", "loss", ...}`` to the metrics file
-  (delivered live as :class:`ProgressRecord` batches) and ends by printing a summary block::
+  (delivered live as :class:`ProgressRecord` batches). A script that writes none but prints
+  autoresearch's progress lines (``\\rstep 00012 (41.0%) | loss: 3.12 | ...``, carriage-return
+  separated) gets its live curve from those instead (:func:`parse_printed_progress`).
+  It ends by printing a summary block::
 
       ---
       val_bpb:          0.9979
       training_seconds: 300.1
 
 * Exit 0 with a finite metric is OK; anything else is CRASHED (with the deepest workspace
-  frame of the last traceback); past ``2 * budget + grace`` the whole group is killed (TIMEOUT).
+  frame of the last traceback); past ``spec.kill_limit`` (the engine's, learned from the
+  project's measured overhead; ``2 * budget + grace`` without one) the whole group is killed
+  (TIMEOUT).
 
 Executors run trials concurrently behind one interface (:class:`Executor`); the
 :class:`LocalExecutor` uses a thread pool with one slot (GPU or CPU-thread share) per worker.
@@ -42,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
-from .models import CrashLocation, Outcome, ProgressRecord, TrialResult, TrialSpec
+from .models import CrashLocation, KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,13 @@ _SUMMARY_RE = re.compile(r"^([A-Za-z_]\w*):\s+(\S+)\s*$")
 _FRAME_RE = re.compile(r'^\s+File "(?P<file>.+)", line (?P<line>\d+)(?:, in .*)?$')
 _EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(?::.*)?$")
 _TIMING_KEYS = {"training_seconds": "train", "total_seconds": "total", "eval_seconds": "eval"}
+# autoresearch's progress line: "step 00012 (41.0%) | loss: 3.123456 | lrm: 1.00 | dt: 120ms | ..."
+_PRINTED_STEP_RE = re.compile(r"\bstep[\s:]*(\d+)(?:\s*/\s*\d+)?\s*\(\s*(\d+(?:\.\d*)?)\s*%\s*\)(.*)$", re.I)
+_PRINTED_FIELD_RE = re.compile(
+    r"^\s*([A-Za-z][\w/.-]*(?:\s[A-Za-z][\w/.-]*)?)\s*(?::\s*|=\s*|\s+)"
+    r"([-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?)\s*(%|ms|s)?\s*$"
+)
+_LINE_BREAK_RE = re.compile(rb"[\r\n]")
 
 
 # --------------------------------------------------------------------------- environment
@@ -130,6 +142,50 @@ def parse_progress_line(line: bytes | str, exp_id: int) -> ProgressRecord | None
         loss=_number(data.get("loss")),
         extra=extra,
     )
+
+
+def _printed_field(key: str, unit: str | None) -> str:
+    """``tok/sec`` → ``tok_per_s``, ``dt`` in ms → ``dt_ms``, ``remaining`` in s → ``remaining_s``."""
+    name = re.sub(r"\s*/\s*s(?:ec)?$", "_per_s", key.strip().lower())
+    name = re.sub(r"\W+", "_", name).strip("_")
+    return f"{name}_{unit}" if unit in ("ms", "s") else name
+
+
+def parse_printed_progress(
+    line: bytes | str, exp_id: int, budget: float
+) -> ProgressRecord | None:
+    """One progress line a script printed (autoresearch style) as a record; None otherwise.
+
+    ``step 00012 (41.0%) | loss: 3.123456 | lrm: 1.00 | dt: 120ms | tok/sec: 12,345 | mfu: 40.1%``
+    gives step 12, frac 0.41, loss 3.123456, ``t`` = frac x budget (the script prints no
+    elapsed time) and the other numbers as extras (``lrm``, ``dt_ms``, ``tok_per_s``, ``mfu``).
+    Fields that are not ``name: number`` are ignored; a line without ``step N (P%)`` is None.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    m = _PRINTED_STEP_RE.search(line)
+    if m is None:
+        return None
+    frac = float(m.group(2)) / 100.0
+    loss = None
+    extra: dict[str, float] = {}
+    for part in m.group(3).split("|"):
+        f = _PRINTED_FIELD_RE.match(part)
+        if f is None:
+            continue
+        try:
+            value = float(f.group(2).replace(",", ""))
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        name = _printed_field(f.group(1), f.group(3))
+        if name in ("loss", "train_loss"):
+            loss = value if loss is None else loss
+        elif name and name not in ("step", "t", "frac"):
+            extra[name] = value
+    return ProgressRecord(exp_id=exp_id, step=int(m.group(1)), t=round(frac * budget, 3), frac=frac,
+                          loss=loss, extra=extra)
 
 
 def parse_summary(text: str, metric: str | None = None) -> dict[str, float]:
@@ -257,6 +313,7 @@ class _MetricsTail:
         self.file: IO[bytes] | None = None
         self.inode: int | None = None
         self.partial = b""
+        self.seen = False  # whether any record arrived yet
 
     def read(self, final: bool = False) -> list[ProgressRecord]:
         records: list[ProgressRecord] = []
@@ -284,6 +341,7 @@ class _MetricsTail:
                 records += [rec] if rec else []
                 self.partial = b""
             self._close()
+        self.seen = self.seen or bool(records)
         return records
 
     def _drain(self) -> list[ProgressRecord]:
@@ -308,6 +366,79 @@ class _MetricsTail:
         if self.file is not None:
             self.file.close()
         self.file, self.inode, self.partial = None, None, b""
+
+
+class _OutputTail:
+    """Follows the trial's own output (this attempt's part of its log) for printed progress.
+
+    Reads only what is new on each call (at most ``CHUNK`` bytes, so a chatty script can't stall
+    a poll), splits on ``\\r`` and ``\\n`` (progress lines are carriage-return separated, with
+    no newline), and keeps a partial line of at most ``MAX_PARTIAL`` bytes: a longer run
+    without a line break is dropped up to the next break.
+    """
+
+    MAX_PARTIAL = 64 << 10
+    CHUNK = 1 << 20
+
+    def __init__(self, path: str, start: int, exp_id: int, budget: float) -> None:
+        self.path = path
+        self.pos = start
+        self.exp_id = exp_id
+        self.budget = budget
+        self.file: IO[bytes] | None = None
+        self.partial = b""
+        self.skipping = False  # inside an over-long line: drop bytes up to the next break
+
+    def read(self, final: bool = False) -> list[ProgressRecord]:
+        if self.file is None:
+            try:
+                self.file = open(self.path, "rb")  # noqa: SIM115 - kept open across polls
+                self.file.seek(self.pos)
+            except OSError:
+                self.file = None
+                return []
+        records: list[ProgressRecord] = []
+        try:
+            if final:  # only the end matters now: skip a huge backlog
+                size = os.fstat(self.file.fileno()).st_size
+                if size - self.file.tell() > LOG_TAIL_BYTES:
+                    self.file.seek(size - LOG_TAIL_BYTES)
+                    self.partial, self.skipping = b"", True
+            while data := self.file.read(self.CHUNK):
+                records += self._feed(data)
+                if not final:
+                    break
+        except OSError:
+            pass
+        if final:
+            if self.partial and not self.skipping:
+                rec = parse_printed_progress(self.partial, self.exp_id, self.budget)
+                records += [rec] if rec else []
+            self.close()
+        return records
+
+    def _feed(self, data: bytes) -> list[ProgressRecord]:
+        pieces = _LINE_BREAK_RE.split(data)
+        if self.skipping:
+            if len(pieces) == 1:
+                return []
+            pieces[0], self.skipping = b"", False
+        pieces[0] = self.partial + pieces[0]
+        *lines, self.partial = pieces
+        if len(self.partial) > self.MAX_PARTIAL:
+            self.partial, self.skipping = b"", True
+        out = []
+        for line in lines:
+            if b"step" in line or b"STEP" in line or b"Step" in line:
+                rec = parse_printed_progress(line, self.exp_id, self.budget)
+                if rec is not None:
+                    out.append(rec)
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.partial = None, b""
 
 
 # --------------------------------------------------------------------------- processes
@@ -489,11 +620,13 @@ def _run(
         except Exception:
             log.exception("on_start callback failed for exp %s", spec.exp_id)
 
-    limit = 2 * spec.budget + spec.grace
+    limit = spec.kill_limit or KillLimit.initial(spec.budget, spec.grace)
     tail = _MetricsTail(spec.metrics_path, spec.exp_id)
+    printed: _OutputTail | None = _OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
     pending: list[ProgressRecord] = []
     first_record: float | None = None
     last_sent = 0.0
+    last_printed_step = -1
 
     def deliver(force: bool = False) -> None:
         nonlocal last_sent
@@ -514,8 +647,22 @@ def _run(
             log.exception("on_progress callback failed for exp %s", spec.exp_id)
 
     def collect(final: bool = False) -> None:
-        nonlocal first_record
+        """New metrics records; printed progress only while the metrics file has given none.
+
+        The output is read before the metrics file: a script that does both writes its record
+        before printing, so a printed line seen here has its record visible below.
+        """
+        nonlocal first_record, printed, last_printed_step
+        from_output = printed.read(final=final) if printed is not None else []
         records = tail.read(final=final)
+        if tail.seen:
+            if printed is not None:  # the script keeps the contract: stop reading its output
+                printed.close()
+                printed = None
+        elif from_output and from_output[-1].step > last_printed_step:
+            # printed every step for a human, with \r: the latest per poll (<= 20/s) is the curve
+            records = [from_output[-1]]
+            last_printed_step = records[0].step
         if records and first_record is None:
             first_record = time.monotonic()
         pending.extend(records)
@@ -530,7 +677,7 @@ def _run(
                 break
             if stop_event.is_set():
                 forced = Outcome.STOPPED
-            elif time.monotonic() - t0 > limit:
+            elif time.monotonic() - t0 > limit.seconds:
                 forced = Outcome.TIMEOUT
             if forced is not None:
                 _terminate(proc)
@@ -542,6 +689,8 @@ def _run(
     wall = time.monotonic() - t0
     collect(final=True)
     deliver(force=True)
+    if printed is not None:
+        printed.close()
     startup = None if first_record is None else first_record - t0
     return _classify(spec, proc.returncode, forced, wall, startup, log_file, log_start, limit)
 
@@ -554,14 +703,14 @@ def _classify(
     startup: float | None,
     log_file: IO[bytes],
     log_start: int,
-    limit: float,
+    limit: KillLimit,
 ) -> TrialResult:
     text = _read_tail(log_file, log_start)
     summary = parse_summary(text, spec.metric)
     value = summary.pop(spec.metric, None)
     if value is not None and math.isfinite(value):
         summary[spec.metric] = value
-    timings = {"wall": round(wall, 3)}
+    timings = {"wall": round(wall, 3), "limit": round(limit.seconds, 3)}
     if startup is not None:
         timings["startup"] = round(startup, 3)
     for key, name in _TIMING_KEYS.items():
@@ -578,8 +727,8 @@ def _classify(
     if forced is Outcome.TIMEOUT:
         result.outcome = Outcome.TIMEOUT
         result.error = (
-            f"timed out: killed after {wall:.0f}s, past the limit of 2 x budget + grace = "
-            f"{limit:g}s; make the script respect SIGMALOOP_TIME_BUDGET or raise experiment.grace"
+            f"timed out: killed after {wall:.1f}s, past the kill limit of {limit.rule()}; "
+            f"{limit.advice()}"
         )
         _note(log_file, result.error)
         return result
