@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,27 +16,22 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
-from . import __version__
+from . import __version__, project
 from . import config as config_mod
 from .events import Event, ExperimentUpdated, LoopState, TrialProgress
 from .models import Experiment, Status
 
-if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable  # 3.11+; typing only
-
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-TRAINER_FILES = ("prepare.py", "train.py", "program.md")
 STATUS_STYLE = {
     "kept": "green", "discarded": "yellow", "crashed": "red", "timeout": "red",
     "running": "cyan", "queued": "blue", "proposed": "magenta", "rejected": "dim",
@@ -47,59 +43,20 @@ class CLIError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
-def trainer_template() -> Traversable:
-    """The trainer a new workspace starts from: package data (``sigmaloop/trainer``)."""
-    template = resources.files("sigmaloop") / "trainer"
-    missing = [f for f in TRAINER_FILES if not (template / f).is_file()]
-    if missing:
-        raise CLIError(f"this sigmaloop installation lacks its trainer template ({', '.join(missing)}); "
-                       "reinstall it: pip install --force-reinstall sigmaloop")
-    return template
+trainer_template = project.trainer_template  # the embedded trainer (package data)
 
 
 # -- workspace setup ------------------------------------------------------------------------------
-def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.setdefault("GIT_AUTHOR_NAME", "sigmaloop")
-    env.setdefault("GIT_AUTHOR_EMAIL", "sigmaloop@localhost")
-    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
-    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
 def init_workspace(directory: Path, budget: float = 60.0, force: bool = False) -> Path:
-    """Copy the trainer into a folder, make it a git repo if needed, commit the starting point."""
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    template = trainer_template()
-    created = []
-    for name in TRAINER_FILES:
-        dst = directory / name
-        if dst.exists() and not force:
-            console.print(f"[dim]kept existing {dst.name}[/]")
-            continue
-        dst.write_bytes((template / name).read_bytes())
-        created.append(name)
-    if not (directory / config_mod.CONFIG_NAME).exists() or force:
-        config_mod.write_default(directory, budget)
-        created.append(config_mod.CONFIG_NAME)
-    inside = _git(directory, "rev-parse", "--show-toplevel")
-    if inside.returncode != 0:
-        r = _git(directory, "init", "-q", "-b", "main")
-        if r.returncode != 0:
-            raise CLIError(f"git init failed in {directory}: {r.stderr.strip()}")
-    gitignore = directory / ".gitignore"
-    lines = gitignore.read_text().splitlines() if gitignore.exists() else []
-    if ".sigmaloop/" not in lines:
-        gitignore.write_text("\n".join([*lines, ".sigmaloop/", "__pycache__/"]) + "\n")
-        created.append(".gitignore")
-    paths = [p for p in created if (directory / p).exists()]
-    if paths:
-        _git(directory, "add", "--", *paths)
-        r = _git(directory, "commit", "-q", "-m", "sigmaloop: start from the embedded trainer", "--", *paths)
-        if r.returncode != 0 and "nothing to commit" not in r.stdout + r.stderr:
-            raise CLIError(f"could not commit the starting point: {(r.stderr or r.stdout).strip()}")
-    return directory
+    """The embedded trainer in a folder, committed (the demo's and the benchmarks' start).
+
+    A folder that already is a workspace is left as it is (unless ``force``)."""
+    directory = Path(directory).expanduser().resolve()
+    if (directory / config_mod.CONFIG_NAME).exists() and not force:
+        return directory
+    plan = project.plan_init(project.InitRequest(directory, budget=budget, trainer=True, force=force))
+    project.apply_init(plan)
+    return plan.directory
 
 
 def find_workspace(start: Path | None) -> Path:
@@ -246,10 +203,55 @@ def print_status(engine) -> None:
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_init(args) -> int:
-    ws = init_workspace(Path(args.dir), budget=args.budget, force=args.force)
-    console.print(f"[green]workspace ready[/]: {ws}")
-    console.print("next: [bold]sigmaloop prepare[/] then [bold]sigmaloop baseline[/] and "
-                  "[bold]sigmaloop loop --iterations 10[/]")
+    req = project.InitRequest(
+        Path(args.dir), script=args.script, metric=args.metric, direction=args.direction,
+        command=args.command, budget=args.budget, trainer=args.trainer, force=args.force,
+        commit=not args.no_commit,
+    )
+    def say(text: str) -> None:  # long lines stay whole: they hold paths and commands to copy
+        console.print(text, soft_wrap=True)
+
+    try:
+        plan = project.plan_init(req)
+    except project.NeedsChoice as exc:  # not an error: the user's project, and no flags
+        err.print(escape(str(exc)), soft_wrap=True)
+        return 2
+    for i, line in enumerate(plan.found):
+        say(("" if i == 0 else "  ") + escape(line))
+    for note in plan.notes:
+        say(f"[yellow]note:[/] {escape(note)}")
+    if plan.kind == "existing":
+        return 0
+    result = project.apply_init(plan, commit=req.commit)
+    for note in result.notes:
+        say(f"[yellow]note:[/] {escape(note)}")
+    ws = plan.directory
+    if result.git_initialised:
+        say(f"initialised a git repository in {ws} (branch {result.branch or 'main'})")
+    say(f"wrote {', '.join(result.written)}")
+    if result.committed:
+        say(f"[bold]committed to {result.branch or 'HEAD'}[/]: {', '.join(result.committed)}")
+    elif result.uncommitted:
+        files = " ".join(shlex.quote(f) for f in result.uncommitted)
+        say(f"[bold]not committed[/] (--no-commit): {', '.join(result.uncommitted)}. Trials run "
+                      "from committed files: commit them before `sigmaloop baseline`:")
+        say(f"  git add {escape(files)} && git commit -m 'sigmaloop: init'")
+    say(f"[green]workspace ready[/]: {ws}")
+    if plan.kind == "trainer":
+        say("next: [bold]sigmaloop prepare[/] then [bold]sigmaloop baseline[/] and "
+                      "[bold]sigmaloop loop --iterations 10[/]")
+        return 0
+    python = config_mod.load(ws).trial_python()
+    own = ws / ".venv" / "bin" / "python"
+    hint = f"; found {own}: set [runner] python to it if that is the project's" if own.exists() else ""
+    say(escape(f"trials run with {python} ([runner] python in {config_mod.CONFIG_NAME} changes it"
+                         f"{hint})"))
+    if plan.kind == "autoresearch":
+        say("next: prepare the data as the project says (e.g. [bold]uv run prepare.py[/]), then "
+                      "[bold]sigmaloop baseline[/] and [bold]sigmaloop loop --iterations 10[/]")
+    else:
+        say("next: [bold]sigmaloop baseline[/] (2 seeds → reference ± sigma), then "
+                      "[bold]sigmaloop loop --iterations 10[/]")
     return 0
 
 
@@ -431,10 +433,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="workspace folder (default: the nearest folder with sigmaloop.toml)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("init", help="make a folder a workspace, starting from the embedded trainer")
+    s = sub.add_parser("init", help="make a folder a workspace: your script (--script), an autoresearch "
+                                     "project (detected), or the embedded trainer (an empty folder)")
     s.add_argument("dir", nargs="?", default=".")
-    s.add_argument("--budget", type=float, default=60.0, help="training seconds per trial (default 60)")
-    s.add_argument("--force", action="store_true", help="overwrite existing trainer files and config")
+    s.add_argument("--script", default=None, help="your training script, inside the folder: the file the loop edits")
+    s.add_argument("--metric", default=None,
+                   help="with --script: the name the script prints as `name: value` when it ends")
+    s.add_argument("--direction", default=None, help="minimize (lower is better, the default) or maximize")
+    s.add_argument("--command", default=None,
+                   help='how a trial runs it (default "python SCRIPT"; a leading python is the trial interpreter)')
+    s.add_argument("--budget", type=float, default=None,
+                   help="training seconds per trial (default 60; an autoresearch project's TIME_BUDGET)")
+    s.add_argument("--trainer", action="store_true",
+                   help="copy sigmaloop's trainer even though the folder has Python files")
+    s.add_argument("--no-commit", action="store_true", help="write the files but commit nothing")
+    s.add_argument("--force", action="store_true", help="rewrite an existing config / replace trainer files")
     s.set_defaults(fn=cmd_init)
 
     s = sub.add_parser("prepare", help="build the data cache and tokenizer (runs prepare.py)")
@@ -499,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (CLIError, config_mod.ConfigError, *_user_errors()) as exc:
+    except (CLIError, config_mod.ConfigError, project.InitError, *_user_errors()) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
     except KeyboardInterrupt:

@@ -172,11 +172,11 @@ class KillLimit:
             return f"{first}; the learned {learned} is no shorter; {source})"
         return f"{learned} = {self.seconds:.1f}s ({source})"
 
-    def advice(self) -> str:
+    def advice(self, exp_id: int | None = None) -> str:
         """What to do when a trial hits it."""
         if self.learned:
-            return ("if the script hung, fix it (the log tail is in `sigmaloop show ID`); if it now "
-                    "needs longer to start or evaluate, raise experiment.kill_margin")
+            return (f"if the script hung, fix it (the log tail is in `sigmaloop show {exp_id or 'ID'}`); "
+                    "if it now needs longer to start or evaluate, raise experiment.kill_margin")
         return ("make the script stop training after SIGMALOOP_TIME_BUDGET seconds, or raise "
                 "experiment.grace if its start-up and evaluation take longer than that")
 

@@ -728,7 +728,7 @@ def _classify(
         result.outcome = Outcome.TIMEOUT
         result.error = (
             f"timed out: killed after {wall:.1f}s, past the kill limit of {limit.rule()}; "
-            f"{limit.advice()}"
+            f"{limit.advice(spec.exp_id)}"
         )
         _note(log_file, result.error)
         return result

@@ -62,9 +62,11 @@ def test_init_makes_a_committed_workspace(tmp_path):
     assert ".sigmaloop/" in (proj / ".gitignore").read_text()
     assert git(proj, "status", "--porcelain").strip() == ""
     assert "train.py" in git(proj, "ls-files")
-    # running it again keeps the user's edits
+    assert "committed to main: prepare.py, train.py, program.md, sigmaloop.toml, .gitignore" in r.stdout
+    # running it again keeps the user's edits: the folder already is a workspace
     (proj / "train.py").write_text("# mine\n")
-    rl("init", str(proj), cwd=tmp_path)
+    r = rl("init", str(proj), cwd=tmp_path)
+    assert r.returncode == 0 and "already a sigmaloop workspace" in r.stdout
     assert (proj / "train.py").read_text() == "# mine\n"
 
 
