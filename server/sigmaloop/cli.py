@@ -335,7 +335,8 @@ def cmd_show(args) -> int:
         if e.crash:
             rows.append(("crash", f"{e.crash.file}:{e.crash.line}: {e.crash.message}"))
         if e.timings:
-            rows.append(("timings", ", ".join(f"{k} {v:.1f}s" for k, v in e.timings.items())))
+            names = {"limit": "kill limit"}
+            rows.append(("timings", ", ".join(f"{names.get(k, k)} {v:.1f}s" for k, v in e.timings.items())))
         for k, v in rows:
             if v not in ("", "–", "None"):
                 console.print(f"[bold]{k:>16}[/]  {v}")

@@ -382,21 +382,19 @@ class _OutputTail:
 
     def __init__(self, path: str, start: int, exp_id: int, budget: float) -> None:
         self.path = path
-        self.pos = start
         self.exp_id = exp_id
         self.budget = budget
-        self.file: IO[bytes] | None = None
         self.partial = b""
         self.skipping = False  # inside an over-long line: drop bytes up to the next break
+        try:  # opened now, before the trial starts: the same file even if the path is replaced
+            self.file: IO[bytes] | None = open(path, "rb")  # noqa: SIM115 - kept open across polls
+            self.file.seek(start)
+        except OSError:
+            self.file = None
 
     def read(self, final: bool = False) -> list[ProgressRecord]:
         if self.file is None:
-            try:
-                self.file = open(self.path, "rb")  # noqa: SIM115 - kept open across polls
-                self.file.seek(self.pos)
-            except OSError:
-                self.file = None
-                return []
+            return []
         records: list[ProgressRecord] = []
         try:
             if final:  # only the end matters now: skip a huge backlog
@@ -599,6 +597,7 @@ def _run(
     stop_event: threading.Event,
     on_start: StartCallback | None,
 ) -> TrialResult:
+    printed: _OutputTail | None = _OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -613,6 +612,7 @@ def _run(
     except (OSError, ValueError) as exc:
         error = f"could not start {spec.command[0] if spec.command else 'an empty command'}: {exc}"
         _note(log_file, error)
+        printed.close()
         return TrialResult(spec.exp_id, Outcome.CRASHED, error=error)
     if on_start is not None:
         try:
@@ -622,7 +622,6 @@ def _run(
 
     limit = spec.kill_limit or KillLimit.initial(spec.budget, spec.grace)
     tail = _MetricsTail(spec.metrics_path, spec.exp_id)
-    printed: _OutputTail | None = _OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
     pending: list[ProgressRecord] = []
     first_record: float | None = None
     last_sent = 0.0
