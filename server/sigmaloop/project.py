@@ -259,8 +259,8 @@ def _check_flags(req: InitRequest) -> None:
 def _script_path(directory: Path, script: str) -> str:
     """``script`` as a posix path relative to ``directory``; it must exist inside it."""
     path = Path(script).expanduser()
-    full = path if path.is_absolute() else directory / path
-    full = Path(os.path.normpath(full))
+    full = Path(os.path.normpath(path if path.is_absolute() else directory / path))
+    full = Path(os.path.realpath(full.parent)) / full.name  # directory is resolved too
     try:
         rel = full.relative_to(directory)
     except ValueError:

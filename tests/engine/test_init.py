@@ -96,6 +96,17 @@ def test_no_commit_leaves_everything_uncommitted_and_says_what_to_commit(tmp_pat
     assert "helpers.py" in r.stdout  # untracked, so trials would not see it: said so
 
 
+def test_a_script_in_a_subfolder_given_by_absolute_path(tmp_path):
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "src" / "fit.py").write_text(FIT)
+    r = rl("init", str(proj), "--script", str(proj / "src" / "fit.py"), "--metric", "val_accuracy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    e = config_mod.load(proj).experiment
+    assert (e.train_script, e.command) == ("src/fit.py", "python src/fit.py")
+    assert committed_files(proj) == [".gitignore", "sigmaloop.toml", "src/fit.py"]
+
+
 def test_a_folder_with_a_script_and_no_flags_writes_nothing_and_says_what_to_run(tmp_path):
     proj = own_project(tmp_path / "proj")
     r = rl("init", cwd=proj)
