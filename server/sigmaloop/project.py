@@ -281,11 +281,12 @@ def _choice_message(directory: Path, scripts: list[str]) -> str:
     more = f" (and {len(others)} more: {', '.join(others[:4])}{', …' if len(others) > 4 else ''})" if others else ""
     names = printed_names((directory / best).read_text(encoding="utf-8", errors="replace"))
     metric = names[0] if names else "NAME"
-    where = "" if Path.cwd().resolve() == directory else f" {directory}"
+    where = "" if Path.cwd().resolve() == directory else f" {shlex.quote(str(directory))}"
+    best_arg = shlex.quote(best)
     hint = (f"{best} prints `{metric}: …`" if names else
             "NAME is what the script prints as `NAME: value` when it ends")
     lines = [
-        (f"sigmaloop init{where} --script {best} --metric {metric}", f"loop on your script ({hint})"),
+        (f"sigmaloop init{where} --script {best_arg} --metric {metric}", f"loop on your script ({hint})"),
         (f"sigmaloop init{where} --trainer", "start from sigmaloop's trainer here anyway"),
         ("sigmaloop init NEW_FOLDER", "or start from sigmaloop's trainer in a new folder"),
     ]
