@@ -60,27 +60,49 @@ def init_workspace(directory: Path, budget: float = 60.0, force: bool = False) -
 
 
 def find_workspace(start: Path | None) -> Path:
-    """The folder holding sigmaloop.toml: the given one, or the nearest parent of the cwd."""
+    """The folder holding sigmaloop.toml: the given one, or the nearest parent of the cwd.
+
+    A workspace of the product's first name counts too; it is migrated here, once (the
+    message says what moved)."""
+    from .migrate import has_config
+
     if start is not None:
         start = start.resolve()
-        if not (start / config_mod.CONFIG_NAME).exists():
+        if not has_config(start):
             raise CLIError(f"{start} has no {config_mod.CONFIG_NAME}; run `sigmaloop init {start}` first")
-        return start
+        return migrated(start)
     here = Path.cwd().resolve()
     for path in (here, *here.parents):
-        if (path / config_mod.CONFIG_NAME).exists():
-            return path
+        if has_config(path):
+            return migrated(path)
     raise CLIError(f"no {config_mod.CONFIG_NAME} here or in a parent folder; "
                    "run `sigmaloop init` to make this folder a workspace")
 
 
-def open_engine(workspace: Path):
-    from .engine import Engine  # imported late: `sigmaloop --help` stays fast
+def migrated(workspace: Path) -> Path:
+    """Migrate a workspace of the old name (printing what moved); refusals become CLIError."""
+    from .migrate import MigrationError, migrate_workspace
 
     try:
-        return Engine(workspace)
-    except config_mod.ConfigError as exc:
+        report = migrate_workspace(workspace)
+    except MigrationError as exc:
         raise CLIError(str(exc)) from None
+    if report is not None:
+        err.print(report.message(), markup=False)
+    return workspace
+
+
+def open_engine(workspace: Path):
+    from .engine import Engine  # imported late: `sigmaloop --help` stays fast
+    from .migrate import MigrationError
+
+    try:
+        engine = Engine(workspace)
+    except (config_mod.ConfigError, MigrationError) as exc:
+        raise CLIError(str(exc)) from None
+    if engine.migration is not None:  # not found through find_workspace
+        err.print(engine.migration.message(), markup=False)
+    return engine
 
 
 @contextmanager

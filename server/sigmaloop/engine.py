@@ -25,6 +25,7 @@ from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
 from .journal import Journal
 from .judge import Judge, Reference, pooled_sigma, reference_for
 from .killlimit import kill_limit
+from .migrate import MigrationReport, legacy_env, migrate_workspace
 from .models import (
     FINISHED,
     MEASURED,
@@ -72,6 +73,8 @@ class Engine:
         bus: EventBus | None = None,
     ) -> None:
         self.workspace = Path(workspace).resolve()
+        # A workspace of the product's first name is migrated once, before anything reads it.
+        self.migration: MigrationReport | None = migrate_workspace(self.workspace)
         self.config = config or config_mod.load(self.workspace)
         self.state_dir = config_mod.state_dir(self.workspace)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -417,6 +420,7 @@ class Engine:
             seed=exp.seed, log_path=str(log_path), metrics_path=str(metrics_path), metric=cfg.metric,
             grace=cfg.grace, kill_limit=limit, workspace_root=str(wt.cwd),
         )
+        spec.env.update(legacy_env(spec, self.config.runner.env_allow))  # old trainer copies' names
         handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
         try:
             result = handle.result()

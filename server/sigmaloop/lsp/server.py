@@ -258,8 +258,25 @@ class Adapter:
             self.show(self.problem, types.MessageType.Error)
             return
         await self._fetch_settings()
+        if not await self._migrate():
+            return
         cfg = self._load_config(initial=True)
         await self._start_engine(cfg)
+
+    async def _migrate(self) -> bool:
+        """A workspace of the product's first name: migrate it before its config is read."""
+        from ..migrate import MigrationError, migrate_workspace
+
+        try:
+            report = await asyncio.to_thread(migrate_workspace, self.workspace)
+        except Exception as exc:
+            self.problem = f"sigmaloop: {exc}" if isinstance(exc, MigrationError) else \
+                f"sigmaloop: could not migrate the workspace from its old name: {exc}"
+            self.show(self.problem, types.MessageType.Error)
+            return False
+        if report is not None:
+            self.show(report.summary())
+        return True
 
     async def _fetch_settings(self) -> None:
         if not self._supports("workspace", "configuration"):
