@@ -154,29 +154,77 @@ if [ -e "$WS2/.sigmaloop" ]; then
 fi
 stop_code_server
 
-# Phase 3: an interpreter without the sigmaloop package: the client explains and offers pip.
+# Phase 3: a fresh virtual environment without sigmaloop: the client offers the wheel bundled in
+# the .vsix, installs it with pip when Install is clicked (pip's output in the log), and starts
+# the server. Then an older sigmaloop replaces it and the server restarts: the version mismatch is
+# offered the same install. Afterwards the venv must hold exactly the bundled wheel (same version,
+# no extras: no torch).
 PHASE=missing
 WS3=$TMP/nopackage
 make_workspace "$WS3"
-NOPKG_PY=${E2E_PYTHON_WITHOUT_PACKAGE:-/usr/bin/python3}
+FRESH=$TMP/fresh-venv
+"${E2E_BASE_PYTHON:-python3}" -m venv "$FRESH"
+WHEEL=$(cd bundled && ls sigmaloop-*.whl)
+VERSION=$(node -p 'require("./package.json").version')
+# The same sources as another version, for the version-mismatch step (a user's older install).
+OLD_VERSION=0.0.0.dev1
+mkdir -p "$TMP/old-src" "$TMP/old-wheel"
+cp -rL pyproject.toml README.md LICENSE server trainer "$TMP/old-src/"
+find "$TMP/old-src" \( -name '*.egg-info' -o -name __pycache__ \) -prune -exec rm -rf {} +
+sed -i "s/^version = \".*\"/version = \"$OLD_VERSION\"/" "$TMP/old-src/pyproject.toml"
+sed -i "s/^__version__ = \".*\"/__version__ = \"$OLD_VERSION\"/" "$TMP/old-src/server/sigmaloop/__init__.py"
+.venv/bin/python -m pip wheel -q --no-deps --no-build-isolation --disable-pip-version-check -w "$TMP/old-wheel" "$TMP/old-src" >/dev/null
+OLD_WHEEL=$(ls "$TMP"/old-wheel/sigmaloop-*.whl)
 MISSING_RC=0
-if "$NOPKG_PY" -c "import sigmaloop" >/dev/null 2>&1; then
-  echo "[e2e] skipping the missing-package phase: $NOPKG_PY has sigmaloop"
-  rm -f "$ART/result-missing.json"
+if "$FRESH/bin/python" -c "import sigmaloop" >/dev/null 2>&1; then
+  echo "[e2e] FAIL: the fresh venv $FRESH already has sigmaloop"
+  MISSING_RC=1
 else
-  write_settings false "$NOPKG_PY"
+  write_settings false "$FRESH/bin/python"
   start_code_server "$WS3" --disable-workspace-trust
   E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS3" E2E_ARTIFACTS="$ART" E2E_MODE=missing \
+    E2E_WHEEL="$WHEEL" E2E_VERSION="$VERSION" E2E_USER_DATA="$TMP/user-data" \
+    E2E_PYTHON="$FRESH/bin/python" E2E_OLD_WHEEL="$OLD_WHEEL" E2E_OLD_VERSION="$OLD_VERSION" \
     node tests/e2e/run.mjs || MISSING_RC=$?
   stop_code_server
+  # What pip put into the venv: the bundled wheel from the installed extension, without extras.
+  if ! "$FRESH/bin/python" - "$VERSION" "$WHEEL" "$TMP/extensions" "$ART/result-venv.json" <<'PY'
+import importlib.metadata as md, importlib.util, json, sys
+version, wheel, extensions, result = sys.argv[1:]
+problems, url, installed = [], "", None
+try:
+    dist = md.distribution("sigmaloop")
+except md.PackageNotFoundError:
+    problems.append("sigmaloop is not installed in the fresh venv")
+else:
+    installed = dist.version
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    if installed != version:
+        problems.append(f"installed sigmaloop {installed}, extension {version}")
+    url = direct.get("url", "")
+    if not (url.startswith("file://") and url.endswith("/bundled/" + wheel) and extensions in url):
+        problems.append(f"installed from {url or '(no direct_url.json: an index?)'}, not the extension's bundled {wheel}")
+    if direct.get("dir_info", {}).get("editable"):
+        problems.append("an editable install")
+if importlib.util.find_spec("torch") is not None:
+    problems.append("torch was installed (the wheel must go in without extras)")
+detail = "; ".join(problems) if problems else f"sigmaloop {installed} from {url}, no torch"
+print(f"[e2e] fresh venv: {detail}")
+step = {"step": "the fresh venv holds the bundled wheel (same version, not editable, no torch)", "ok": not problems, "detail": detail}
+with open(result, "w") as f:
+    json.dump({"mode": "venv", "ok": not problems, "steps": [step]}, f, indent=2)
+sys.exit(1 if problems else 0)
+PY
+  then
+    MISSING_RC=1
+  fi
 fi
 
 # One closing line for all phases (steps from artifacts/e2e/result*.json).
 node -e '
   const fs = require("fs");
   let passed = 0, failed = 0;
-  for (const f of ["result.json", "result-restricted.json", "result-missing.json"]) {
-    if (f === "result-missing.json" && !fs.existsSync(process.argv[1] + "/" + f)) continue;
+  for (const f of ["result.json", "result-restricted.json", "result-missing.json", "result-venv.json"]) {
     try {
       const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
       for (const s of r.steps) s.ok ? passed++ : failed++;

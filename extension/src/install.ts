@@ -112,7 +112,7 @@ export function installOffer(plan: InstallPlan, reason: InstallReason, extension
     case 'source':
       return `Sigmaloop: ${why} This extension is a development build without a bundled wheel; install from its source checkout with: ${plan.command}`;
     case 'none':
-      return `Sigmaloop: ${why} This extension carries no bundled wheel (a development build; \`npm run package\` bundles one). Install from a source checkout with: ${plan.command}`;
+      return `Sigmaloop: ${why} This extension carries no bundled wheel (a development build; "npm run package" bundles one). Install from a source checkout with: ${plan.command}`;
   }
 }
 

@@ -72,11 +72,12 @@ export class Installer {
               return;
             }
             if (stream === 'err') {
+              // warnings (index locations, deprecations): the log, not the progress line
               this.log.warn(`pip: ${line}`);
             } else {
               this.log.info(`pip: ${line}`);
+              progress.report({ message: line.length > 100 ? `${line.slice(0, 100)}…` : line.trim() });
             }
-            progress.report({ message: line.length > 100 ? `${line.slice(0, 100)}…` : line });
           };
           const flushers = [lines(child.stdout, (l) => onLine(l, 'out')), lines(child.stderr, (l) => onLine(l, 'err'))];
           child.on('error', (err) => {

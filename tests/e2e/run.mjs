@@ -4,15 +4,23 @@
 //   E2E_URL        code-server's base URL (http://127.0.0.1:PORT)
 //   E2E_WORKSPACE  the fixture workspace folder (a git repo with sigmaloop.toml)
 //   E2E_ARTIFACTS  where screenshots and the step log go (artifacts/e2e)
+//   E2E_MODE       full | restricted | missing (a fresh venv: install the bundled wheel)
+//   E2E_WHEEL, E2E_VERSION, E2E_USER_DATA  for "missing": the bundled wheel's file name, the
+//                  extension's version, the user-data dir (its logs/ hold the extension's log)
+//   E2E_PYTHON, E2E_OLD_WHEEL, E2E_OLD_VERSION  for "missing"'s version-mismatch step: the venv's
+//                  python and a wheel of the same sources under another version
 //
 // Steps: open train.py; "Sigmaloop: Run Baseline" from the command palette; the status
 // bar shows "running #N at X%"; the loss panel (webview, nested iframes) draws a curve with
 // points (counted through its DOM and window.__sigmaloopPanel); "Propose Experiment"; the
 // proposal's quick fix (Ctrl+.) "Accept experiment #N" runs it; its result arrives
 // (notification + panel row); the inlay hint appears on the touched line. Every wait polls
-// with a timeout; screenshots land in E2E_ARTIFACTS.
+// with a timeout; screenshots land in E2E_ARTIFACTS. "restricted": nothing runs in an untrusted
+// folder. "missing": a fresh venv gets the wheel bundled in the .vsix through the install offer,
+// then a version mismatch gets the same offer.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -23,6 +31,8 @@ const CHROMIUM = process.env.E2E_CHROMIUM ?? '/usr/bin/chromium';
 const STEP_TIMEOUT = Number(process.env.E2E_STEP_TIMEOUT ?? 90_000);
 // "full" (trusted workspace: the whole flow) or "restricted" (untrusted: nothing may run)
 const MODE = process.env.E2E_MODE ?? 'full';
+// the user-data dir (its logs/ hold the extension's log file; the "missing" phase reads it)
+const USER_DATA = process.env.E2E_USER_DATA;
 if (!WORKSPACE) {
   throw new Error('E2E_WORKSPACE is not set');
 }
@@ -312,29 +322,159 @@ async function restricted() {
   });
 }
 
-/** sigmaloop.pythonPath names an interpreter without the package: say so, with the pip command. */
+/** Lines of the Output view (the Sigmaloop log, shown while pip runs); only the visible ones render. */
+async function outputLines() {
+  const t = await page.locator('.part.panel .monaco-editor .view-lines').first().innerText({ timeout: 1000 });
+  return t.replace(/\u00a0/g, ' ').split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+/** The extension's log file on disk (all of it, unlike the Output view's viewport). */
+function extensionLog() {
+  const root = path.join(USER_DATA ?? '', 'logs');
+  const found = [];
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        walk(p);
+      } else if (/Sigmaloop\.log$/.test(e.name)) {
+        found.push(p);
+      }
+    }
+  };
+  try {
+    walk(root);
+  } catch {
+    return '';
+  }
+  return found.map((f) => readFileSync(f, 'utf8')).join('\n');
+}
+
+/**
+ * sigmaloop.pythonPath names a fresh venv without the package: the offer names the bundled
+ * wheel; Install runs pip (its output streams into the log while the progress notification
+ * shows); the server then starts and reports the extension's version.
+ */
 async function missingPackage() {
-  await step('open the workspace with an interpreter lacking sigmaloop', async () => {
+  const wheel = process.env.E2E_WHEEL ?? 'sigmaloop-';
+  const version = process.env.E2E_VERSION ?? '';
+  await step('open the workspace with a fresh venv lacking sigmaloop', async () => {
     await openWorkbench();
   });
-  await step('the missing package is explained with the exact pip command', async () => {
+
+  const offer = await step('the install offer names the bundled wheel', async () => {
     const note = await waitFor('the missing-package message', async () => {
       const t = await notificationsText();
       return t.split('\n').find((l) => /does not have the sigmaloop package/.test(l));
     }, { timeout: 60_000, interval: 300 });
-    const cmd = /Install it with: (.+ -m pip install sigmaloop)/.exec(note);
-    if (!cmd) {
-      throw new Error(`no pip command in "${note}"`);
+    const cmd = /Command: (.+ -m pip install (\S+))$/.exec(note.trim());
+    if (!cmd || !note.includes(`Install the bundled sigmaloop ${version}`) || !cmd[2].endsWith(`/bundled/${wheel}`)) {
+      throw new Error(`the offer does not name the bundled ${wheel}: "${note}"`);
     }
-    const buttons = await page.locator('.notifications-toasts .notification-toast .monaco-button').allInnerTexts();
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'does not have the sigmaloop package' }).first();
+    const buttons = (await toast.locator('.monaco-button').allInnerTexts()).map((b) => b.trim()).filter(Boolean);
     for (const b of ['Install', 'Copy Command']) {
-      if (!buttons.some((x) => x.trim() === b)) {
+      if (!buttons.includes(b)) {
         throw new Error(`no "${b}" button (buttons: ${buttons.join(', ')})`);
       }
     }
-    await waitFor('status bar "server failed"', async () => /server failed/.test(await statusBarText()), { timeout: 20_000 });
-    await shot('missing-package');
-    return { command: cmd[1], buttons: buttons.map((b) => b.trim()).filter(Boolean) };
+    const status = await waitFor('status bar "not installed"', async () => {
+      const t = await statusBarText();
+      return t.split('\n').find((l) => /Sigmaloop: not installed/.test(l));
+    }, { timeout: 20_000 });
+    await shot('install-offer');
+    return { command: cmd[1], buttons, statusBar: status.trim() };
+  });
+
+  await step("Install: pip's output streams into the Sigmaloop log while the progress shows", async () => {
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'does not have the sigmaloop package' }).first();
+    await toast.locator('.monaco-button', { hasText: /^Install$/ }).click();
+    const seenLines = new Set();
+    let duringProgress;
+    const done = await waitFor('"pip: Successfully installed … sigmaloop" in the Output view', async () => {
+      const lines = await outputLines().catch(() => []);
+      const pip = lines.filter((l) => /\bpip: /.test(l));
+      pip.forEach((l) => seenLines.add(l.replace(/^.*?\bpip: /, '')));
+      if (pip.length && duringProgress === undefined) {
+        const t = await notificationsText();
+        duringProgress = /Sigmaloop: installing sigmaloop-/.test(t) ? pip[0].replace(/^.*?\bpip: /, '') : null;
+        if (duringProgress) {
+          await shot('pip-streaming');
+        }
+      }
+      // the Output view wraps long lines: look at the visible text as one string
+      return /pip: Successfully installed /.test(lines.join(' ')) ? lines.join(' ') : undefined;
+    }, { timeout: 240_000, interval: 200 });
+    if (!duringProgress) {
+      throw new Error(`pip's output did not appear while the progress notification was showing (lines seen: ${[...seenLines].slice(0, 5).join(' | ')})`);
+    }
+    // the whole line (the view shows only its first part) is in the log file
+    const full = extensionLog().split('\n').find((l) => /pip: Successfully installed /.test(l)) ?? '';
+    if (!new RegExp(`\\bsigmaloop-${version.replace(/\./g, '\\.')}\\b`).test(full)) {
+      throw new Error(`pip did not report installing sigmaloop ${version}: "${full.slice(0, 300)}"`);
+    }
+    return {
+      firstLineDuringProgress: duringProgress.slice(0, 160),
+      pipLinesSeen: seenLines.size,
+      shown: /pip: Successfully installed .{0,120}/.exec(done)?.[0],
+    };
+  });
+
+  await step('the server starts (status bar idle) and reports the extension version', async () => {
+    const text = await waitFor('status bar "idle"', async () => {
+      const t = await statusBarText();
+      return /\bidle\b/.test(t) && !/Sigmaloop: (not installed|server failed|installing|starting)/.test(t) ? t : undefined;
+    }, { timeout: 120_000, interval: 300 });
+    await shot('installed-server-idle');
+    const logText = await waitFor('the version line in the extension log', async () => {
+      const t = extensionLog();
+      return new RegExp(`server: sigmaloop ${version.replace(/\./g, '\\.')} \\(extension ${version.replace(/\./g, '\\.')}\\)`).test(t) ? t : undefined;
+    }, { timeout: 20_000, interval: 500 });
+    if (/version mismatch/.test(logText)) {
+      throw new Error('the log reports a version mismatch');
+    }
+    const pipLines = logText.split('\n').filter((l) => /\bpip: /.test(l));
+    return {
+      statusBar: text.split('\n').find((l) => /idle/.test(l))?.trim(),
+      installCommand: offer.command,
+      pipLinesInLog: pipLines.length,
+      versionLine: logText.split('\n').find((l) => /server: sigmaloop /.test(l))?.replace(/^.*?server: /, 'server: '),
+    };
+  });
+
+  const oldWheel = process.env.E2E_OLD_WHEEL;
+  const oldVersion = process.env.E2E_OLD_VERSION;
+  if (!oldWheel || !oldVersion || !process.env.E2E_PYTHON) {
+    return;
+  }
+  const esc = (v) => v.replace(/\./g, '\\.');
+  await step(`version mismatch: a server of sigmaloop ${oldVersion} is offered the bundled wheel; Install brings back ${version}`, async () => {
+    // arrange: the venv gets another version of the package, as a user's older install would be
+    execFileSync(process.env.E2E_PYTHON, ['-m', 'pip', 'install', '-q', '--no-deps', '--disable-pip-version-check', oldWheel], { stdio: 'pipe' });
+    await closeNotifications();
+    const before = extensionLog().length;
+    await runCommand('Sigmaloop: Restart Server');
+    const note = await waitFor('the version-mismatch offer', async () => {
+      const t = await notificationsText();
+      return t.split('\n').find((l) => new RegExp(`is sigmaloop ${esc(oldVersion)}, this extension is ${esc(version)}`).test(l));
+    }, { timeout: 60_000, interval: 300 });
+    if (!note.includes(`/bundled/${wheel}`)) {
+      throw new Error(`the mismatch offer does not name the bundled ${wheel}: "${note}"`);
+    }
+    await shot('version-mismatch');
+    const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'this extension is' }).first();
+    await toast.locator('.monaco-button', { hasText: /^Install$/ }).click();
+    const after = await waitFor(`the server restarted on ${version}`, async () => {
+      const t = extensionLog().slice(before);
+      return new RegExp(`installed: ${esc(wheel)}[\\s\\S]*server: sigmaloop ${esc(version)} \\(extension ${esc(version)}\\)`).test(t) ? t : undefined;
+    }, { timeout: 120_000, interval: 500 });
+    await waitFor('status bar "idle"', async () => /\bidle\b/.test(await statusBarText()), { timeout: 30_000 });
+    const lines = after.split('\n');
+    return {
+      offer: note.slice(0, 200),
+      mismatchLogged: lines.find((l) => /version mismatch/.test(l))?.replace(/^.*?version mismatch/, 'version mismatch'),
+      pip: lines.find((l) => /pip: Successfully installed/.test(l))?.replace(/^.*?pip: /, ''),
+    };
   });
 }
 
