@@ -83,6 +83,7 @@ class OldWorkspace:
     exp: dict[int, str] = field(default_factory=dict)  # id -> commit of refs/researchloop/exp/<id>
     base: dict[int, str] = field(default_factory=dict)
     logs: dict[int, str] = field(default_factory=dict)  # id -> log text
+    rel: str = ""  # the workspace inside its repository ("" at the root, else "sub/")
 
     @property
     def old_state(self) -> Path:
@@ -93,7 +94,7 @@ class OldWorkspace:
         return self.path / ".sigmaloop"
 
 
-def _commit_script(ws: Path, base: str, text: str, message: str) -> str:
+def _commit_script(ws: Path, base: str, text: str, message: str, script: str = "train.py") -> str:
     """A commit on top of ``base`` changing train.py, built with plumbing (no checkout)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "train.py"
@@ -108,7 +109,7 @@ def _commit_script(ws: Path, base: str, text: str, message: str) -> str:
                                   text=True).stdout.strip()
 
         g("read-tree", base)
-        g("update-index", "--add", "--cacheinfo", f"100644,{blob},train.py")
+        g("update-index", "--add", "--cacheinfo", f"100644,{blob},{script}")
         tree = g("write-tree")
         return g("commit-tree", tree, "-p", base, "-m", message)
 
@@ -119,22 +120,29 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def make_old_workspace(path: Path, optuna_study: bool = False) -> OldWorkspace:
+def make_old_workspace(path: Path, optuna_study: bool = False, repo: Path | None = None) -> OldWorkspace:
+    """The old layout at ``path``; its git repository is ``repo`` (a parent) or ``path`` itself."""
+    root = repo or path
     path.mkdir(parents=True)
+    rel = f"{path.relative_to(root).as_posix()}/" if repo else ""
     (path / "train.py").write_text(OLD_TRAIN)
     (path / "prepare.py").write_text(OLD_PREPARE)
     (path / f"{OLD}.toml").write_text(OLD_CONFIG)
     (path / ".gitignore").write_text(f".{OLD}/\n")
-    git(path, "init", "-q", "-b", "main")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "start")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "start")
     head = git(path, "rev-parse", "HEAD").strip()
 
-    c2 = _commit_script(path, head, OLD_TRAIN.replace("LR = 0.1", "LR = 0.09"), "exp #2: LR 0.09")
-    c3 = _commit_script(path, c2, OLD_TRAIN.replace("LR = 0.1", "LR = 0.2"), "exp #3: LR 0.2")
-    c4 = _commit_script(path, c2, OLD_TRAIN.replace("LR = 0.1", "LR = 0.08"), "exp #4: LR 0.08")
+    def commit(base: str, lr: str, message: str) -> str:
+        text = OLD_TRAIN.replace("LR = 0.1", f"LR = {lr}")
+        return _commit_script(root, base, text, message, f"{rel}train.py")
+
+    c2 = commit(head, "0.09", "exp #2: LR 0.09")
+    c3 = commit(c2, "0.2", "exp #3: LR 0.2")
+    c4 = commit(c2, "0.08", "exp #4: LR 0.08")
     ws = OldWorkspace(path, head, branch=c2, exp={1: head, 2: c2, 3: c3, 4: c4},
-                      base={1: head, 2: head, 3: c2, 4: c2})
+                      base={1: head, 2: head, 3: c2, 4: c2}, rel=rel)
     for i in ws.exp:
         git(path, "update-ref", f"refs/{OLD}/exp/{i}", ws.exp[i])
         git(path, "update-ref", f"refs/{OLD}/base/{i}", ws.base[i])
@@ -196,7 +204,7 @@ def check_migrated(old: OldWorkspace) -> None:
     # the user's branch did not move; the config rename is staged, not committed
     assert git(ws, "rev-parse", "HEAD").strip() == old.head
     status = git(ws, "status", "--porcelain").splitlines()
-    assert f"R  {OLD}.toml -> sigmaloop.toml" in status, status
+    assert f"R  {old.rel}{OLD}.toml -> {old.rel}sigmaloop.toml" in status, status
     assert (ws / ".gitignore").read_text() == ".sigmaloop/\n"
     # the journal's rows point at the moved files
     with Journal(old.new_state / "journal.db") as journal:
@@ -470,3 +478,39 @@ async def test_the_language_server_migrates_and_shows_a_one_line_message(lsp_old
     migrated = next(m for m in shown if "migrated" in m)
     assert "\n" not in migrated and f"git commit -m \"Rename {OLD} to sigmaloop\"" in migrated
     check_migrated(old)
+
+
+def test_a_workspace_in_a_subfolder_of_its_repository(tmp_path):
+    old = make_old_workspace(tmp_path / "repo" / "project", repo=tmp_path / "repo")
+    eng = Engine(old.path)
+    try:
+        assert eng.migration is not None and eng.ratchet.workspace_rel == "project"
+        check_migrated(old)
+        assert eng.head() == old.branch
+        assert eng.ratchet.read_script(eng.ratchet.experiment_commit(3)) == OLD_TRAIN.replace("LR = 0.1", "LR = 0.2")
+    finally:
+        eng.close()
+    git(old.path, "commit", "-qm", "rename", "--", f"{OLD}.toml", "sigmaloop.toml", ".gitignore")
+    assert git(old.path, "status", "--porcelain") == ""
+
+
+def test_the_research_branch_checked_out_by_the_user_follows_the_rename(old):
+    git(old.path, "checkout", "-q", f"{OLD}/test")
+    old.head = old.branch
+    report = migrate_workspace(old.path)
+    assert report is not None and report.branches == [(f"{OLD}/test", "sigmaloop/test")]
+    assert git(old.path, "symbolic-ref", "HEAD").strip() == "refs/heads/sigmaloop/test"
+    check_migrated(old)
+
+
+def test_a_ref_whose_new_name_holds_another_commit_is_kept_and_named(old):
+    git(old.path, "update-ref", "refs/sigmaloop/exp/2", old.exp[3])
+    report = migrate_workspace(old.path)
+    assert report is not None and report.kept_refs == [f"refs/{OLD}/exp/2"]
+    assert report.refs == {"base": 4, "exp": 3}
+    assert (f"To do: refs/{OLD}/exp/2 was kept: refs/sigmaloop/exp/2 already names another commit; compare "
+            f"them (git log -1 refs/{OLD}/exp/2 refs/sigmaloop/exp/2) and delete the one you don't need"
+            ) in report.message().splitlines()
+    assert refs(old.path, f"refs/{OLD}") == {f"refs/{OLD}/exp/2": old.exp[2]}  # neither commit lost
+    assert git(old.path, "rev-parse", "refs/sigmaloop/exp/2").strip() == old.exp[3]
+    assert git(old.path, "rev-parse", "refs/sigmaloop/exp/4").strip() == old.exp[4]
