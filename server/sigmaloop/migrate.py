@@ -182,7 +182,7 @@ def has_config(folder: str | os.PathLike[str]) -> bool:
 def needs_migration(workspace: str | os.PathLike[str]) -> bool:
     """Whether :func:`migrate_workspace` has anything to do (cheap: three stat calls)."""
     ws = Path(workspace)
-    return ((ws / OLD_CONFIG).exists() or (ws / OLD_STATE_DIR).exists()
+    return ((ws / OLD_CONFIG).exists() or (ws / OLD_STATE_DIR).is_dir()
             or (ws / STATE_DIR / MARKER).exists())
 
 
@@ -216,7 +216,7 @@ def _migrate(ws: Path) -> MigrationReport:
             f"overwrite either. Keep the settings you want in {CONFIG_NAME}, then remove {OLD_CONFIG} "
             f"(git rm {OLD_CONFIG}, or move it out of the folder) and open the workspace again")
     fresh = False
-    if old_state.exists() and new_state.exists():
+    if old_state.is_dir() and new_state.exists():
         fresh = _is_fresh(new_state)
         if not fresh:
             raise MigrationError(
@@ -260,8 +260,9 @@ def _migrate(ws: Path) -> MigrationReport:
 
     # 5. .gitignore, then the config (last: while it has the old name, the next open resumes).
     report.gitignore = _update_gitignore(ws / ".gitignore")
-    if report.gitignore and git is not None and git.tracked(ws, ".gitignore"):
-        report.commit_paths.append(".gitignore")
+    if (git is not None and (report.gitignore or report.resumed) and git.tracked(ws, ".gitignore")
+            and git("diff", "--quiet", "--", ".gitignore", cwd=ws, check=False).returncode == 1):
+        report.commit_paths.append(".gitignore")  # changed now, or by the interrupted run
     if old_cfg.exists():
         report.config = _rename_config(git, ws)
         if report.config == "staged":

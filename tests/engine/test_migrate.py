@@ -334,6 +334,7 @@ def test_an_interrupted_migration_finishes_on_the_next_open(old, monkeypatch, st
         assert "finished migrating this workspace" in eng.migration.message()
         check_migrated(old)
         assert eng.migration.config == "staged"
+        assert eng.migration.commit_paths == [f"{OLD}.toml", "sigmaloop.toml", ".gitignore"]
     finally:
         eng.close()
     assert migrate_workspace(old.path) is None
