@@ -270,7 +270,7 @@ def _migrate(ws: Path) -> MigrationReport:
     report.legacy_scripts = sorted(p.name for p in _scripts(ws) if legacy_names(_read(p)))
 
     (new_state / MARKER).unlink(missing_ok=True)
-    log.warning("%s", report.message())
+    log.info("%s", report.message())  # the adapters show it (CLI: stderr; editor: a message)
     return report
 
 

@@ -285,7 +285,7 @@ def test_cli_status_finds_and_migrates_an_old_workspace(old):
     env = {**os.environ, "COLUMNS": "200"}
     r = subprocess.run(cmd, cwd=old.path, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"sigmaloop: migrated this workspace from its old name ({OLD})" in r.stderr
+    assert r.stderr.count(f"sigmaloop: migrated this workspace from its old name ({OLD})") == 1, r.stderr
     assert f"branch {OLD}/test → sigmaloop/test" in r.stderr
     assert f"{OLD}.toml → sigmaloop.toml (staged with git mv)" in r.stderr
     assert "git commit -m" in r.stderr

@@ -275,6 +275,7 @@ class Adapter:
             self.show(self.problem, types.MessageType.Error)
             return False
         if report is not None:
+            log.warning("%s", report.message())  # the whole list, in the server's log
             self.show(report.summary())
         return True
 
