@@ -225,6 +225,10 @@ def print_status(engine) -> None:
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_init(args) -> int:
+    from .migrate import needs_migration
+
+    if needs_migration(args.dir):  # a workspace of the old name: migrate it, never add a second config
+        migrated(Path(args.dir).resolve())
     req = project.InitRequest(
         Path(args.dir), script=args.script, metric=args.metric, direction=args.direction,
         command=args.command, budget=args.budget, trainer=args.trainer, force=args.force,
@@ -440,7 +444,7 @@ def cmd_demo(args) -> int:
         console.print(experiments_table(engine.experiments(), engine.config.experiment.metric))
         print_status(engine)
         console.print(f"\n[bold]where everything is[/]\n  journal   {engine.state_dir / 'journal.db'}\n"
-                      f"  logs      {engine.state_dir / 'logs'}\n  results   {ws / 'results.tsv'}\n"
+                      f"  logs      {engine.state_dir / 'logs'}\n  results   {engine.results_path()}\n"
                       f"  branch    {engine.ratchet.branch_name} (every experiment at refs/sigmaloop/exp/<id>)\n"
                       f"  try       sigmaloop --workspace {ws} show 3")
         return 130 if engine.stopping else 0

@@ -6,6 +6,7 @@ operations and subscribe to its events. Nothing here knows about LSP, rich or VS
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -43,6 +44,10 @@ from .ratchet import Ratchet, RatchetError
 from .runner import Executor, LocalExecutor, is_alive, kill_orphan
 
 log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class EngineError(RuntimeError):
@@ -524,9 +529,29 @@ class Engine:
     def _after_finish(self, exp: Experiment) -> None:
         self._observe(exp)
         try:
-            self.journal.write_results_tsv(self.workspace / "results.tsv", self.config.lower_is_better)
+            path = self.results_path()
+            self.journal.write_results_tsv(path, self.config.lower_is_better)
+            if path.parent == self.workspace:
+                self._results_stamp.write_text(_sha256(path))
         except OSError:
             log.exception("could not write results.tsv")
+
+    @property
+    def _results_stamp(self) -> Path:
+        return self.state_dir / "results.tsv.sha256"
+
+    def results_path(self) -> Path:
+        """Where results.tsv goes: next to the config, unless a file there is not the one we
+        last wrote (an imported autoresearch project's own log, a user's edit): that file is
+        never overwritten, and ours goes to the state folder instead."""
+        mine = self.workspace / "results.tsv"
+        if not mine.exists():
+            return mine
+        try:
+            ours = self._results_stamp.read_text().strip() == _sha256(mine)
+        except OSError:
+            ours = False
+        return mine if ours else self.state_dir / "results.tsv"
 
     # -- the loop --------------------------------------------------------------------------------
     def loop(

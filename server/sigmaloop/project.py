@@ -384,8 +384,8 @@ def _plan_autoresearch(directory: Path, req: InitRequest, project: Autoresearch)
                           "launcher's budget can't reach it; trials train as long as it does")
     plan.found.append(f"live curve: {project.train_script}'s `step N (P%) | loss: …` progress lines")
     if (directory / "results.tsv").exists():
-        plan.notes.append("results.tsv exists: sigmaloop rewrites it from its journal after every run; "
-                          "copy it elsewhere if you want to keep yours")
+        plan.notes.append("results.tsv exists and is yours: sigmaloop leaves it alone and writes its own "
+                          "to .sigmaloop/results.tsv")
     plan.config_notes += [
         f"Imported autoresearch project: {project.train_script} runs through a launcher that sets",
         f"{Path(project.prepare).stem}.TIME_BUDGET from {BUDGET_ENV}; no file of the project is edited.",

@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from sigmaloop.diff import EditError, apply_unified_diff, change_blocks, parent_line, parse_hunks, unified_diff
+from sigmaloop.diff import (
+    EditError,
+    apply_unified_diff,
+    change_blocks,
+    parent_line,
+    parse_hunks,
+    unified_diff,
+)
 
 SCRIPT = "".join(f"LINE_{i} = {i}\n" for i in range(1, 61))
 

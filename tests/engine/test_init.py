@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from autoresearchkit import PREPARE, TRAIN, make_autoresearch
 
 from sigmaloop import config as config_mod
 from sigmaloop.project import (
@@ -19,6 +18,7 @@ from sigmaloop.project import (
     trainer_template,
 )
 
+from autoresearchkit import PREPARE, TRAIN, make_autoresearch
 from enginekit import git
 
 CLI = [sys.executable, "-m", "sigmaloop.cli"]
@@ -203,7 +203,7 @@ def test_init_detects_an_autoresearch_project_and_edits_none_of_its_files(tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
     assert "found an autoresearch project: prepare.py defines TIME_BUDGET (300) and evaluate_bpb" in r.stdout
     assert "sets prepare.TIME_BUDGET from SIGMALOOP_TIME_BUDGET" in r.stdout
-    assert "results.tsv exists" in r.stdout
+    assert "results.tsv exists and is yours" in r.stdout
     e = config_mod.load(proj).experiment
     assert (e.train_script, e.metric, e.direction, e.budget) == ("train.py", "val_bpb", "minimize", 300.0)
     assert e.command == autoresearch_command(detect_autoresearch(proj))

@@ -299,6 +299,15 @@ def test_cli_status_finds_and_migrates_an_old_workspace(old):
     assert "migrated" not in r.stderr and "sigmaloop/test" in r.stdout
 
 
+def test_init_in_an_old_workspace_migrates_it_instead_of_adding_a_second_config(old):
+    r = subprocess.run([sys.executable, "-m", "sigmaloop.cli", "init"], cwd=old.path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "migrated this workspace" in r.stderr
+    assert not (old.path / f"{OLD}.toml").exists() and (old.path / "sigmaloop.toml").exists()
+    check_migrated(old)
+
+
 def _interrupt_journal_midway(monkeypatch):
     real = Journal.update
     calls = []

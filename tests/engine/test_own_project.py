@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from autoresearchkit import make_autoresearch
 
 from sigmaloop.engine import Engine
 from sigmaloop.events import TrialProgress
 from sigmaloop.killlimit import kill_limit
 from sigmaloop.models import MEASURED, Proposal, Status
 
+from autoresearchkit import make_autoresearch
 from enginekit import edit, git
 
 pytestmark = pytest.mark.timeout(120)
@@ -144,5 +144,41 @@ def test_a_user_script_without_progress_or_metrics_still_runs(tmp_path):
         assert [e.status for e in exps] == [Status.KEPT, Status.KEPT], [e.verdict for e in exps]
         assert all(e.metric == pytest.approx(0.9) for e in exps)
         assert eng.journal.curve(exps[0].id) == []
+    finally:
+        eng.close()
+
+
+def test_their_results_tsv_is_never_overwritten(tmp_path):
+    """autoresearch keeps its own results.tsv: ours goes to the state folder, theirs stays as is."""
+    proj = make_autoresearch(tmp_path / "autoresearch")
+    theirs = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.997900\t44.0\tkeep\tbaseline\n"
+    (proj / "results.tsv").write_text(theirs)
+    git(proj, "add", "results.tsv")
+    git(proj, "commit", "-qm", "their log")
+    r = subprocess.run([sys.executable, "-m", "sigmaloop.cli", "init", "--budget", "1"], cwd=proj,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "leaves it alone" in r.stdout, r.stdout + r.stderr
+    eng = Engine(proj)
+    try:
+        exp = eng.run_baseline(seeds=[42])[0]
+        assert exp.status == Status.KEPT, exp.verdict
+        assert (proj / "results.tsv").read_text() == theirs
+        ours = (proj / ".sigmaloop" / "results.tsv").read_text().splitlines()
+        assert len(ours) == 2 and ours[1].startswith(exp.commit[:7])
+        assert eng.results_path() == proj / ".sigmaloop" / "results.tsv"
+    finally:
+        eng.close()
+
+
+def test_our_own_results_tsv_keeps_being_updated_in_place(tmp_path):
+    proj = imported(tmp_path, budget="1")
+    eng = Engine(proj)
+    try:
+        eng.run_baseline(seeds=[42])
+        assert eng.results_path() == proj / "results.tsv"
+        eng.run_baseline(seeds=[43])
+        assert len((proj / "results.tsv").read_text().splitlines()) == 3  # header + 2 runs, same file
+        (proj / "results.tsv").write_text("edited by hand\n")  # now it is the user's
+        assert eng.results_path() == proj / ".sigmaloop" / "results.tsv"
     finally:
         eng.close()
