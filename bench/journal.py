@@ -76,7 +76,7 @@ def main() -> None:
                 params={"constant": f"C{i % 40}", "old": 1.0, "new": rng.random()},
             )
             t1 = time.perf_counter()
-            j.update(e.id, status=Status.RUNNING, started_at=time.time(), attempts=1, pid=1000 + i)
+            j.move(e.id, Status.RUNNING, started_at=time.time(), attempts=1, pid=1000 + i)
             t2 = time.perf_counter()
             t_create += t1 - t0
             t_update += t2 - t1

@@ -32,6 +32,12 @@ export interface ExperimentWire {
   sigma?: number | null;
   z?: number | null;
   verdict?: string;
+  /** lifecycle.Phase while queued/running: starting, training, judging, confirming. */
+  phase?: string;
+  /** lifecycle.Reason: why it ended as it did (e.g. improved, within_noise, user_rejected). */
+  reason?: string;
+  detail?: string;
+  numbers?: Record<string, number>;
   createdAt?: number;
   startedAt?: number | null;
   finishedAt?: number | null;

@@ -27,6 +27,7 @@ from rich.table import Table
 from . import __version__, project
 from . import config as config_mod
 from .events import Event, ExperimentUpdated, LoopState, TrialProgress
+from .lifecycle import Phase
 from .models import Experiment, Status
 
 console = Console(highlight=False)
@@ -187,11 +188,11 @@ class LiveReporter:
                     console.rule(f"iteration {event.iteration} of {event.iterations}")
 
     def _on_experiment(self, e: Experiment) -> None:
-        if e.status == Status.RUNNING and e.id not in self.tasks and e.verdict == "running":
+        if e.status == Status.RUNNING and e.id not in self.tasks and e.phase == Phase.TRAINING:
             label = e.hypothesis or e.source
             self.tasks[e.id] = self.progress.add_task(label[:60], total=100, exp=e.id, loss="–")
             return
-        if e.status in (Status.RUNNING,) and e.verdict.startswith("confirming") and (e.id, "confirm") not in self.announced:
+        if e.phase == Phase.CONFIRMING and (e.id, "confirm") not in self.announced:
             self.announced.add((e.id, "confirm"))
             console.print(f"  #{e.id} {e.verdict}")
         if e.id in self.tasks and e.status != Status.RUNNING:

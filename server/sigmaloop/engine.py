@@ -26,6 +26,7 @@ from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
 from .journal import Journal
 from .judge import Judge, Reference, pooled_sigma, reference_for
 from .killlimit import kill_limit
+from .lifecycle import IllegalTransition, Phase, Reason, describe
 from .migrate import MigrationReport, legacy_env, migrate_workspace
 from .models import (
     FINISHED,
@@ -86,7 +87,8 @@ class Engine:
         (self.state_dir / "logs").mkdir(exist_ok=True)
         (self.state_dir / "metrics").mkdir(exist_ok=True)
         exp_cfg = self.config.experiment
-        self.journal = Journal(self.state_dir / "journal.db")
+        self.journal = Journal(self.state_dir / "journal.db",
+                               caption=lambda e: describe(e, self.config.experiment.metric))
         self.ratchet = Ratchet(self.workspace, exp_cfg.tag, exp_cfg.train_script)
         self.ratchet.ensure_ignored()
         self.bus = bus or EventBus()
@@ -137,14 +139,13 @@ class Engine:
         self.bus.emit(ExperimentUpdated(exp))
         return exp
 
-    def _transition(self, exp_id: int, from_status: tuple[Status, ...], action: str, **fields) -> Experiment:
-        """Move an experiment only if it is still in one of ``from_status`` (another thread or
-        process may have moved it first); otherwise say what it is now."""
-        exp = self.journal.transition(exp_id, from_status, **fields)
-        if exp is None:
-            now = self.journal.get(exp_id).status.value
-            allowed = " or ".join(s.value for s in from_status)
-            raise EngineError(f"experiment #{exp_id} is {now}; only {allowed} experiments can be {action}")
+    def _move(self, exp_id: int, to: Status, action: str = "", **fields) -> Experiment:
+        """Change an experiment's status through the lifecycle (compare-and-set in the journal:
+        another thread or process may have moved it first); an illegal move says what it is now."""
+        try:
+            exp = self.journal.move(exp_id, to, action, **fields)
+        except IllegalTransition as exc:
+            raise EngineError(str(exc)) from None
         self.bus.emit(ExperimentUpdated(exp))
         return exp
 
@@ -218,10 +219,9 @@ class Engine:
             if exp.pid:
                 kill_orphan(exp.pid, exp.id)
             self._archive_attempt(exp)
-            self._update(exp.id, status=Status.INTERRUPTED, verdict="interrupted: engine stopped mid-trial",
-                         pid=None)
+            self._move(exp.id, Status.INTERRUPTED, reason=Reason.ENGINE_DIED, phase=Phase.NONE, pid=None)
             if exp.confirms is None:  # a confirmation is redone by its re-run parent
-                requeued.append(self._update(exp.id, status=Status.QUEUED, pid=None, owner_pid=None))
+                requeued.append(self._move(exp.id, Status.QUEUED, pid=None, owner_pid=None, reason="", detail=""))
             try:
                 self.ratchet.remove_worktree(exp.id)
             except Exception:
@@ -268,11 +268,10 @@ class Engine:
         except Exception as exc:  # a failed proposal is one rejected iteration, not a dead loop
             if not isinstance(exc, ProposalError):
                 log.exception("proposer %s failed", kind)
-            reason = f"no valid proposal: {exc}" if isinstance(exc, ProposalError) else \
-                f"proposer error: {type(exc).__name__}: {exc}"
+            detail = str(exc) if isinstance(exc, ProposalError) else f"{type(exc).__name__}: {exc}"
             return self._create(
                 status=Status.REJECTED, source=getattr(proposer, "name", kind),
-                parent_commit=head, rejection_reason=reason, verdict=reason,
+                parent_commit=head, reason=Reason.PROPOSER_ERROR, detail=detail,
                 usage=dict(getattr(exc, "usage", None) or {}),
             )
         return self.add_proposal(proposal, base_source=ctx.source, base_commit=head)
@@ -303,8 +302,7 @@ class Engine:
         try:
             validate_source(proposal.new_source, old)
         except EditError as exc:
-            exp = self._create(status=Status.REJECTED, rejection_reason=str(exc),
-                               verdict=f"rejected before running: {exc}", **fields)
+            exp = self._create(status=Status.REJECTED, reason=Reason.INVALID_EDIT, detail=str(exc), **fields)
             self._observe(exp)
             return exp
         return self._create(status=Status.PROPOSED, **fields)
@@ -317,19 +315,18 @@ class Engine:
             new = apply_unified_diff(old, diff)
         except EditError as exc:
             return self._create(status=Status.REJECTED, source="user", hypothesis=hypothesis,
-                                parent_commit=head, diff=diff, rejection_reason=f"edit does not apply: {exc}",
-                                verdict=f"rejected before running: edit does not apply: {exc}")
+                                parent_commit=head, diff=diff, reason=Reason.INVALID_EDIT,
+                                detail=f"edit does not apply: {exc}")
         return self.add_proposal(Proposal(new, hypothesis, "user", predicted_delta), base_source=old)
 
     def accept(self, exp_id: int) -> Experiment:
-        self._transition(exp_id, (Status.PROPOSED,), "accepted", status=Status.ACCEPTED)
-        return self._update(exp_id, status=Status.QUEUED)
+        self._move(exp_id, Status.ACCEPTED, "accept it")
+        return self._move(exp_id, Status.QUEUED)
 
     def reject(self, exp_id: int, reason: str | None = None) -> Experiment:
         reason = (reason or "").strip() or None
-        exp = self._transition(exp_id, (Status.PROPOSED, Status.ACCEPTED, Status.QUEUED), "rejected",
-                               status=Status.REJECTED, rejection_reason=reason,
-                               verdict=f"rejected by user{': ' + reason if reason else ''}")
+        exp = self._move(exp_id, Status.REJECTED, "reject it", rejection_reason=reason,
+                         reason=Reason.USER_REJECTED, detail=reason or "")
         self._observe(exp)
         return exp
 
@@ -381,15 +378,17 @@ class Engine:
             exp = self.accept(exp_id)
         # claim it: a reject (or another engine) racing this start can't both win
         fields = {"budget": budget} if budget is not None else {}
-        exp = self._transition(exp_id, (Status.QUEUED,), "run", status=Status.RUNNING,
-                               owner_pid=os.getpid(), verdict="starting", **fields)
+        exp = self._move(exp_id, Status.RUNNING, "run it", owner_pid=os.getpid(), phase=Phase.STARTING, **fields)
         try:
             result = self._execute(exp)
             return self._finish(self.journal.get(exp_id), result)
         except Exception as exc:  # git, disk, a diff that no longer applies: record, don't die
             log.exception("experiment #%s failed inside sigmaloop", exp_id)
-            exp = self._update(exp_id, status=Status.CRASHED, pid=None, finished_at=time.time(),
-                               verdict=f"sigmaloop error: {type(exc).__name__}: {exc}")
+            exp = self.journal.get(exp_id)
+            if exp.status != Status.RUNNING:  # it already has its verdict; the failure came after
+                return exp
+            exp = self._move(exp_id, Status.CRASHED, pid=None, finished_at=time.time(), phase=Phase.NONE,
+                             reason=Reason.INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
             self._after_finish(exp)
             return exp
 
@@ -413,9 +412,9 @@ class Engine:
         wt = self.ratchet.prepare_worktree(exp.id, exp.parent_commit, self._source_of(exp), message)
         git_seconds = time.time() - t_git
         self._update(
-            exp.id, status=Status.RUNNING, commit=wt.commit, started_at=time.time(), budget=budget,
+            exp.id, phase=Phase.TRAINING, commit=wt.commit, started_at=time.time(), budget=budget,
             attempts=exp.attempts + 1, owner_pid=os.getpid(), log_path=str(log_path),
-            metrics_path=str(metrics_path), verdict="running",
+            metrics_path=str(metrics_path),
         )
         self.journal.clear_curve(exp.id)
         # how long before a trial counts as hung: learned from this project's measured runs
@@ -451,16 +450,15 @@ class Engine:
         timings = dict(result.timings, wall=result.wall_seconds)
         common = dict(finished_at=now, summary=result.summary, timings=timings, pid=None)
         if result.outcome == Outcome.STOPPED:
-            exp = self._update(exp.id, status=Status.INTERRUPTED, verdict="stopped before it finished",
-                               **common)
-            return exp
+            return self._move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
         if result.outcome in (Outcome.CRASHED, Outcome.TIMEOUT) or result.metric is None or not math.isfinite(result.metric):
             status = Status.TIMEOUT if result.outcome == Outcome.TIMEOUT else Status.CRASHED
-            exp = self._update(exp.id, status=status, crash=result.crash, metric=None,
-                               verdict=f"{status.value}: {result.error}".strip(), **common)
+            reason = Reason.TIMEOUT if status == Status.TIMEOUT else Reason.CRASHED
+            exp = self._move(exp.id, status, crash=result.crash, metric=None, phase=Phase.NONE,
+                             reason=reason, detail=result.error or "", **common)
             self._after_finish(exp)
             return exp
-        exp = self._update(exp.id, metric=result.metric, **common)
+        exp = self._update(exp.id, metric=result.metric, phase=Phase.JUDGING, **common)
         t0 = time.time()
         exp = self._judge(exp)
         if exp.status in FINISHED:
@@ -470,59 +468,57 @@ class Engine:
     def _judge(self, exp: Experiment) -> Experiment:
         """Decide a measured run: baselines become the reference, candidates face the judge."""
         if exp.is_baseline:
-            exp = self._update(exp.id, status=Status.KEPT,
-                               verdict=f"baseline (seed {exp.seed}): {exp.metric:.6f}")
+            exp = self._move(exp.id, Status.KEPT, reason=Reason.BASELINE, phase=Phase.NONE)
             self._after_finish(exp)
             return exp
         if exp.confirms is not None:
             # a confirmation run: the experiment it confirms takes the decision
-            return self._update(exp.id, status=Status.RUNNING, verdict="confirmation measured")
+            return exp  # measured (phase judging): the experiment it confirms decides
         exps = self.journal.list()
         ref = reference_for(exps, code_hash(self.ratchet.read_script(exp.parent_commit)))
         sigma = self.judge.sigma(exps, ref)
         if sigma is None or ref.value is None:
-            exp = self._update(exp.id, status=Status.DISCARDED,
-                               verdict="no paired baseline to judge against: run the baseline first")
+            exp = self._move(exp.id, Status.DISCARDED, reason=Reason.NO_REFERENCE, phase=Phase.NONE)
             self._after_finish(exp)
             return exp
         runs = [(exp.seed, exp.metric)]
         verdict = self.judge.judge(runs, ref, sigma)
         seed = self.judge.pick_seed(ref, exclude=[exp.seed]) if verdict.needs_confirmation else None
         if seed is not None:
-            self._update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z,
-                         verdict=f"confirming: {verdict.text}")
+            self._update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z, numbers=verdict.numbers,
+                         phase=Phase.CONFIRMING)
             conf = self._create(
                 status=Status.QUEUED, source=exp.source, parent_commit=exp.commit, seed=seed,
                 hypothesis=f"confirm #{exp.id} on seed {seed}", confirms=exp.id,
                 code_hash=exp.code_hash, budget=exp.budget,
             )
+            conf = self._move(conf.id, Status.RUNNING, owner_pid=os.getpid(), phase=Phase.STARTING)
             conf = self._finish(self.journal.get(conf.id), self._execute(conf))
             exps = self.journal.list()
             sigma = self.judge.sigma(exps, ref)
             if conf.status == Status.INTERRUPTED:  # stopped, not refuted: no verdict either way
-                verdict.status = Status.INTERRUPTED
-                verdict.text = f"{verdict.text.split(':')[0]}; stopped during confirmation #{conf.id}"
+                verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
+                verdict.detail = f"confirmation #{conf.id}"
             elif conf.metric is None or conf.status != Status.RUNNING:
-                verdict.status = Status.DISCARDED
-                verdict.text = f"{verdict.text.split(':')[0]}; confirmation #{conf.id} {conf.status.value}, discarded"
+                verdict.status, verdict.reason = Status.DISCARDED, Reason.CONFIRMATION_FAILED
+                verdict.detail = f"confirmation #{conf.id} {conf.status.value}"
             else:
                 runs.append((conf.seed, conf.metric))
                 verdict = self.judge.judge(runs, ref, sigma)
         elif verdict.needs_confirmation:  # the reference has one seed only: decide on one run
-            verdict.status = Status.KEPT
-            verdict.text = verdict.text.replace("confirming on another seed", "kept (no second seed to confirm on)")
+            verdict.status, verdict.reason = Status.KEPT, Reason.IMPROVED_ONE_SEED
         with self._lock:  # one ratchet move at a time
             if verdict.status == Status.KEPT:
                 try:
                     self.ratchet.advance(exp.id)
                 except RatchetError as exc:  # stale, or the branch is checked out somewhere
-                    verdict.status = Status.DISCARDED
-                    verdict.text += f", but not kept: {exc}"
-            exp = self._update(exp.id, status=verdict.status, delta=verdict.delta, sigma=verdict.sigma,
-                               z=verdict.z, verdict=verdict.text)
+                    verdict.status, verdict.reason, verdict.detail = Status.DISCARDED, Reason.STALE, str(exc)
+            exp = self._move(exp.id, verdict.status, delta=verdict.delta, sigma=verdict.sigma, z=verdict.z,
+                             numbers=verdict.numbers, reason=verdict.reason, detail=verdict.detail,
+                             phase=Phase.NONE)
         for conf in self.journal.list(status=Status.RUNNING):
-            if conf.confirms == exp.id:
-                self._update(conf.id, status=verdict.status, verdict=f"confirmation of #{exp.id}: {verdict.text}")
+            if conf.confirms == exp.id:  # a confirmation follows the experiment it confirms
+                self._move(conf.id, verdict.status, reason=Reason.CONFIRMATION, phase=Phase.NONE)
         self._after_finish(exp)
         return exp
 

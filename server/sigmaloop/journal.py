@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import enum
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import lifecycle
 from .config import STATE_DIR
 from .models import FINISHED, MEASURED, CrashLocation, Experiment, ProgressRecord, Status
 
@@ -98,6 +100,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE INDEX experiments_source ON experiments (source)""",
         """CREATE INDEX experiments_code_hash ON experiments (code_hash)""",
     ),
+    # v3: structured verdicts (lifecycle.Phase / Reason, a detail, the numbers); the text
+    # column stays as the caption made from them. Old rows keep their text; the two reasons
+    # consumers ask for (baselines, the user's rejections) are filled in.
+    (
+        """ALTER TABLE experiments ADD COLUMN phase TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN reason TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN detail TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN numbers TEXT NOT NULL DEFAULT '{}'""",
+        """UPDATE experiments SET reason = 'baseline' WHERE source = 'baseline' AND status = 'kept'""",
+        """UPDATE experiments SET reason = 'user_rejected', detail = coalesce(rejection_reason, '')
+           WHERE status = 'rejected' AND verdict LIKE 'rejected by user%'""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -129,7 +143,7 @@ class UnknownField(JournalError, ValueError):
 # --- columns ------------------------------------------------------------------------------
 
 _FIELDS = [f.name for f in dataclasses.fields(Experiment)]
-_DICT_FIELDS = frozenset({"summary", "params", "usage", "timings"})
+_DICT_FIELDS = frozenset({"summary", "params", "usage", "timings", "numbers"})
 _MANAGED = frozenset({"id", "rev"})  # set by the journal, never by callers
 _SETTABLE = frozenset(_FIELDS) - _MANAGED
 _CRASH_COLUMNS = ("crash_file", "crash_line", "crash_message")
@@ -169,6 +183,8 @@ def _to_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
         )
     cols: dict[str, Any] = {}
     for name, value in fields.items():
+        if isinstance(value, enum.Enum):  # lifecycle.Phase / Reason: stored by value
+            value = value.value
         if name == "status":
             cols["status"] = Status(value).value
         elif name == "crash":
@@ -233,8 +249,17 @@ def journal_path(workspace: str | os.PathLike[str]) -> Path:
 class Journal:
     """Experiments and curves of one workspace. Safe across threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = BUSY_TIMEOUT_S,
+        caption: Callable[[Experiment], str] | None = None,
+    ) -> None:
+        """``caption``: makes the one-line ``verdict`` text from a row's fields; applied inside
+        every write (the engine passes :func:`lifecycle.describe`), so text never lags state."""
         self.path = Path(path)
+        self._caption = caption
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         self._local = threading.local()
@@ -361,15 +386,29 @@ class Journal:
                 f"INSERT INTO experiments ({cols_sql}) VALUES ({marks}) RETURNING {_SELECT}",
                 [*(cols[n] for n in names), self._next_rev(conn)],
             ).fetchall()[0]
-        return _from_row(row)
+            return self._captioned(conn, _from_row(row))
 
     def update(self, exp_id: int, **fields: Any) -> Experiment:
-        """Change some fields; returns the record as stored, with its new ``rev``.
-
-        With no fields it only takes a new revision (watchers see it as changed).
-        """
+        """Change some fields (never the status: that is :meth:`move`); returns the record as
+        stored, with its new ``rev``. With no fields it only takes a new revision."""
+        if "status" in fields:
+            raise UnknownField("status changes go through Journal.move (the lifecycle checks them)")
         cols = _to_columns(fields)
         with self._write() as conn:
+            return self._update_row(conn, exp_id, cols)
+
+    def move(self, exp_id: int, to: Status | str, action: str = "", **fields: Any) -> Experiment:
+        """Change an experiment's status, and any fields with it, if the lifecycle allows the
+        move from the status it has *now* (read in the same write transaction: compare-and-set,
+        so two processes racing to move one experiment can't both win). Raises
+        :class:`lifecycle.IllegalTransition` (saying what it is and could become) otherwise."""
+        target = Status(to)
+        cols = _to_columns({**fields, "status": target})
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM experiments WHERE id = ?", [exp_id]).fetchone()
+            if row is None:
+                raise UnknownExperiment(exp_id, self.path)
+            lifecycle.check(_STATUS_OF[row[0]], target, exp_id, action)
             return self._update_row(conn, exp_id, cols)
 
     def _update_row(self, conn: sqlite3.Connection, exp_id: int, cols: dict[str, Any]) -> Experiment:
@@ -382,22 +421,16 @@ class Journal:
         ).fetchall()
         if not rows:
             raise UnknownExperiment(exp_id, self.path)  # rolls the rev back too
-        return _from_row(rows[0])
+        return self._captioned(conn, _from_row(rows[0]))
 
-    def transition(self, exp_id: int, from_status: Iterable[Status | str], **fields: Any) -> Experiment | None:
-        """Update only while the row is in one of ``from_status`` (compare-and-set): two
-        processes racing to move the same experiment can't both win. None when it wasn't."""
-        cols = _to_columns(fields)
-        allowed = [Status(s).value for s in from_status]
-        with self._write() as conn:
-            if conn.execute(
-                f"SELECT 1 FROM experiments WHERE id = ? AND status IN ({', '.join('?' * len(allowed))})",
-                [exp_id, *allowed],
-            ).fetchone() is None:
-                if not conn.execute("SELECT 1 FROM experiments WHERE id = ?", [exp_id]).fetchone():
-                    raise UnknownExperiment(exp_id, self.path)
-                return None
-            return self._update_row(conn, exp_id, cols)
+    def _captioned(self, conn: sqlite3.Connection, exp: Experiment) -> Experiment:
+        """Bring the row's caption in line with its fields (same transaction, same rev)."""
+        if self._caption is not None:
+            text = self._caption(exp)
+            if text != exp.verdict:
+                conn.execute("UPDATE experiments SET verdict = ? WHERE id = ?", [text, exp.id])
+                exp.verdict = text
+        return exp
 
     def get(self, exp_id: int) -> Experiment:
         row = (

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .config import JudgeConfig
+from .lifecycle import Reason
 from .models import Experiment, Status
 
 
@@ -42,12 +43,20 @@ class Reference:
 
 @dataclass
 class Verdict:
+    """The judge's decision as fields; its words are lifecycle.describe's job."""
+
     status: Status  # KEPT or DISCARDED; RUNNING while a confirmation is due
     delta: float | None
     sigma: float | None
     z: float | None
-    text: str
+    reason: Reason
+    runs: int = 1  # how many seeds the candidate ran on
+    detail: str = ""  # e.g. the per-seed deltas of a run that did not hold
     needs_confirmation: bool = False
+
+    @property
+    def numbers(self) -> dict[str, float]:
+        return {"runs": self.runs}
 
 
 def measured_runs(experiments: Iterable[Experiment]) -> list[Experiment]:
@@ -140,20 +149,17 @@ class Judge:
         sd = math.sqrt(2.0) * sigma / math.sqrt(n)  # noise of a mean of n paired differences
         z = self.improvement(delta) / sd
         every_run_better = all(self.improvement(d) > 0 for d in deltas)
-        text_delta = f"{delta:+.4f} {self.metric}"
         if z >= self.cfg.k and every_run_better:
             if n < 2:
-                return Verdict(
-                    Status.RUNNING, delta, sigma, z,
-                    f"{text_delta}, {z:.1f}σ: confirming on another seed", needs_confirmation=True,
-                )
-            return Verdict(Status.KEPT, delta, sigma, z, f"{text_delta}, {z:.1f}σ over {n} seeds, kept")
+                return Verdict(Status.RUNNING, delta, sigma, z, Reason.IMPROVED, n, needs_confirmation=True)
+            return Verdict(Status.KEPT, delta, sigma, z, Reason.IMPROVED, n)
         if n >= 2 and not every_run_better:
-            reason = f"not confirmed ({', '.join(f'{d:+.4f}' for d in deltas)} by seed)"
-        elif z <= -self.cfg.k:
-            reason = f"worse ({z:.1f}σ)"
+            by_seed = ", ".join(f"{d:+.4f}" for d in deltas)
+            return Verdict(Status.DISCARDED, delta, sigma, z, Reason.NOT_CONFIRMED, n, f"{by_seed} by seed")
+        if z <= -self.cfg.k:
+            reason = Reason.WORSE
         elif z < self.cfg.k:
-            reason = f"within noise ({z:.1f}σ)"
+            reason = Reason.WITHIN_NOISE
         else:
-            reason = f"not confirmed ({z:.1f}σ)"
-        return Verdict(Status.DISCARDED, delta, sigma, z, f"{text_delta}, {reason}, discarded")
+            reason = Reason.NOT_CONFIRMED
+        return Verdict(Status.DISCARDED, delta, sigma, z, reason, n)

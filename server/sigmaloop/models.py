@@ -94,7 +94,11 @@ class Experiment:
     delta: float | None = None  # metric - reference metric (paired seed)
     sigma: float | None = None  # noise estimate used for the verdict
     z: float | None = None  # improvement in units of sigma (positive = better)
-    verdict: str = ""
+    verdict: str = ""  # one line for people, made from the fields below (lifecycle.describe)
+    phase: str = ""  # lifecycle.Phase while queued/running: starting, training, judging, confirming
+    reason: str = ""  # lifecycle.Reason: why it ended as it did (set with its final status)
+    detail: str = ""  # what the reason needs said: an error message, a ratchet refusal
+    numbers: dict[str, float] = field(default_factory=dict)  # the verdict's numbers beyond delta/z: runs, k
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

@@ -13,6 +13,7 @@ import pytest
 
 from sigmaloop.diff import unified_diff
 from sigmaloop.engine import Engine, EngineError
+from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Proposal, Status
 from sigmaloop.ratchet import AdoptConflict
 from sigmaloop.runner import is_alive
@@ -111,11 +112,13 @@ def test_edits_that_cannot_run_are_rejected_before_running(engine):
     engine.run_baseline()
     bad_diff = unified_diff("X = 1\n", "X = 2\n")
     exp = engine.propose_diff(bad_diff, "a diff against another file")
-    assert exp.status == Status.REJECTED and "does not apply" in exp.rejection_reason
+    assert exp.status == Status.REJECTED and exp.reason == Reason.INVALID_EDIT and "does not apply" in exp.detail
+    assert exp.rejection_reason is None  # that field holds a person's reason only
     exp = user_edit(engine, "DEPTH = 4", "DEPTH = = 4")
-    assert exp.status == Status.REJECTED and "parse" in exp.rejection_reason.lower()
+    assert exp.status == Status.REJECTED and "parse" in exp.detail.lower()
     exp = user_edit(engine, "SEED_OFFSET = 0", "SEED_OFFSET = 7")
-    assert exp.status == Status.REJECTED and "seed" in exp.rejection_reason.lower()
+    assert exp.status == Status.REJECTED and "seed" in exp.detail.lower()
+    assert exp.verdict.startswith("rejected before running: ")
     assert all(e.commit is None for e in engine.experiments() if e.status == Status.REJECTED)
 
 

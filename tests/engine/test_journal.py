@@ -27,6 +27,7 @@ from sigmaloop.journal import (
     UnknownField,
     journal_path,
 )
+from sigmaloop.lifecycle import IllegalTransition
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
 
@@ -56,6 +57,10 @@ def full_fields() -> dict:
         sigma=0.0021,
         z=5.857142857142857,
         verdict="keep: z = 5.86 > k = 2",
+        phase="judging",
+        reason="improved",
+        detail="over 2 seeds",
+        numbers={"runs": 2, "k": 2.0},
         created_at=1700000000.25,
         started_at=1700000001.5,
         finished_at=1700000090.75,
@@ -170,9 +175,9 @@ def test_changed_since(journal: Journal) -> None:
         journal.create(status="queued", source="tune")
     mark = journal.max_rev()
     assert journal.changed_since(mark) == []
-    journal.update(3, status="running")
-    journal.update(1, status="running")
-    journal.update(3, status="kept", metric=1.0)
+    journal.move(3, "running")
+    journal.move(1, "running")
+    journal.move(3, "kept", metric=1.0)
     changed = journal.changed_since(mark)
     assert [e.id for e in changed] == [1, 3]  # by revision; 3 once, as it is now
     assert changed[1].status == Status.KEPT
@@ -183,9 +188,13 @@ def test_changed_since(journal: Journal) -> None:
 def test_failed_update_does_not_take_a_rev(journal: Journal) -> None:
     journal.create(status="queued", source="tune")
     with pytest.raises(UnknownExperiment):
-        journal.update(99, status="running")
+        journal.move(99, "running")
     with pytest.raises(ValueError):
-        journal.update(1, status="no-such-status")
+        journal.move(1, "no-such-status")
+    with pytest.raises(IllegalTransition):
+        journal.move(1, "kept")  # queued can't be kept without running
+    with pytest.raises(UnknownField, match=r"Journal\.move"):
+        journal.update(1, status="running")  # no status change around the lifecycle
     assert journal.max_rev() == 1
 
 
@@ -503,6 +512,31 @@ def test_migrates_v1_forward(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_v2_verdicts_get_their_reasons_and_keep_their_text(tmp_path: Path) -> None:
+    """v3 adds structured verdicts: old rows keep their words; baselines and the user's
+    rejections (what the engine and the LLM context ask for) get their reason codes."""
+    path = tmp_path / "journal.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    rows = [("kept", "baseline", "baseline (seed 42): 1.5", None),
+            ("rejected", "tune", "rejected by user: too risky", "too risky"),
+            ("rejected", "llm:m", "no valid proposal: bad json", None),
+            ("discarded", "tune", "+0.0100 val_bpb, within noise (0.5σ), discarded", None)]
+    for i, (status, source, verdict, why) in enumerate(rows, 1):
+        conn.execute("INSERT INTO experiments (status, source, verdict, rejection_reason, created_at, rev) "
+                     "VALUES (?, ?, ?, ?, 1.0, ?)", (status, source, verdict, why, i))
+    conn.close()
+    j = Journal(path)
+    try:
+        got = [(e.reason, e.detail, e.verdict) for e in j.list()]
+        assert got == [("baseline", "", rows[0][2]), ("user_rejected", "too risky", rows[1][2]),
+                       ("", "", rows[2][2]), ("", "", rows[3][2])]
+    finally:
+        j.close()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     Journal(path).close()
@@ -648,14 +682,25 @@ def test_two_processes_write_while_a_reader_polls(journal: Journal, tmp_path: Pa
     assert switches > 1
 
 
-def test_transition_is_compare_and_set(tmp_path):
+def test_move_is_compare_and_set(tmp_path):
     j = Journal(tmp_path / "journal.db")
     exp = j.create(status=Status.QUEUED, source="user")
     rev = j.max_rev()
-    won = j.transition(exp.id, [Status.QUEUED], status=Status.RUNNING)
-    assert won is not None and won.status == Status.RUNNING and won.rev > rev
-    assert j.transition(exp.id, [Status.QUEUED, Status.PROPOSED], status=Status.REJECTED) is None
+    won = j.move(exp.id, Status.RUNNING)
+    assert won.status == Status.RUNNING and won.rev > rev
+    with pytest.raises(IllegalTransition, match="is running and can't become rejected"):
+        j.move(exp.id, Status.REJECTED)  # the racing reject lost: nothing written
     assert j.get(exp.id).status == Status.RUNNING and j.max_rev() == won.rev
     with pytest.raises(UnknownExperiment):
-        j.transition(999, [Status.QUEUED], status=Status.RUNNING)
+        j.move(999, Status.RUNNING)
+    j.close()
+
+
+def test_caption_follows_the_fields_in_the_same_revision(tmp_path):
+    j = Journal(tmp_path / "journal.db", caption=lambda e: f"{e.status.value}/{e.phase}/{e.reason}")
+    exp = j.create(status=Status.QUEUED, source="user")
+    assert exp.verdict == "queued//"
+    moved = j.move(exp.id, Status.RUNNING, phase="training")
+    assert moved.verdict == "running/training/" == j.get(exp.id).verdict
+    assert j.max_rev() == moved.rev  # one revision per change, caption included
     j.close()

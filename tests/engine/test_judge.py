@@ -8,6 +8,7 @@ import pytest
 
 from sigmaloop.config import JudgeConfig
 from sigmaloop.judge import Judge, pooled_sigma, reference_for
+from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Experiment, Status
 
 
@@ -44,7 +45,7 @@ def test_noise_sized_change_is_discarded_with_its_z():
     sigma = judge.sigma(BASE, ref)
     v = judge.judge([(42, 1.495)], ref, sigma)
     assert v.status == Status.DISCARDED
-    assert "within noise" in v.text and v.z == pytest.approx(0.005 / (math.sqrt(2) * sigma))
+    assert v.reason == Reason.WITHIN_NOISE and v.z == pytest.approx(0.005 / (math.sqrt(2) * sigma))
 
 
 def test_clear_improvement_needs_a_confirmation_then_is_kept():
@@ -57,7 +58,7 @@ def test_clear_improvement_needs_a_confirmation_then_is_kept():
     final = judge.judge([(42, 1.40), (43, 1.42)], ref, sigma)
     assert final.status == Status.KEPT
     assert final.delta == pytest.approx(-0.10)
-    assert "kept" in final.text and "σ" in final.text
+    assert final.reason == Reason.IMPROVED and final.runs == 2
 
 
 def test_confirmation_that_does_not_improve_discards():
@@ -65,14 +66,15 @@ def test_confirmation_that_does_not_improve_discards():
     ref = reference_for(BASE, "base")
     sigma = judge.sigma(BASE, ref)
     final = judge.judge([(42, 1.30), (43, 1.53)], ref, sigma)
-    assert final.status == Status.DISCARDED and "not confirmed" in final.text
+    assert final.status == Status.DISCARDED and final.reason == Reason.NOT_CONFIRMED
+    assert final.detail == "-0.2000, +0.0100 by seed"
 
 
 def test_worse_is_called_worse():
     judge = Judge(JudgeConfig(seeds=[42, 43], k=2.0))
     ref = reference_for(BASE, "base")
     v = judge.judge([(42, 1.9)], ref, judge.sigma(BASE, ref))
-    assert v.status == Status.DISCARDED and "worse" in v.text
+    assert v.status == Status.DISCARDED and v.reason == Reason.WORSE
 
 
 def test_maximize_direction_flips_improvement():

@@ -30,7 +30,7 @@ def journal(n: int, tmp_path) -> list[Experiment]:
             e.log_path = str(log)
             e.crash = CrashLocation("train.py", 40, "RuntimeError: boom")
         if status == Status.REJECTED and i % 3 == 0:
-            e.verdict = "rejected by user: too risky"
+            e.verdict, e.reason = "rejected by user: too risky", "user_rejected"
             e.rejection_reason = f"reason {i}: no changes to the tokenizer please"
         exps.append(e)
     return exps

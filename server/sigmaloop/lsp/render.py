@@ -49,7 +49,7 @@ def _clean(value: Any) -> Any:
 _EXP_FIELDS = (
     "id", "status", "source", "hypothesis", "predicted_delta", "rationale", "diff",
     "parent_commit", "commit", "code_hash", "seed", "budget", "metric", "delta", "sigma", "z",
-    "verdict", "created_at", "started_at", "finished_at", "log_path", "metrics_path", "crash",
+    "verdict", "phase", "reason", "detail", "numbers", "created_at", "started_at", "finished_at", "log_path", "metrics_path", "crash",
     "rejection_reason", "confirms", "attempts", "pid", "owner_pid", "summary", "params", "usage",
     "timings", "rev",
 )

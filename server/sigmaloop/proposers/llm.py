@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sigmaloop.edits import EditError, apply_search_replace, validate_source
+from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Experiment, Proposal, Status
 from sigmaloop.proposers.base import ProposalContext, ProposalError
 
@@ -201,7 +202,7 @@ def _tail(path: str | None, n: int = CRASH_TAIL_LINES, max_bytes: int = 16384) -
 
 
 def _is_user_rejection(e: Experiment) -> bool:
-    return e.status == Status.REJECTED and (e.verdict or "").startswith("rejected by user")
+    return e.status == Status.REJECTED and e.reason == Reason.USER_REJECTED
 
 
 def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
