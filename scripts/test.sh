@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The trial sandbox (bubblewrap) is part of the product's tests: install it where we can (root + apt).
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }
+fi
 .venv/bin/ruff check .
 # The product as a stranger gets it: the wheel in a clean venv, init → prepare → a 3 s baseline.
 .venv/bin/python bench/wheel.py --budget 3

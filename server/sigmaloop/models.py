@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sandbox import Policy
+
 
 class Status(str, enum.Enum):
     """Lifecycle of an experiment (fixed names)."""
@@ -201,6 +203,7 @@ class TrialSpec:
     kill_limit: KillLimit | None = None  # the engine's (learned) limit; see KillLimit
     workspace_root: str | None = None  # frames under this path count as "inside the workspace"
     env: dict[str, str] = field(default_factory=dict)  # extra variables (slot devices, threads)
+    sandbox: Policy | None = None  # run inside bubblewrap under this policy; None: unsandboxed
 
 
 @dataclass
@@ -216,6 +219,7 @@ class TrialResult:
     error: str = ""  # one line a user can act on (FAIL line, last exception line, timeout note)
     wall_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    sandboxed: bool = False  # it ran inside the sandbox
 
 
 def code_hash(source: str) -> str:

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
+from . import sandbox
 from .models import CrashLocation, KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -600,8 +601,9 @@ def _run(
     printed: _OutputTail | None = _OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
     t0 = time.monotonic()
     try:
+        argv = spec.command if spec.sandbox is None else sandbox.wrap(spec.command, spec.sandbox, spec.cwd)
         proc = subprocess.Popen(
-            spec.command,
+            argv,
             cwd=spec.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -722,6 +724,7 @@ def _classify(
         exit_code=code,
         wall_seconds=wall,
         timings=timings,
+        sandboxed=spec.sandbox is not None,
     )
     if forced is Outcome.TIMEOUT:
         result.outcome = Outcome.TIMEOUT
