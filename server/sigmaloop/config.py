@@ -184,16 +184,62 @@ def from_dict(data: dict[str, Any], where: str = CONFIG_NAME) -> Config:
     return cfg
 
 
-def load(workspace: Path) -> Config:
-    """Read sigmaloop.toml from a workspace; a missing file means all defaults."""
+def load(workspace: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read sigmaloop.toml from a workspace (a missing file means all defaults), with
+    ``overrides`` (e.g. editor settings) layered over it and checked by the same rules.
+
+    ``overrides`` is shaped like the TOML (``{"experiment": {"budget": 5}}``) or uses dotted
+    keys (``{"experiment.budget": 5}``); a ``None`` or ``""`` value leaves the file's value alone.
+    A bad override raises :class:`ConfigError` naming the key and saying it came from there."""
     path = Path(workspace) / CONFIG_NAME
-    if not path.exists():
-        return from_dict({}, str(path))
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file or delete it for defaults") from None
-    return from_dict(data, str(path))
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file or delete it for defaults") from None
+    cfg = from_dict(data, str(path))  # the file's own errors name the file
+    if not overrides:
+        return cfg
+    settings: dict[str, dict[str, Any]] = {}
+    for key, value in _flat_overrides(overrides).items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"settings: {key!r} must name a section and a key, e.g. experiment.budget")
+        if value is not None and value != "":
+            settings.setdefault(section, {})[name] = value
+    _check_types(settings, "settings")
+    layered = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, values in settings.items():
+        layered.setdefault(section, {}).update(values)
+    return from_dict(layered, f"settings over {path}")
+
+
+def _flat_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            for name, v in value.items():
+                out[f"{key}.{name}"] = v
+        else:
+            out[str(key)] = value
+    return out
+
+
+def _check_types(data: dict[str, Any], where: str) -> None:
+    """Sections, keys and value types only (the rules across keys need the whole config)."""
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(_SECTIONS)})")
+        target = _SECTIONS[section]()
+        known = {f.name for f in fields(target)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(known))})")
+            try:
+                _coerce(f"{section}.{key}", getattr(target, key), value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
 
 
 _REST_TOML = """\

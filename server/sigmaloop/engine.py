@@ -22,7 +22,7 @@ from .calibration import Calibration, calibrate
 from .config import Config
 from .diff import EditError, apply_unified_diff, unified_diff
 from .edits import validate_source
-from .events import EventBus, ExperimentUpdated, LoopState, TrialProgress
+from .events import EventBus, ExperimentUpdated, LoopState, Notice, TrialProgress
 from .journal import Journal
 from .judge import Judge, Reference, pooled_sigma, reference_for
 from .killlimit import kill_limit
@@ -43,6 +43,7 @@ from .models import (
 from .proposers import ProposalContext, ProposalError, make_proposer
 from .ratchet import Ratchet, RatchetError
 from .runner import Executor, LocalExecutor, is_alive, kill_orphan
+from .state import EngineState, LoopStatus, engine_state
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,25 @@ class Summary:
     running: list[int]
     counts: dict[str, int]
     calibration: Calibration | None = None  # how well proposers' predictions held
+
+
+@dataclass
+class ExperimentView:
+    """What "show diff" needs: the record, the script's name, its text before and after."""
+
+    experiment: Experiment
+    script_name: str
+    parent_text: str | None  # the script at the parent commit (None: no parent)
+    proposed_text: str | None  # the script as the experiment runs it (None: no parent, or it no longer applies)
+
+
+@dataclass
+class Adoption:
+    """What adopting a kept experiment into an open editor writes there."""
+
+    exp_id: int
+    new_text: str
+    unchanged: bool  # the editor already holds exactly this text
 
 
 class Engine:
@@ -98,6 +118,11 @@ class Engine:
         self._stop = threading.Event()
         self._lock = threading.RLock()  # serialises judging + ratchet moves
         self._loop_thread_busy = threading.Lock()
+        self._loop_status = LoopStatus()
+        self._queued_here: set[int] = set()  # queued by this engine and not yet claimed: stop_all stops them
+        self._stop_requested: set[int] = set()  # claimed trials stop_all stopped before they started
+        # Recovery runs when an engine opens: rows a dead engine left running are re-queued.
+        self.recovered: list[Experiment] = self.recover()
 
     # -- plumbing ------------------------------------------------------------------------------
     def reconfigure(self, config: Config) -> None:
@@ -154,11 +179,35 @@ class Engine:
         self.bus.emit(ExperimentUpdated(exp))
         return exp
 
-    def experiments(self) -> list[Experiment]:
-        return self.journal.list()
+    # -- the journal's queries, through the engine --------------------------------------------
+    def experiments(self, status: Status | None = None) -> list[Experiment]:
+        return self.journal.list() if status is None else self.journal.list(status=status)
 
     def get(self, exp_id: int) -> Experiment:
         return self.journal.get(exp_id)
+
+    def changed_since(self, rev: int) -> list[Experiment]:
+        """Experiments written after journal revision ``rev`` (by any process), in rev order."""
+        return self.journal.changed_since(rev)
+
+    def max_rev(self) -> int:
+        return self.journal.max_rev()
+
+    def with_diff(self, since_rev: int = 0, dicts: bool = True) -> list[Experiment]:
+        """Experiments that carry an edit (the editor's per-line history), by id."""
+        return self.journal.with_diff(since_rev=since_rev, dicts=dicts)
+
+    def curve(self, exp_id: int, max_points: int | None = None) -> list[ProgressRecord]:
+        return self.journal.curve(exp_id, max_points)
+
+    def export(self, path: Path | str, fmt: str = "jsonl") -> int:
+        """Every field of every experiment to a jsonl or csv file; returns how many."""
+        return self.journal.export(path, fmt=fmt)
+
+    @property
+    def branch(self) -> str:
+        """The research branch's name (``sigmaloop/<tag>``)."""
+        return self.ratchet.branch_name
 
     @property
     def script_name(self) -> str:
@@ -166,7 +215,11 @@ class Engine:
 
     # -- what the current state is ---------------------------------------------------------------
     def head(self) -> str:
-        return self.ratchet.ensure_branch()
+        sha = self.ratchet.ensure_branch()
+        if self.ratchet.warning:  # the branch was just made while the user's script had edits
+            self.bus.emit(Notice(self.ratchet.warning))
+            self.ratchet.warning = None
+        return sha
 
     def head_source(self) -> str:
         return self.ratchet.read_script(self.head())
@@ -178,6 +231,13 @@ class Engine:
     def sigma(self, experiments: list[Experiment] | None = None) -> float | None:
         exps = experiments if experiments is not None else self.journal.list()
         return self.judge.sigma(exps, reference_for(exps, code_hash(self.head_source())))
+
+    def state(self) -> EngineState:
+        """Reference ± σ with its seeds, the best reference, counts, calibration, the loop."""
+        exps = self.journal.list()
+        ref = reference_for(exps, code_hash(self.head_source()))
+        e = self.config.experiment
+        return engine_state(exps, ref, self.judge, e.metric, e.direction, self._loop_status)
 
     def summary(self) -> Summary:
         exps = self.journal.list()
@@ -321,7 +381,9 @@ class Engine:
 
     def accept(self, exp_id: int) -> Experiment:
         self._move(exp_id, Status.ACCEPTED, "accept it")
-        return self._move(exp_id, Status.QUEUED)
+        exp = self._move(exp_id, Status.QUEUED)
+        self._queued_here.add(exp_id)
+        return exp
 
     def reject(self, exp_id: int, reason: str | None = None) -> Experiment:
         reason = (reason or "").strip() or None
@@ -352,6 +414,7 @@ class Engine:
                          budget=budget)
             for seed in (seeds or self.config.judge.seeds)
         ]
+        self._queued_here.update(e.id for e in exps)
         return self._run_many([e.id for e in exps])
 
     def ensure_baseline(self, budget: float | None = None) -> list[Experiment]:
@@ -364,9 +427,19 @@ class Engine:
 
     def _run_many(self, ids: list[int]) -> list[Experiment]:
         if len(ids) == 1 or self.executor.slots == 1:
-            return [self.run(i) for i in ids]
+            return [self._run_if_queued(i) for i in ids]
         with ThreadPoolExecutor(max_workers=min(len(ids), self.executor.slots)) as pool:
-            return list(pool.map(self.run, ids))
+            return list(pool.map(self._run_if_queued, ids))
+
+    def _run_if_queued(self, exp_id: int, budget: float | None = None) -> Experiment:
+        """Run it unless it was stopped (or taken) while it waited for its turn."""
+        try:
+            return self.run(exp_id, budget)
+        except EngineError:
+            exp = self.journal.get(exp_id)
+            if exp.status in (Status.QUEUED, Status.PROPOSED):
+                raise
+            return exp
 
     def run_queued(self) -> list[Experiment]:
         return self._run_many([e.id for e in self.journal.list(status=Status.QUEUED)])
@@ -379,6 +452,7 @@ class Engine:
         # claim it: a reject (or another engine) racing this start can't both win
         fields = {"budget": budget} if budget is not None else {}
         exp = self._move(exp_id, Status.RUNNING, "run it", owner_pid=os.getpid(), phase=Phase.STARTING, **fields)
+        self._queued_here.discard(exp_id)
         try:
             result = self._execute(exp)
             return self._finish(self.journal.get(exp_id), result)
@@ -425,10 +499,16 @@ class Engine:
             grace=cfg.grace, kill_limit=limit, workspace_root=str(wt.cwd),
         )
         spec.env.update(legacy_env(spec, self.config.runner.env_allow))  # old trainer copies' names
-        handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
         try:
-            result = handle.result()
+            if exp.id in self._stop_requested:  # stopped while its worktree was made
+                result = TrialResult(exp.id, Outcome.STOPPED)
+            else:
+                handle = self.executor.submit(spec, on_progress=self._on_progress, on_start=self._on_start)
+                if exp.id in self._stop_requested:  # stopped between the check and the submit
+                    handle.stop()
+                result = handle.result()
         finally:
+            self._stop_requested.discard(exp.id)
             t_git = time.time()
             try:
                 self.ratchet.remove_worktree(exp.id)
@@ -484,6 +564,11 @@ class Engine:
         runs = [(exp.seed, exp.metric)]
         verdict = self.judge.judge(runs, ref, sigma)
         seed = self.judge.pick_seed(ref, exclude=[exp.seed]) if verdict.needs_confirmation else None
+        if seed is not None and exp.id in self._stop_requested:  # stopped before its confirmation
+            self._stop_requested.discard(exp.id)
+            seed = None
+            verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
+            verdict.needs_confirmation = False
         if seed is not None:
             self._update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z, numbers=verdict.numbers,
                          phase=Phase.CONFIRMING)
@@ -505,7 +590,7 @@ class Engine:
             else:
                 runs.append((conf.seed, conf.metric))
                 verdict = self.judge.judge(runs, ref, sigma)
-        elif verdict.needs_confirmation:  # the reference has one seed only: decide on one run
+        elif verdict.needs_confirmation and verdict.status == Status.RUNNING:  # the reference has one seed only: decide on one run
             verdict.status, verdict.reason = Status.KEPT, Reason.IMPROVED_ONE_SEED
         with self._lock:  # one ratchet move at a time
             if verdict.status == Status.KEPT:
@@ -563,10 +648,16 @@ class Engine:
         self._stop.clear()
         done: list[Experiment] = []
         try:
-            self.bus.emit(LoopState(True, 0, iterations, "starting"))
-            for exp in self.recover():
+            self._loop_event(LoopState(True, 0, iterations, "starting"))
+            # what a dead engine left running: found when this engine opened, or since
+            requeued = {e.id for e in self.recovered} | {e.id for e in self.recover()}
+            self.recovered = []
+            for exp_id in sorted(requeued):
+                if self.journal.get(exp_id).status == Status.QUEUED:
+                    self._queued_here.add(exp_id)
+            for exp_id in sorted(requeued):
                 if not self._stop.is_set():
-                    done.append(self.run(exp.id, budget))
+                    done.append(self._run_if_queued(exp_id, budget))
             if not self._stop.is_set():
                 self.ensure_baseline(budget)
                 if self.sigma() is None and not self._stop.is_set():
@@ -575,29 +666,53 @@ class Engine:
             for i in range(iterations):
                 if self._stop.is_set():
                     break
-                self.bus.emit(LoopState(True, i + 1, iterations, "proposing"))
+                self._loop_event(LoopState(True, i + 1, iterations, "proposing"))
                 exp = self.propose(proposer, iteration=i)
                 if self._stop.is_set():  # stopped while proposing: leave it proposed, run nothing
                     done.append(exp)
                     break
                 if exp.status == Status.PROPOSED:
                     self.accept(exp.id)
-                    self.bus.emit(LoopState(True, i + 1, iterations, f"running #{exp.id}"))
+                    self._loop_event(LoopState(True, i + 1, iterations, f"running #{exp.id}"))
                     exp = self.run(exp.id, budget)
                 done.append(exp)
                 if on_iteration:
                     on_iteration(i, exp)
         finally:
-            self.bus.emit(LoopState(False, len(done), iterations, "stopped" if self._stop.is_set() else "done"))
+            self._loop_event(LoopState(False, len(done), iterations, "stopped" if self._stop.is_set() else "done"))
             self._loop_thread_busy.release()
         return done
 
-    def stop(self) -> None:
-        """Stop the loop after its current step and stop every running trial."""
+    def _loop_event(self, event: LoopState) -> None:
+        self._loop_status = LoopStatus(event.running, event.iteration, event.iterations, event.message)
+        self.bus.emit(event)
+
+    def stop_all(self) -> list[int]:
+        """Stop means stop: the loop after its current step, every experiment this engine
+        queued and has not started (they become interrupted, so they never start), and every
+        trial this process runs. Returns the ids it stopped."""
         self._stop.set()
+        stopped: list[int] = []
+        with self._lock:
+            queued, self._queued_here = sorted(self._queued_here), set()
+        for exp_id in queued:
+            try:
+                self._move(exp_id, Status.INTERRUPTED, "stop it", reason=Reason.STOPPED, phase=Phase.NONE)
+            except EngineError:  # claimed (running) or decided meanwhile: the trial stop below covers it
+                continue
+            stopped.append(exp_id)
+        me = os.getpid()
         for exp in self.journal.running():
-            if exp.owner_pid == os.getpid():
-                self.executor.stop(exp.id)
+            if exp.owner_pid == me:
+                self._stop_requested.add(exp.id)
+                if self._executor is not None:
+                    self._executor.stop(exp.id)
+                stopped.append(exp.id)
+        return sorted(set(stopped))
+
+    def stop(self) -> None:
+        """The same as :meth:`stop_all` (kept while adapters move to it)."""
+        self.stop_all()
 
     def stop_experiment(self, exp_id: int) -> bool:
         return self.executor.stop(exp_id)
@@ -607,11 +722,46 @@ class Engine:
         return self._stop.is_set()
 
     # -- the user's file -------------------------------------------------------------------------
-    def adopt(self, exp_id: int) -> Path:
+    def _adoptable(self, exp_id: int) -> Experiment:
         exp = self.journal.get(exp_id)
-        if exp.status != Status.KEPT or exp.is_baseline:
-            raise EngineError(f"experiment #{exp_id} is {exp.status.value}; only kept experiments can be adopted")
+        if exp.status != Status.KEPT or exp.is_baseline or exp.confirms is not None:
+            what = "a baseline" if exp.is_baseline else (
+                f"a confirmation of #{exp.confirms}" if exp.confirms is not None else exp.status.value)
+            raise EngineError(f"experiment #{exp_id} is {what}; only kept experiments can be adopted")
+        return exp
+
+    def adopt(self, exp_id: int) -> Path:
+        """Write a kept experiment's script into the user's file (never over their edits)."""
+        self._adoptable(exp_id)
         return self.ratchet.adopt(exp_id)
+
+    def adoption(self, exp_id: int, editor_text: str | None, editor_saved_text: str | None) -> Adoption:
+        """What adopting into an open editor writes, or why it can't: ``editor_text`` is the
+        buffer, ``editor_saved_text`` the file on disk as the editor knows it (None: unknown).
+        Refuses (EngineError) a non-kept experiment, a buffer with unsaved edits, a file with
+        uncommitted edits; the caller applies ``new_text`` to the buffer (undoable)."""
+        self._adoptable(exp_id)
+        text = self.experiment_source(exp_id)
+        if editor_text is not None and editor_text == text:
+            return Adoption(exp_id, text, unchanged=True)
+        name = self.script_name
+        if editor_text is not None and editor_saved_text is not None and editor_text != editor_saved_text:
+            raise EngineError(f"{name} has unsaved changes; save or revert them, then adopt #{exp_id} again")
+        if self.ratchet.dirty_script():
+            raise EngineError(f"{name} has uncommitted changes; commit or stash them, then adopt #{exp_id} again")
+        return Adoption(exp_id, text, unchanged=False)
+
+    def view(self, exp_id: int) -> ExperimentView:
+        """The experiment with its script before (parent) and after (as it runs)."""
+        exp = self.journal.get(exp_id)
+        if not exp.parent_commit:
+            return ExperimentView(exp, self.script_name, None, None)
+        before = self.ratchet.read_script(exp.parent_commit)
+        try:
+            after = self._source_of(exp)
+        except EditError:  # a stored diff that no longer applies: show the parent alone
+            after = None
+        return ExperimentView(exp, self.script_name, before, before if after is None and not exp.diff else after)
 
     def experiment_source(self, exp_id: int) -> str:
         """The train script as the experiment ran it (or would run it)."""

@@ -31,7 +31,16 @@ class LoopState:
     message: str = ""
 
 
-Event = ExperimentUpdated | TrialProgress | LoopState
+@dataclass
+class Notice:
+    """Something the user should read that is no experiment's verdict (e.g. the research
+    branch started from the committed script while the working copy has edits)."""
+
+    message: str
+    level: str = "warning"  # "info" | "warning" | "error"
+
+
+Event = ExperimentUpdated | TrialProgress | LoopState | Notice
 Listener = Callable[[Event], None]
 
 

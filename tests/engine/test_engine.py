@@ -179,8 +179,9 @@ def test_engine_killed_mid_trial_is_recovered(workspace):
         assert is_alive(pid)
         eng = Engine(workspace)
         try:
-            requeued = eng.recover()
-            assert [e.id for e in requeued] == [exp.id]
+            # recovery runs when an engine opens
+            assert [e.id for e in eng.recovered] == [exp.id]
+            assert eng.recover() == []
             rec = eng.get(exp.id)
             assert rec.status == Status.QUEUED and rec.attempts == 1
             for _ in range(50):
@@ -255,7 +256,7 @@ def test_stop_while_proposing_runs_nothing(engine):
 
     def propose_then_stop(*args, **kwargs):
         exp = real_propose(*args, **kwargs)
-        engine.stop()
+        engine.stop_all()
         return exp
 
     engine.propose = propose_then_stop

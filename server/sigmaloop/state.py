@@ -1,0 +1,134 @@
+"""What an adapter shows at a glance: the engine's state as one record.
+
+:class:`EngineState` is what the status bar, the code lens, the panel and ``sigmaloop status``
+render; ``as_dict()`` is its wire form (camelCase keys, JSON values). It is computed from the
+journal and the research branch's head by :func:`engine_state`; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .calibration import Calibration, calibrate
+from .judge import Judge, Reference, pooled_sigma
+from .models import Experiment, Status
+
+
+@dataclass
+class ReferenceState:
+    """The head's code, measured: the mean over its seeds, the noise, and the runs it comes from."""
+
+    value: float
+    sigma: float | None
+    sigma_dof: int
+    seeds: list[int]
+    ids: list[int]
+
+
+@dataclass
+class BestState:
+    """The best reference: the head's mean (never one lucky seed) and the experiment that made it."""
+
+    id: int
+    metric: float
+    hypothesis: str
+
+
+@dataclass
+class LoopStatus:
+    running: bool = False
+    iteration: int = 0
+    iterations: int = 0
+    phase: str = ""  # "starting", "proposing", "running #12", "done", "stopped"
+
+
+@dataclass
+class EngineState:
+    metric: str
+    direction: str  # "minimize" | "maximize"
+    reference: ReferenceState | None
+    best: BestState | None
+    counts: dict[str, int]
+    kept: int  # candidates kept (baselines and confirmations not counted)
+    run: int  # candidates that ran to a verdict
+    running: list[int]
+    calibration: Calibration | None
+    loop: LoopStatus = field(default_factory=LoopStatus)
+    config_error: str | None = None  # filled by the language server
+
+    def as_dict(self) -> dict[str, Any]:
+        ref, best = self.reference, self.best
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            "reference": None if ref is None else {
+                "value": ref.value, "sigma": ref.sigma, "sigmaDof": ref.sigma_dof,
+                "seeds": list(ref.seeds), "ids": list(ref.ids),
+            },
+            "best": None if best is None else {"id": best.id, "metric": best.metric, "hypothesis": best.hypothesis},
+            "counts": dict(self.counts),
+            "kept": self.kept,
+            "run": self.run,
+            "running": list(self.running),
+            "calibration": None if self.calibration is None else _camel(self.calibration.as_dict()),
+            "loop": {"running": self.loop.running, "iteration": self.loop.iteration,
+                     "iterations": self.loop.iterations, "phase": self.loop.phase},
+            "configError": self.config_error,
+        }
+
+
+def _camel(d: dict[str, Any]) -> dict[str, Any]:
+    def key(k: str) -> str:
+        head, *rest = k.split("_")
+        return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+    return {key(k): v for k, v in d.items()}
+
+
+_RAN = (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT)
+
+
+def head_experiment(experiments: list[Experiment], ref: Reference) -> Experiment | None:
+    """The experiment that brought the head's code: the first run of it that is not a
+    confirmation (the kept candidate, or the first baseline seed of unchanged code)."""
+    ids = set(ref.ids)
+    for e in experiments:  # in id order
+        if e.id in ids and e.confirms is None:
+            return e
+    return None
+
+
+def engine_state(
+    experiments: list[Experiment],
+    ref: Reference,
+    judge: Judge,
+    metric: str,
+    direction: str,
+    loop: LoopStatus,
+) -> EngineState:
+    """The state from the journal's rows and the head's reference (``reference_for`` the head)."""
+    counts: dict[str, int] = {}
+    for e in experiments:
+        counts[e.status.value] = counts.get(e.status.value, 0) + 1
+    s, dof = pooled_sigma(experiments)
+    sigma = judge.sigma(experiments, ref) if s is not None else None
+    reference = best = None
+    if ref.value is not None:
+        reference = ReferenceState(ref.value, sigma, dof, sorted(ref.by_seed), sorted(ref.ids))
+        first = head_experiment(experiments, ref)
+        if first is not None:
+            best = BestState(first.id, ref.value, first.hypothesis)
+    candidates = [e for e in experiments if not e.is_baseline and e.confirms is None]
+    return EngineState(
+        metric=metric,
+        direction=direction,
+        reference=reference,
+        best=best,
+        counts=counts,
+        kept=sum(1 for e in candidates if e.status == Status.KEPT),
+        run=sum(1 for e in candidates if e.status in _RAN),
+        running=[e.id for e in experiments if e.status == Status.RUNNING],
+        calibration=calibrate(experiments, sigma, direction == "minimize", judge.cfg.k),
+        loop=LoopStatus(loop.running, loop.iteration, loop.iterations, loop.phase),
+    )
