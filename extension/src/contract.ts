@@ -7,71 +7,64 @@
 //    host's messages are checked by the webview before they touch the DOM).
 
 // ---------------------------------------------------------------------------------------------
-// Server wire shapes (only the fields the client reads are typed; the rest pass through).
+// Server wire shapes: generated from the server's schema (server/sigmaloop/lsp/protocol.py →
+// protocol.gen.ts by scripts/gen_protocol.py; a test fails when they drift). The client imports
+// them from here only.
 
-export interface CrashWire {
-  file: string;
-  line: number;
-  message: string;
-}
+import type { Crash, Direction, ExperimentRecord, LoopState, ProgressPoint, TrialProgressParams } from './protocol.gen';
 
-export interface ExperimentWire {
+export type {
+  AdoptResult,
+  BaselineStarted,
+  BestState,
+  CalibrationState,
+  Commands,
+  Crash,
+  Direction,
+  ExperimentParams,
+  ExperimentRecord,
+  ExperimentsParams,
+  ExperimentsResult,
+  ExperimentWithCurve,
+  InitializationOptions,
+  LlmSettings,
+  LoopStarted,
+  LoopState,
+  NotificationParams,
+  Phase,
+  ProgressPoint,
+  ProposerKind,
+  Reason,
+  ReferenceState,
+  RejectParams,
+  Requests,
+  Settings,
+  ShowExperimentResult,
+  State,
+  Status,
+  StopExperimentResult,
+  StopLoopResult,
+  TrialProgressParams,
+} from './protocol.gen';
+export { COMMANDS, Methods } from './protocol.gen';
+
+export type CrashWire = Crash;
+
+/** An experiment record as received: read tolerantly (only id, status and source are certain). */
+export type ExperimentWire = Omit<Partial<ExperimentRecord>, 'id' | 'status' | 'source'> & {
   id: number;
   status: string;
   source: string;
-  hypothesis?: string;
-  predictedDelta?: number | null;
-  rationale?: string;
-  diff?: string;
-  parentCommit?: string | null;
-  commit?: string | null;
-  seed?: number | null;
-  budget?: number | null;
-  metric?: number | null;
-  delta?: number | null;
-  sigma?: number | null;
-  z?: number | null;
-  verdict?: string;
-  /** lifecycle.Phase while queued/running: starting, training, judging, confirming. */
-  phase?: string;
-  /** lifecycle.Reason: why it ended as it did (e.g. improved, within_noise, user_rejected). */
-  reason?: string;
-  detail?: string;
-  numbers?: Record<string, number>;
-  createdAt?: number;
-  startedAt?: number | null;
-  finishedAt?: number | null;
-  crash?: CrashWire | null;
-  rejectionReason?: string | null;
-  confirms?: number | null;
-  rev?: number;
   [key: string]: unknown;
-}
+};
 
-export interface ProgressRecordWire {
-  step: number;
-  t: number;
-  frac: number;
-  loss: number | null;
-  [key: string]: unknown;
-}
-
-/** `sigmaloop/trialProgress` params. */
-export interface TrialProgressParams {
-  expId: number;
-  records: ProgressRecordWire[];
-}
+export type ProgressRecordWire = ProgressPoint;
 
 /** `sigmaloop/experimentUpdated` params: the experiment itself, or wrapped. */
 export type ExperimentUpdatedParams = ExperimentWire | { experiment: ExperimentWire };
 
-/** `sigmaloop/loopState` params (optional notification; the status bar shows it). */
-export interface LoopStateParams {
-  running: boolean;
-  iteration?: number;
-  iterations?: number;
-  message?: string;
-}
+/** @deprecated `sigmaloop/loopState` is gone: the loop is `State.loop` in `sigmaloop/state`. */
+export type LoopStateParams = Partial<LoopState> & { running: boolean; message?: string };
 
 export const FINISHED_STATUSES = new Set(['rejected', 'kept', 'discarded', 'crashed', 'timeout', 'pruned']);
 export const ACTIVE_STATUSES = new Set(['accepted', 'queued', 'running']);
@@ -132,8 +125,6 @@ export interface CurveData {
   xs: number[];
   ys: number[];
 }
-
-export type Direction = 'minimize' | 'maximize';
 
 export type HostToPanel =
   | {

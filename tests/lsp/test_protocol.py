@@ -1,0 +1,107 @@
+"""The wire schema: the checked-in TypeScript matches it, the records the server builds match it,
+and command arguments are converted strictly, with errors that name the argument."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from sigmaloop.engine import Engine
+from sigmaloop.lsp import protocol
+from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
+
+from enginekit import make_workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_protocol", ROOT / "scripts" / "gen_protocol.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_typescript_is_up_to_date():
+    gen = _generator()
+    assert gen.OUT.read_text(encoding="utf-8") == gen.render(), \
+        "extension/src/protocol.gen.ts drifted from server/sigmaloop/lsp/protocol.py: " \
+        "run .venv/bin/python scripts/gen_protocol.py"
+
+
+def wire_keys(cls) -> set[str]:
+    return {protocol.camel(f.name) for f in dataclasses.fields(cls)}
+
+
+def test_experiment_record_has_exactly_the_schema_fields():
+    e = Experiment(id=3, status=Status.CRASHED, source="tune", metric=float("nan"),
+                   crash=CrashLocation("train.py", 4, "boom"), numbers={"k": float("inf")})
+    rec = protocol.experiment(e)
+    assert set(rec) == wire_keys(protocol.ExperimentRecord)
+    assert rec["status"] == "crashed" and rec["metric"] is None and rec["numbers"] == {"k": None}
+    assert rec["crash"] == {"file": "train.py", "line": 4, "message": "boom"}
+    # every schema field is an Experiment field (or derived from one)
+    names = {f.name for f in dataclasses.fields(Experiment)} | {"is_baseline"}
+    assert {f.name for f in dataclasses.fields(protocol.ExperimentRecord)} <= names
+    shown = protocol.experiment(e, script_name="train.py", parent_text="a", proposed_text="b")
+    assert set(shown) == wire_keys(protocol.ShowExperimentResult)
+
+
+def test_progress_point_keeps_extra_numbers():
+    rec = protocol.progress(ProgressRecord(1, 5, 1.5, 0.25, float("nan"), {"lr": 0.1}))
+    assert rec == {"step": 5, "t": 1.5, "frac": 0.25, "loss": None, "lr": 0.1}
+
+
+def test_engine_state_matches_the_state_schema(tmp_path):
+    eng = Engine(make_workspace(tmp_path / "ws"))
+    try:
+        d = protocol.state(eng.state(), None)
+    finally:
+        eng.close()
+    assert set(d) == wire_keys(protocol.State)
+    assert set(d["loop"]) == wire_keys(protocol.LoopState)
+    assert d["reference"] is None and d["best"] is None and d["direction"] == "minimize"
+    fake = {"n": 0, "n_predicted": 0}  # calibration: its as_dict() camelCased, as the schema says
+    from sigmaloop.calibration import Calibration
+    cal = Calibration(**fake, sign_accuracy=None, pearson=None, predicted_improvements=0,
+                      improvements_within_noise=0, improvements_confirmed=0, mean_abs_error=None,
+                      bias=None)
+    assert {protocol.camel(k) for k in cal.as_dict()} == wire_keys(protocol.CalibrationState)
+    from sigmaloop import state as state_mod
+    assert {protocol.camel(f.name) for f in dataclasses.fields(state_mod.ReferenceState)} \
+        == wire_keys(protocol.ReferenceState)
+    assert {protocol.camel(f.name) for f in dataclasses.fields(state_mod.BestState)} \
+        == wire_keys(protocol.BestState)
+
+
+@pytest.mark.parametrize(("cls", "args", "message"), [
+    (protocol.ExperimentParams, [], "accept: needs id"),
+    (protocol.ExperimentParams, ["abc"], "id must be an integer, not 'abc'"),
+    (protocol.ExperimentParams, [True], "id must be an integer, not True"),
+    (protocol.ExperimentParams, [None], "id must be an integer, not None"),
+    (protocol.ExperimentParams, [{"id": "x"}], "id must be an integer, not 'x'"),
+    (protocol.ExperimentParams, [{"id": 1, "ident": 2}], "unknown argument ident"),
+    (protocol.ExperimentParams, [1, 2], "takes at most 1 argument"),
+    (protocol.RejectParams, [1, 5], "reason must be a string, not 5"),
+    (protocol.StartLoopParams, ["many"], "iterations must be an integer"),
+    (protocol.ProposeParams, ["gpt"], "kind must be 'tune' or 'llm', not 'gpt'"),
+    (protocol.ExperimentsParams, {"ids": "all"}, "ids must be a list"),
+    (protocol.InitializationOptions, {"settings": {"budget": "x"}}, "settings.budget must be a number"),
+])
+def test_bad_arguments_name_the_argument(cls, args, message):
+    with pytest.raises(protocol.ParamsError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        protocol.structure(cls, args, "accept")
+
+
+def test_arguments_positional_or_one_object_defaults_filled():
+    assert protocol.structure(protocol.RejectParams, [4], "x") == protocol.RejectParams(4, None)
+    assert protocol.structure(protocol.RejectParams, [{"id": 4, "reason": "no"}], "x").reason == "no"
+    assert protocol.structure(protocol.StartLoopParams, [], "x").iterations == 10
+    assert protocol.structure(protocol.StartLoopParams, None, "x").iterations == 10
+    assert protocol.structure(protocol.ExperimentsParams, {"maxPoints": 3}, "x").max_points == 3
+    settings = protocol.structure(protocol.Settings, {"budget": 2, "llm": {"model": "m", "baseUrl": ""},
+                                                      "proposer": None}, "x")
+    assert protocol.overrides(settings) == {"experiment": {"budget": 2.0}, "llm": {"model": "m"}}
