@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import __version__, project
 from . import config as config_mod
-from .events import Event, ExperimentUpdated, LoopState, TrialProgress
+from .events import Event, ExperimentUpdated, LoopState, Notice, TrialProgress
 from .lifecycle import Phase
 from .models import Experiment, Status
 
@@ -36,7 +36,7 @@ err = Console(stderr=True, highlight=False)
 STATUS_STYLE = {
     "kept": "green", "discarded": "yellow", "crashed": "red", "timeout": "red",
     "running": "cyan", "queued": "blue", "proposed": "magenta", "rejected": "dim",
-    "interrupted": "red", "pruned": "dim", "accepted": "blue",
+    "interrupted": "red", "accepted": "blue",
 }
 
 
@@ -103,7 +103,17 @@ def open_engine(workspace: Path):
         raise CLIError(str(exc)) from None
     if engine.migration is not None:  # not found through find_workspace
         err.print(engine.migration.message(), markup=False)
+    if engine.recovered:
+        ids = ", ".join(f"#{e.id}" for e in engine.recovered)
+        err.print(f"re-queued {ids}: the engine that ran them stopped mid-trial", markup=False)
+    engine.bus.subscribe(show_notice)
     return engine
+
+
+def show_notice(event: Event) -> None:
+    if isinstance(event, Notice):
+        style = {"error": "red", "warning": "yellow"}.get(event.level, "")
+        err.print(f"[{style}]{event.level}:[/] {escape(event.message)}" if style else escape(event.message))
 
 
 @contextmanager
@@ -208,15 +218,20 @@ class LiveReporter:
 
 
 def print_status(engine) -> None:
-    s = engine.summary()
-    metric = engine.config.experiment.metric
+    head = engine.head()
+    s = engine.state()
+    better = "lower" if s.direction == "minimize" else "higher"
     console.print(f"[bold]workspace[/] {engine.workspace}")
-    console.print(f"[bold]branch[/]    {engine.ratchet.branch_name} @ {engine.head()[:8]}")
-    base = "–" if s.baseline is None else f"{s.baseline:.6f}"
-    sigma = "" if s.sigma is None else f" ± {s.sigma:.4f} (σ from {s.sigma_dof} repeat dof)"
-    console.print(f"[bold]reference[/] {metric} {base}{sigma}")
+    console.print(f"[bold]branch[/]    {engine.branch} @ {head[:8]}")
+    ref = s.reference
+    if ref is None:
+        console.print(f"[bold]reference[/] {s.metric} – ({better} is better; run `sigmaloop baseline`)")
+    else:
+        sigma = "" if ref.sigma is None else f" ± {ref.sigma:.4f} (σ from {ref.sigma_dof} repeat dof)"
+        seeds = ", ".join(str(x) for x in ref.seeds)
+        console.print(f"[bold]reference[/] {s.metric} {ref.value:.6f}{sigma}, seeds {seeds} ({better} is better)")
     if s.best is not None:
-        console.print(f"[bold]best[/]      #{s.best.id} {metric} {s.best.metric:.6f}  {s.best.hypothesis}")
+        console.print(f"[bold]best[/]      #{s.best.id} {s.metric} {s.best.metric:.6f}  {escape(s.best.hypothesis)}")
     console.print(f"[bold]kept[/]      {s.kept} of {s.run} candidates run")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
     console.print(f"[bold]journal[/]   {counts or 'empty'}")
@@ -296,7 +311,7 @@ def _with_engine(args, fn) -> int:
             raise KeyboardInterrupt
         stop_once.set()
         err.print("[yellow]stopping: the running trial is being stopped (Ctrl-C again to force)[/]")
-        engine.stop()
+        engine.stop_all()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -388,7 +403,7 @@ def cmd_status(args) -> int:
 def cmd_export(args) -> int:
     with opened(args) as engine:
         out = Path(args.output or (engine.state_dir / f"experiments.{args.format}"))
-        engine.journal.export(out, fmt=args.format)
+        engine.export(out, fmt=args.format)
         console.print(f"wrote {out}")
     return 0
 
@@ -446,7 +461,7 @@ def cmd_demo(args) -> int:
         print_status(engine)
         console.print(f"\n[bold]where everything is[/]\n  journal   {engine.state_dir / 'journal.db'}\n"
                       f"  logs      {engine.state_dir / 'logs'}\n  results   {engine.results_path()}\n"
-                      f"  branch    {engine.ratchet.branch_name} (every experiment at refs/sigmaloop/exp/<id>)\n"
+                      f"  branch    {engine.branch} (every experiment at refs/sigmaloop/exp/<id>)\n"
                       f"  try       sigmaloop --workspace {ws} show 3")
         return 130 if engine.stopping else 0
 

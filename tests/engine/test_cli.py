@@ -35,6 +35,7 @@ def test_baseline_loop_log_show_status_export(workspace):
     assert "log tail" in r.stdout
     r = rl("status", cwd=workspace)
     assert "sigmaloop/test" in r.stdout and "± " in r.stdout
+    assert "seeds 42, 43 (lower is better)" in r.stdout and "best      #" in r.stdout
     r = rl("export", "--format", "csv", "-o", str(workspace / "out.csv"), cwd=workspace)
     assert r.returncode == 0 and (workspace / "out.csv").read_text().startswith("id,")
 
