@@ -204,6 +204,7 @@ class TrialSpec:
     workspace_root: str | None = None  # frames under this path count as "inside the workspace"
     env: dict[str, str] = field(default_factory=dict)  # extra variables (slot devices, threads)
     sandbox: Policy | None = None  # run inside bubblewrap under this policy; None: unsandboxed
+    log_cap: int = 64 << 20  # output bytes kept in the log: head and tail past this
 
 
 @dataclass

@@ -59,6 +59,8 @@ PROGRESS_INTERVAL = 0.1  # seconds between progress batches (<= 10 Hz)
 POLL_INTERVAL = 0.05  # seconds between checks of the process and the metrics file
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 LOG_TAIL_BYTES = 4 << 20  # how much of the log end is parsed for the summary and traceback
+LOG_CAP_BYTES = 64 << 20  # a trial's output past this keeps its head and tail (TrialSpec.log_cap)
+MAX_RECORDS_PER_POLL = 50  # a flood of metrics records is thinned to this many per poll
 
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 _SUMMARY_RE = re.compile(r"^([A-Za-z_]\w*):\s+(\S+)\s*$")
@@ -77,19 +79,44 @@ _LINE_BREAK_RE = re.compile(rb"[\r\n]")
 # --------------------------------------------------------------------------- environment
 
 
-def scrub_env(env: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
-    """A copy of ``env`` without secrets.
+#: What a trial gets from our environment by default: names, and name prefixes (the trial
+#: contract, locale, interpreter and environment managers, compilers, CUDA/ROCm/BLAS/threading
+#: knobs). Everything else stays out unless ``runner.env_allow`` names it.
+ENV_ALLOW_NAMES = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME", "TMPDIR",
+    "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "VIRTUAL_ENV",
+    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
+    "TOKENIZERS_PARALLELISM", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+})
+ENV_ALLOW_PREFIXES = (
+    "LC_", "SIGMALOOP_", "CUDA_", "NVIDIA_", "ROCM_", "HIP_", "HSA_", "OMP_", "MKL_", "OPENBLAS_",
+    "BLIS_", "VECLIB_", "NUMEXPR_", "KMP_", "GOTO_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
+    "NCCL_", "CUBLAS_", "CUDNN_", "XLA_", "JAX_",
+)
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
+_URL_CREDENTIALS_RE = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 
-    Drops every ``OPENAI_*`` variable and every variable whose name contains KEY, TOKEN,
-    SECRET or PASSWORD (case-insensitive), except the names in ``allow``.
-    """
+
+def scrub_env(env: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
+    """The part of ``env`` a trial may see: the allow-list (:data:`ENV_ALLOW_NAMES`,
+    :data:`ENV_ALLOW_PREFIXES`) minus anything secret-looking inside it (a name with KEY,
+    TOKEN, SECRET, PASSWORD, CREDENTIAL, AUTH… — unless listed by exact name — or a URL with
+    credentials), plus the names in ``allow`` (``runner.env_allow``), which pass as they are."""
     allowed = set(allow)
     out: dict[str, str] = {}
     for name, value in env.items():
-        upper = name.upper()
-        secret = upper.startswith("OPENAI_") or any(w in upper for w in _SECRET_WORDS)
-        if not secret or name in allowed:
+        if name in allowed:
             out[name] = value
+            continue
+        if name not in ENV_ALLOW_NAMES:
+            if not name.startswith(ENV_ALLOW_PREFIXES):
+                continue
+            if any(w in name.upper() for w in _SECRET_WORDS):
+                continue
+        if _URL_CREDENTIALS_RE.search(value):
+            continue
+        out[name] = value
     return out
 
 
@@ -304,9 +331,16 @@ def _describe_exit(code: int | None, metric: str, has_metric: bool) -> str:
 
 
 class _MetricsTail:
-    """Follows a JSON-lines file that may be partial, truncated, replaced or deleted."""
+    """Follows a JSON-lines file that may be partial, truncated, replaced or deleted.
+
+    Bounded whatever the trial writes: at most ``CHUNK`` bytes per poll (the final read skips to
+    the last ``FINAL_BYTES``), at most ``MAX_RECORDS_PER_POLL`` records per poll (evenly thinned,
+    the newest kept), a partial line of at most ``MAX_PARTIAL`` bytes.
+    """
 
     MAX_PARTIAL = 1 << 20
+    CHUNK = 1 << 20
+    FINAL_BYTES = 4 << 20
 
     def __init__(self, path: str, exp_id: int) -> None:
         self.path = path
@@ -335,7 +369,14 @@ class _MetricsTail:
                     self.inode = os.fstat(self.file.fileno()).st_ino
                 except OSError:
                     self.file = None
-        records += self._drain()
+        if final and self.file is not None:
+            with contextlib.suppress(OSError):
+                size = os.fstat(self.file.fileno()).st_size
+                if size - self.file.tell() > self.FINAL_BYTES:  # only the end matters now
+                    self.file.seek(size - self.FINAL_BYTES)
+                    self.partial = b""
+                    self.file.readline()  # resynchronise on a line start
+        records += self._drain(final)
         if final:
             if self.partial:
                 rec = parse_progress_line(self.partial, self.exp_id)
@@ -343,13 +384,13 @@ class _MetricsTail:
                 self.partial = b""
             self._close()
         self.seen = self.seen or bool(records)
-        return records
+        return thin(records, MAX_RECORDS_PER_POLL)
 
-    def _drain(self) -> list[ProgressRecord]:
+    def _drain(self, final: bool = False) -> list[ProgressRecord]:
         if self.file is None:
             return []
         try:
-            data = self.file.read()
+            data = self.file.read(self.FINAL_BYTES if final else self.CHUNK)
         except OSError:
             return []
         if not data:
@@ -367,6 +408,14 @@ class _MetricsTail:
         if self.file is not None:
             self.file.close()
         self.file, self.inode, self.partial = None, None, b""
+
+
+def thin(records: list[ProgressRecord], n: int) -> list[ProgressRecord]:
+    """At most ``n`` records, evenly spaced, the newest always kept."""
+    if len(records) <= n:
+        return records
+    step = len(records) / n
+    return [records[min(len(records) - 1, int((i + 1) * step) - 1)] for i in range(n)]
 
 
 class _OutputTail:
@@ -398,6 +447,9 @@ class _OutputTail:
             return []
         records: list[ProgressRecord] = []
         try:
+            if os.fstat(self.file.fileno()).st_size < self.file.tell():  # the log cap cut it
+                self.file.seek(0, os.SEEK_END)
+                self.partial, self.skipping = b"", True
             if final:  # only the end matters now: skip a huge backlog
                 size = os.fstat(self.file.fileno()).st_size
                 if size - self.file.tell() > LOG_TAIL_BYTES:
@@ -543,14 +595,59 @@ def _open_log(path: str, header: str) -> tuple[IO[bytes], int]:
     return log_file, log_file.tell()
 
 
-def _read_tail(log_file: IO[bytes], start: int) -> str:
-    """This run's part of the log (its last LOG_TAIL_BYTES), via our fd: survives deletion."""
+def _read_tail(log_file: IO[bytes], start: int, end: int | None = None) -> str:
+    """This run's part of the log (its last LOG_TAIL_BYTES before ``end``), via our fd:
+    survives deletion."""
     try:
-        size = os.fstat(log_file.fileno()).st_size
-        log_file.seek(max(start, size - LOG_TAIL_BYTES))
-        return log_file.read().decode("utf-8", "replace")
+        size = os.fstat(log_file.fileno()).st_size if end is None else end
+        begin = max(start, size - LOG_TAIL_BYTES)
+        log_file.seek(begin)
+        return log_file.read(size - begin).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def _find_summary(log_file: IO[bytes], start: int, metric: str) -> dict[str, float]:
+    """The summary block holding ``metric``, searched back from the end of the log in
+    LOG_TAIL_BYTES windows: found even after megabytes of later output."""
+    try:
+        end = os.fstat(log_file.fileno()).st_size
+    except OSError:
+        return {}
+    while end > start:
+        found = parse_summary(_read_tail(log_file, start, end), metric)
+        if metric in found:
+            return found
+        end -= LOG_TAIL_BYTES - (64 << 10)  # windows overlap: a block is never cut in two
+    return {}
+
+
+class _LogCap:
+    """Keeps a flooding trial's log bounded: past ``cap`` bytes of output, the head (first half)
+    stays, the middle goes (one line says how much), and the newest quarter is kept after it.
+    The trial appends (O_APPEND), so cutting the file under it is safe."""
+
+    def __init__(self, log_file: IO[bytes], start: int, cap: int) -> None:
+        self.file, self.start, self.cap = log_file, start, max(cap, 1 << 16)
+        self.omitted = 0
+
+    def check(self) -> None:
+        try:
+            size = os.fstat(self.file.fileno()).st_size
+            if size - self.start <= self.cap:
+                return
+            keep = self.cap // 4
+            self.file.seek(size - keep)
+            tail = self.file.read(keep)
+            head_end = self.start + self.cap // 2
+            self.omitted += size - keep - head_end
+            os.ftruncate(self.file.fileno(), head_end)
+            note = (f"\n[sigmaloop] {self.omitted} bytes of output omitted here: the log keeps its first "
+                    f"{self.cap // 2} and last {keep} bytes (runner.log_cap_mb)\n")
+            self.file.write(note.encode() + tail)
+            self.file.flush()
+        except OSError:
+            log.exception("could not cap the log %s", getattr(self.file, "name", "?"))
 
 
 def _note(log_file: IO[bytes], text: str) -> None:
@@ -669,9 +766,11 @@ def _run(
         pending.extend(records)
 
     forced: Outcome | None = None
+    capped = _LogCap(log_file, log_start, spec.log_cap)
     try:
         while True:
             exited = _leader_exited(proc)
+            capped.check()
             collect()
             deliver()
             if exited:
@@ -708,6 +807,8 @@ def _classify(
 ) -> TrialResult:
     text = _read_tail(log_file, log_start)
     summary = parse_summary(text, spec.metric)
+    if spec.metric not in summary:
+        summary = _find_summary(log_file, log_start, spec.metric) or summary
     value = summary.pop(spec.metric, None)
     if value is not None and math.isfinite(value):
         summary[spec.metric] = value

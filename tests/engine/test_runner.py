@@ -154,9 +154,20 @@ def test_secrets_are_scrubbed_except_allow_listed(tmp_path, monkeypatch):
         "AWS_SECRET_ACCESS_KEY",
         "hf_token",
         "WANDB_API_KEY",
+        "GH_PAT",
+        "MYSQL_PWD",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SSH_AUTH_SOCK",
+        "CUDA_AUTH_TOKEN",
     ):
         monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://me:s3cret@db/x")
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:s3cret@proxy:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
     monkeypatch.setenv("HARMLESS", "yes")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
     spec = make_spec(
         tmp_path,
         """
@@ -175,16 +186,26 @@ def test_secrets_are_scrubbed_except_allow_listed(tmp_path, monkeypatch):
         "DB_PASSWORD",
         "AWS_SECRET_ACCESS_KEY",
         "hf_token",
+        "GH_PAT",
+        "MYSQL_PWD",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SSH_AUTH_SOCK",
+        "CUDA_AUTH_TOKEN",
+        "DATABASE_URL",
+        "HTTPS_PROXY",
+        "HARMLESS",  # not on the allow-list: a trial gets what it needs, not everything
     ):
-        assert name not in env
-    assert env["WANDB_API_KEY"] == "s3cret"
-    assert env["HARMLESS"] == "yes"
+        assert name not in env, name
+    assert env["WANDB_API_KEY"] == "s3cret"  # runner.env_allow names it
+    assert env["HTTP_PROXY"] == "http://proxy:3128"  # a proxy without credentials is harmless
+    assert env["TOKENIZERS_PARALLELISM"] == "false" and env["OMP_NUM_THREADS"] == "3"
+    assert env["LC_ALL"] == "C.UTF-8" and env["SIGMALOOP_SEED"] == "42" and "PATH" in env
     assert "s3cret" not in json.dumps({k: v for k, v in env.items() if k != "WANDB_API_KEY"})
 
 
 def test_scrub_env_is_pure():
     src = {"PATH": "/bin", "OPENAI_ORG": "o", "SSH_KEY_PATH": "k", "Passwordless": "p", "A": "1"}
-    assert scrub_env(src, ["SSH_KEY_PATH"]) == {"PATH": "/bin", "SSH_KEY_PATH": "k", "A": "1"}
+    assert scrub_env(src, ["SSH_KEY_PATH"]) == {"PATH": "/bin", "SSH_KEY_PATH": "k"}
     assert len(src) == 5
 
 
@@ -590,3 +611,62 @@ def test_children_left_behind_by_a_finished_trial_are_killed(tmp_path):
     result = run_trial(spec)
     assert result.outcome is Outcome.OK and time.monotonic() - t0 < 3
     assert wait_dead(int((tmp_path / "ws" / "child.pid").read_text()))
+
+
+def test_a_flooding_trial_keeps_head_and_tail_of_its_log(tmp_path):
+    spec = make_spec(
+        tmp_path,
+        """
+        print("FIRST LINE", flush=True)
+        chunk = "x" * 1023 + "\\n"
+        for _ in range(40 * 1024):  # 40 MB of output
+            sys.stdout.write(chunk)
+        summary(val_bpb=1.25)
+        print("LAST LINE")
+        """,
+        log_cap=4 << 20,
+        budget=30.0,
+    )
+    result = run_trial(spec)
+    log = Path(spec.log_path).read_bytes()
+    assert result.outcome is Outcome.OK and result.metric == 1.25
+    assert len(log) < (4 << 20) + (64 << 10), len(log)
+    assert b"FIRST LINE" in log[:4096] and log.rstrip().endswith(b"LAST LINE")
+    assert b"bytes of output omitted here" in log
+
+
+def test_the_summary_is_found_after_megabytes_of_later_output(tmp_path):
+    spec = make_spec(
+        tmp_path,
+        """
+        summary(val_bpb=1.5, num_steps=7)
+        for _ in range(12 * 1024):  # 12 MB after the summary
+            print("y" * 1023)
+        """,
+        budget=30.0,
+    )
+    result = run_trial(spec)
+    assert result.outcome is Outcome.OK and result.metric == 1.5 and result.summary["num_steps"] == 7
+
+
+def test_a_metrics_flood_is_read_in_bounded_pieces_and_thinned(tmp_path):
+    import resource
+
+    spec = make_spec(
+        tmp_path,
+        """
+        line = json.dumps({"step": 1, "t": 0.1, "frac": 0.5, "loss": 2.0, "pad": "z" * 900}) + "\\n"
+        with open(METRICS, "a") as f:
+            for i in range(150 * 1024):  # ~150 MB of records
+                f.write(line.replace('"step": 1', f'"step": {i}'))
+        summary(val_bpb=1.0)
+        """,
+        budget=60.0,
+    )
+    batches: list[int] = []
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run_trial(spec, on_progress=lambda _id, recs: batches.append(len(recs)))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.outcome is Outcome.OK
+    assert batches and max(batches) <= 50 * 3, batches  # thinned per poll (a batch spans ≤ a few polls)
+    assert grown_mb < 80, grown_mb  # never the whole file in memory
