@@ -552,6 +552,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import secret
+
+    secret.take_from_environment()  # before any child (git, trials, pip) could inherit the key
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
-from . import sandbox
+from . import sandbox, secret
 from .models import CrashLocation, KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -681,9 +681,29 @@ def run_trial(
             spec.exp_id, Outcome.CRASHED, error=f"could not create trial files: {exc}"
         )
     try:
-        return _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
+        result = _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
+        _redact_log(log_file, log_start)
+        result.error = secret.redact(result.error)
+        if result.crash is not None:
+            result.crash.message = secret.redact(result.crash.message)
+        return result
     finally:
         log_file.close()
+
+
+def _redact_log(log_file: IO[bytes], start: int) -> None:
+    """Cut any known secret out of this attempt's output (bounded by the log cap)."""
+    try:
+        log_file.seek(start)
+        data = log_file.read()
+        clean = secret.redact_bytes(data)
+        if clean != data:
+            os.ftruncate(log_file.fileno(), start)
+            log_file.seek(start)
+            log_file.write(clean)
+            log_file.flush()
+    except OSError:
+        log.exception("could not redact the log %s", getattr(log_file, "name", "?"))
 
 
 def _run(

@@ -244,3 +244,37 @@ def test_home_secrets_are_hidden(box):
         print("val_bpb: 1.0")
     """)
     assert "PRIVATE KEY MATERIAL" not in log and "planted" not in log and "READ" not in log, log
+
+
+def test_a_printed_key_is_redacted_from_the_log_and_the_error(box):
+    """Should a key reach a trial anyway (here: written into its script), stored text hides it."""
+    from sigmaloop import secret
+
+    secret.set_key(KEY)
+    try:
+        log, result = box.run(f"""
+            print("leaking {KEY} now")
+            raise SystemExit("FAIL: {KEY}")
+        """)
+    finally:
+        secret.set_key(None)
+    assert KEY not in log and "leaking *** now" in log, log
+    assert KEY not in result.error
+
+
+def test_the_key_leaves_the_process_environment(tmp_path):
+    """The CLI/LSP take the key out of their environment before any child starts; its bytes are
+    gone from /proc/<pid>/environ too, and the process is non-dumpable."""
+    code = textwrap.dedent("""
+        import ctypes, os, subprocess, sys
+        from sigmaloop import secret
+        secret.take_from_environment()
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OPENAI_API_KEY'))"],
+                               capture_output=True, text=True).stdout.strip()
+        mine = open("/proc/self/environ", "rb").read()
+        print("child", child, "proc", b"planted-0123" in mine, "dumpable", ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))
+        print("kept", secret.key() == os.environ.get("EXPECT"))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "OPENAI_API_KEY": KEY, "EXPECT": KEY}).stdout
+    assert "child None proc False dumpable 0" in out and "kept True" in out, out

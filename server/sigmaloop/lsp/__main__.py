@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     _limit_arenas()
+    from .. import secret
+
+    secret.take_from_environment()  # the key (if the client put it there) leaves the environment
     from .server import make_server
 
     server, adapter = make_server()

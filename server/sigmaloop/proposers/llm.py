@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sigmaloop import secret
 from sigmaloop.edits import EditError, apply_search_replace, validate_source
 from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Experiment, Proposal, Status
@@ -75,16 +76,21 @@ MAX_CRASH_TAILS = 3
 MAX_REJECTION_REASONS = 10
 FEEDBACK_ECHO_CHARS = 4000  # how much of a failed answer is shown back to the model
 
-_explicit_key: str | None = None
-
 
 def set_api_key(key: str | None) -> None:
     """Use ``key`` for every LLM proposer built afterwards (e.g. from the editor's secret store).
 
-    It is kept in memory only; ``None`` goes back to ``OPENAI_API_KEY``.
+    It is kept in memory only (:mod:`sigmaloop.secret`); ``None`` goes back to ``OPENAI_API_KEY``.
     """
-    global _explicit_key
-    _explicit_key = key or None
+    secret.set_key(key)
+
+
+def _current_key(own: str | None) -> str | None:
+    """The proposer's own key, else the process's (taken from the environment or the editor),
+    else ``OPENAI_API_KEY`` for library use where nobody took it."""
+    env_key = os.environ.get(KEY_ENV)
+    secret.remember(env_key)
+    return own or secret.key() or env_key or None
 
 
 class LLMProposalError(ProposalError):
@@ -833,16 +839,15 @@ class LLMProposer:
         return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
 
     def _redact(self, text: str) -> str:
-        for key in {self._key, _explicit_key, os.environ.get(KEY_ENV)}:
-            if key and len(key) >= 4:
-                text = text.replace(key, "***")
-        return re.sub(r"\bsk-[A-Za-z0-9_\-]{6,}", "sk-***", text)
+        secret.remember(self._key)
+        secret.remember(os.environ.get(KEY_ENV))
+        return secret.redact(text)
 
     def _error(self, message: str, usage: Usage) -> LLMProposalError:
         return LLMProposalError(self._redact(message), usage.as_dict())
 
     def _get_client(self) -> Any:
-        key = self._key or _explicit_key or os.environ.get(KEY_ENV) or None
+        key = _current_key(self._key)
         fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
         if self._client is not None and fingerprint == self._client_key:
             return self._client  # rebuilt when the key changes (e.g. set in the editor)
