@@ -1,22 +1,13 @@
 // Read-only virtual documents for proposals (scheme sigmaloop-exp) and the diff view:
 // left = the script the proposal was made against (the real file when it is unchanged since),
-// right = the proposal. Accept / Reject sit in the diff editor's title bar (package.json menus).
+// right = the proposal, both as the server sends them (`sigmaloop.showExperiment`: parentText,
+// proposedText); the client applies no diff itself. Accept / Reject sit in the diff editor's
+// title bar (package.json menus).
 
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { applyUnifiedDiff } from './diff';
+import type { ShowExperimentResult } from './contract';
 import { EXP_SCHEME, expPath } from './store';
-
-export interface ShowExperimentResult {
-  id: number;
-  status?: string;
-  hypothesis?: string;
-  diff?: string;
-  scriptName?: string;
-  parentText?: string | null;
-  proposedText?: string | null;
-  parentCommit?: string | null;
-}
 
 export class ProposalDocuments implements vscode.TextDocumentContentProvider, vscode.Disposable {
   private readonly texts = new Map<string, string>();
@@ -47,17 +38,14 @@ export class ProposalDocuments implements vscode.TextDocumentContentProvider, vs
     } catch {
       current = undefined;
     }
-    const parent = typeof res.parentText === 'string' ? res.parentText : current;
-    let proposed = typeof res.proposedText === 'string' ? res.proposedText : undefined;
-    if (proposed === undefined && res.diff && parent !== undefined) {
-      proposed = applyUnifiedDiff(parent, res.diff);
-    }
+    const parent = typeof res.parentText === 'string' ? res.parentText : undefined;
+    const proposed = typeof res.proposedText === 'string' ? res.proposedText : undefined;
     const base = path.basename(scriptName);
     const right = vscode.Uri.from({ scheme: EXP_SCHEME, path: expPath(res.id, base) });
-    if (proposed === undefined) {
-      // no script to show: show the diff itself
+    if (proposed === undefined || parent === undefined) {
+      // no script to compare (a baseline has no parent edit): show the diff itself
       const diffUri = vscode.Uri.from({ scheme: EXP_SCHEME, path: expPath(res.id, `${base}.diff`) });
-      this.put(diffUri, res.diff || `# experiment #${res.id} has no diff\n`);
+      this.put(diffUri, typeof res.diff === 'string' && res.diff ? res.diff : `# experiment #${res.id} has no diff\n`);
       const doc = await vscode.workspace.openTextDocument(diffUri);
       await vscode.languages.setTextDocumentLanguage(doc, 'diff');
       await vscode.window.showTextDocument(doc, { preview: true });
@@ -71,7 +59,7 @@ export class ProposalDocuments implements vscode.TextDocumentContentProvider, vs
       leftLabel = base;
     } else {
       left = vscode.Uri.from({ scheme: EXP_SCHEME, path: `/exp-${res.id}/parent/${base}` });
-      this.put(left, parent ?? '');
+      this.put(left, parent);
       leftLabel = `${base} @ ${(res.parentCommit ?? 'parent').slice(0, 8)}`;
     }
     const status = res.status ? ` (${res.status})` : '';

@@ -14,6 +14,7 @@ import {
   recordsToCurve,
   toPanelExperiment,
 } from './contract';
+import type { EngineStateView } from './engineState';
 import { selectCurves } from './panelModel';
 import type { ExperimentStore } from './store';
 
@@ -36,6 +37,7 @@ export class LossPanel implements vscode.Disposable {
   private readonly curves = new Map<number, CurveData>();
   private readonly fetched = new Set<number>();
   private readonly fetching = new Set<number>();
+  /** The project's metric and direction: the engine's state says (until it has, the defaults). */
   direction: Direction = 'minimize';
   metric = 'val_bpb';
 
@@ -137,6 +139,19 @@ export class LossPanel implements vscode.Disposable {
   /** Everything changed (server (re)started and the store was reloaded). */
   reset(): void {
     this.fetched.clear();
+    if (this.ready) {
+      this.sendInit();
+    }
+  }
+
+  /** The engine's state: a new metric name or direction redraws the panel (which run is best depends on it). */
+  engineState(s: EngineStateView): void {
+    if (s.direction === this.direction && s.metric === this.metric) {
+      return;
+    }
+    this.direction = s.direction;
+    this.metric = s.metric;
+    this.prune();
     if (this.ready) {
       this.sendInit();
     }

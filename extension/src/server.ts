@@ -1,10 +1,10 @@
 // The language server's lifecycle: find the workspace's sigmaloop.toml, resolve the
 // interpreter, check that it has the package (offer to install the bundled wheel when not),
 // start `python -m sigmaloop.lsp` over stdio, check the server's version against the
-// extension's (offer the bundled wheel on a mismatch), restart on demand or on
-// interpreter/setting changes.
+// extension's (offer the bundled wheel on a mismatch), restart with a cause (asking first when
+// trials would be stopped; restart.ts decides), log how the process ended.
 
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
@@ -18,17 +18,14 @@ import {
   type ServerOptions,
   State,
 } from 'vscode-languageclient/node';
-import {
-  type ExperimentWire,
-  type LoopStateParams,
-  type TrialProgressParams,
-  parseTrialProgress,
-  unwrapExperiment,
-} from './contract';
+import { CLIENT_OWNED_COMMANDS } from './commands/ids';
+import { type ExperimentWire, type LoopStateParams, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
+import { type EngineStateView, parseEngineState } from './engineState';
 import { type InstallPlan, type InstallReason, checkServerVersion, installOffer } from './install';
 import { Installer, type RunnablePlan } from './installer';
+import { PythonInterpreters } from './python';
+import { type Busy, type RestartCause, describeCause, exitLine, restartDecision, restartQuestion } from './restart';
 import { initializationOptions, normalizeSettings, resolveInterpreter, serverEnv, type ResolvedInterpreter } from './settings';
-import { CLIENT_OWNED_COMMANDS } from './commands';
 import type { ServerState } from './store';
 
 export const SECRET_KEY = 'sigmaloop.apiKey';
@@ -36,21 +33,14 @@ export const SECRET_KEY = 'sigmaloop.apiKey';
 export interface ServerEvents {
   onExperiment(e: ExperimentWire): void;
   onProgress(p: TrialProgressParams): void;
+  /** `sigmaloop/loopState` (servers without `sigmaloop/state`). */
   onLoopState(s: LoopStateParams): void;
+  /** `sigmaloop/state`: the engine's state. */
+  onEngineState(s: EngineStateView): void;
   onState(s: ServerState): void;
   onReady(): void;
-}
-
-interface PythonExtensionApi {
-  environments?: {
-    getActiveEnvironmentPath?(resource?: vscode.Uri): { id: string; path: string } | undefined;
-    resolveEnvironment?(env: { id: string; path: string } | string): Promise<{ executable?: { uri?: vscode.Uri } } | undefined>;
-    onDidChangeActiveEnvironmentPath?: vscode.Event<unknown>;
-  };
-  settings?: {
-    getExecutionDetails?(resource?: vscode.Uri): { execCommand?: string[] } | undefined;
-    onDidChangeExecutionDetails?: vscode.Event<unknown>;
-  };
+  /** What a restart would stop now. */
+  busy(): Busy;
 }
 
 export class ServerController implements vscode.Disposable {
@@ -59,7 +49,16 @@ export class ServerController implements vscode.Disposable {
   root: string | undefined;
   interpreter: ResolvedInterpreter | undefined;
   private readonly disposables: vscode.Disposable[] = [];
-  private pythonListener: vscode.Disposable | undefined;
+  private readonly python: PythonInterpreters;
+  /** The server process (spawned here, so its exit is logged for what it was). */
+  private process: ChildProcess | undefined;
+  /** Processes we asked to stop: their exit is not an error. */
+  private readonly stopRequested = new WeakSet<ChildProcess>();
+  /** A restart the user put off while trials ran: done once they end. */
+  private deferred: RestartCause | undefined;
+  private asking = false;
+  /** Restarts done this session (with their causes), for the log and tests. */
+  readonly restarts: string[] = [];
   private starting: Promise<void> | undefined;
   private installing: Promise<boolean> | undefined;
   private crashes: number[] = [];
@@ -74,6 +73,8 @@ export class ServerController implements vscode.Disposable {
   ) {
     const version = (ctx.extension.packageJSON as { version?: unknown }).version;
     this.installer = new Installer(ctx.extensionUri.fsPath, typeof version === 'string' ? version : '0.0.0', log);
+    this.python = new PythonInterpreters(log, () => void this.requestRestart({ kind: 'interpreter' }));
+    this.disposables.push(this.python);
   }
 
   /** The extension's own version (package.json); the bundled wheel has the same one. */
@@ -105,49 +106,11 @@ export class ServerController implements vscode.Disposable {
     return found.length ? path.dirname(found[0].fsPath) : undefined;
   }
 
-  private async pythonFromExtension(resource: vscode.Uri | undefined): Promise<string | undefined> {
-    const ext = vscode.extensions.getExtension<PythonExtensionApi>('ms-python.python');
-    if (!ext) {
-      return undefined;
-    }
-    try {
-      const api = ext.isActive ? ext.exports : await ext.activate();
-      this.watchPythonExtension(api);
-      const envs = api?.environments;
-      if (envs?.getActiveEnvironmentPath) {
-        const active = envs.getActiveEnvironmentPath(resource);
-        if (active) {
-          const resolved = await envs.resolveEnvironment?.(active);
-          return resolved?.executable?.uri?.fsPath ?? active.path;
-        }
-      }
-      const cmd = api?.settings?.getExecutionDetails?.(resource)?.execCommand;
-      return cmd && cmd.length ? cmd[0] : undefined;
-    } catch (err) {
-      this.log.warn(`Python extension API failed: ${String(err)}`);
-      return undefined;
-    }
-  }
-
-  private watchPythonExtension(api: PythonExtensionApi | undefined): void {
-    if (this.pythonListener || !api) {
-      return;
-    }
-    const ev = api.environments?.onDidChangeActiveEnvironmentPath ?? api.settings?.onDidChangeExecutionDetails;
-    if (ev) {
-      this.pythonListener = ev(() => {
-        this.log.info('Python extension: interpreter changed; restarting the server');
-        void this.restart();
-      });
-      this.disposables.push(this.pythonListener);
-    }
-  }
-
   async resolvePython(root: string): Promise<ResolvedInterpreter> {
     const uri = vscode.Uri.file(root);
     const cfg = vscode.workspace.getConfiguration('sigmaloop', uri);
     const setting = cfg.get<string>('pythonPath') ?? '';
-    const fromExt = setting.trim() ? undefined : await this.pythonFromExtension(uri);
+    const fromExt = setting.trim() ? undefined : await this.python.active(uri);
     return resolveInterpreter(
       { setting, pythonExtension: fromExt, fallback: 'python3' },
       { workspaceFolder: vscode.workspace.getWorkspaceFolder(uri)?.uri.fsPath ?? root, home: process.env.HOME },
@@ -212,11 +175,8 @@ export class ServerController implements vscode.Disposable {
       return;
     }
     const apiKey = await this.ctx.secrets.get(SECRET_KEY);
-    const serverOptions: ServerOptions = {
-      command: py.path,
-      args: ['-m', 'sigmaloop.lsp', '--log-level', 'INFO'],
-      options: { cwd: root, env: serverEnv(process.env, apiKey) },
-    };
+    const env = serverEnv(process.env, apiKey);
+    const serverOptions: ServerOptions = () => this.spawnServer(py.path, root, env);
     const rootUri = vscode.Uri.file(root);
     const folder = vscode.workspace.getWorkspaceFolder(rootUri);
     const selector: DocumentSelector = [{ scheme: 'file', language: 'python', pattern: `${escapeGlob(root)}/**/*.py` }];
@@ -242,6 +202,14 @@ export class ServerController implements vscode.Disposable {
       const e = unwrapExperiment(params);
       if (e) {
         this.events.onExperiment(e);
+      }
+    });
+    client.onNotification('sigmaloop/state', (params: unknown) => {
+      const st = parseEngineState(params);
+      if (st) {
+        this.events.onEngineState(st);
+      } else {
+        this.log.warn(`ignored a malformed sigmaloop/state: ${JSON.stringify(params).slice(0, 200)}`);
       }
     });
     client.onNotification('sigmaloop/loopState', (params: LoopStateParams) => {
@@ -270,6 +238,27 @@ export class ServerController implements vscode.Disposable {
       this.setState('failed');
       void this.explainStartFailure(String(err), py);
     }
+  }
+
+  /** `python -m sigmaloop.lsp` over stdio; its end is logged as requested or not (the language client would call both an error). */
+  private spawnServer(python: string, cwd: string, env: Record<string, string>): Promise<ChildProcess> {
+    const child = spawn(python, ['-m', 'sigmaloop.lsp', '--log-level', 'INFO'], { cwd, env });
+    this.process = child;
+    child.on('exit', (code, signal) => {
+      const line = exitLine(code, signal, this.stopRequested.has(child));
+      if (line.level === 'info') {
+        this.log.info(line.text);
+      } else {
+        this.log.error(line.text);
+      }
+      if (this.process === child) {
+        this.process = undefined;
+      }
+    });
+    return new Promise((resolve, reject) => {
+      child.once('spawn', () => resolve(child));
+      child.once('error', reject);
+    });
   }
 
   /** serverInfo.version from `initialize` against the extension's: a mismatch is logged and the bundled wheel offered. */
@@ -328,7 +317,7 @@ export class ServerController implements vscode.Disposable {
     const ok = await this.installer.run(plan);
     if (ok) {
       void vscode.window.setStatusBarMessage(`Sigmaloop: installed; starting the server`, 5000);
-      await this.restart();
+      await this.requestRestart({ kind: 'installed', what: plan.kind === 'wheel' ? path.basename(plan.wheel) : `sigmaloop from ${plan.checkout}` });
     } else if (!wasRunning) {
       this.setState('notInstalled');
     }
@@ -379,7 +368,8 @@ export class ServerController implements vscode.Disposable {
             .then((pick) => this.onFailurePick(pick));
           return { action: CloseAction.DoNotRestart, handled: true };
         }
-        this.log.warn('server closed; restarting');
+        this.log.warn(`restart: the server closed unexpectedly (${this.crashes.length} of 4 in 2 minutes)`);
+        this.restarts.push('the server closed unexpectedly');
         return { action: CloseAction.Restart, handled: true };
       },
     };
@@ -389,7 +379,7 @@ export class ServerController implements vscode.Disposable {
     if (pick === 'Show Log') {
       this.log.show();
     } else if (pick === 'Restart Server') {
-      void this.restart();
+      void this.requestRestart({ kind: 'command' });
     }
   }
 
@@ -411,7 +401,11 @@ export class ServerController implements vscode.Disposable {
 
   async stop(): Promise<void> {
     const client = this.client;
+    const child = this.process;
     this.client = undefined;
+    if (child) {
+      this.stopRequested.add(child);
+    }
     if (client) {
       try {
         await client.stop(10_000);
@@ -424,16 +418,69 @@ export class ServerController implements vscode.Disposable {
         // already gone
       }
     }
+    if (child && child.exitCode === null && child.signalCode === null) {
+      // it had `shutdown` and `exit`; give it a moment to stop its trials, then end it
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          child.kill('SIGTERM');
+          resolve();
+        }, 5000);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
     if (this.state !== 'restricted') {
       this.setState('stopped');
     }
   }
 
-  async restart(): Promise<void> {
+  /**
+   * Restart for `cause`: at once when nothing runs; otherwise a modal asks whether to restart
+   * now (stopping the loop and the trials) or later (once they have ended: `whenIdle`).
+   */
+  async requestRestart(cause: RestartCause): Promise<void> {
+    const busy = this.events.busy();
+    if (!this.client || restartDecision(busy) === 'now') {
+      await this.restart(cause);
+      return;
+    }
+    if (this.asking) {
+      this.deferred = cause;
+      return;
+    }
+    this.asking = true;
+    try {
+      const now = 'Restart and Stop Trials';
+      const pick = await vscode.window.showWarningMessage(restartQuestion(cause, busy), { modal: true }, now, 'Later');
+      if (pick === now) {
+        await this.restart(cause);
+      } else {
+        this.deferred = cause;
+        this.log.info(`restart deferred until the trials end: ${describeCause(cause)}`);
+      }
+    } finally {
+      this.asking = false;
+    }
+  }
+
+  /** Called when what runs changed: a deferred restart goes ahead once nothing does. */
+  whenIdle(): void {
+    const cause = this.deferred;
+    if (cause && !this.asking && restartDecision(this.events.busy()) === 'now') {
+      this.deferred = undefined;
+      void this.restart({ kind: 'deferred', cause });
+    }
+  }
+
+  private async restart(cause: RestartCause): Promise<void> {
     if (this.starting) {
       await this.starting;
     }
-    this.log.info('restarting the server');
+    const why = describeCause(cause);
+    this.restarts.push(why);
+    this.log.info(`restart: ${why}`);
     await this.stop();
     this.crashes = [];
     await this.start();
@@ -458,6 +505,7 @@ export class ServerController implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.deferred = undefined;
     for (const d of this.disposables) {
       d.dispose();
     }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { CLIENT_ONLY_COMMANDS, CLIENT_OWNED_COMMANDS, NEEDS_TRUST } from '../../extension/src/commands';
+import { CLIENT_ONLY_COMMANDS, CLIENT_OWNED_COMMANDS, NEEDS_TRUST } from '../../extension/src/commands/ids';
 
 interface Manifest {
   main: string;

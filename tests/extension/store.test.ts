@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ExperimentStore, expIdFromPath, expPath, parseExpId, statusCommand, statusView } from '../../extension/src/store';
+import { statusCommand, statusView } from '../../extension/src/status';
+import { ExperimentStore, expIdFromPath, expPath, parseExpId } from '../../extension/src/store';
 
 test('status bar: idle, running #12 at 43%, loop 7 of 20', () => {
   const s = new ExperimentStore();
