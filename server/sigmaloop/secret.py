@@ -111,3 +111,11 @@ def _overwrite_initial_environment(value: str) -> None:
         while at != -1 and env_start + at + len(needle) <= env_end:
             ctypes.memset(env_start + at, ord("*"), len(needle))
             at = block.find(needle, at + len(needle))
+
+
+def forget() -> None:
+    """Drop the key and every remembered secret (tests; a user removing the key)."""
+    global _key
+    with _lock:
+        _key = None
+        _secrets.clear()
