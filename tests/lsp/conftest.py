@@ -32,9 +32,9 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     def on_progress(params):
         rec.progress.append((time.monotonic(), _to_dict(params)))
 
-    @lsp_client.feature("sigmaloop/loopState")
-    def on_loop(params):
-        rec.loop_states.append(_to_dict(params))
+    @lsp_client.feature("sigmaloop/state")
+    def on_state(params):
+        rec.states.append(_to_dict(params))
 
     @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
     def on_apply(params: types.ApplyWorkspaceEditParams):
@@ -49,12 +49,14 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     def on_lens_refresh(params):
         return None
 
-    lsp_client.set_configuration({"budget": 0.3}, section="sigmaloop")
+    settings = {"budget": 0.3}
+    lsp_client.set_configuration(settings, section="sigmaloop")
+    options = request.node.get_closest_marker("init_options")
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         root_uri=ws.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")],
-        initialization_options={"apiKey": "sk-test-not-a-real-key"},
+        initialization_options=options.args[0] if options else None,
     ))
     # wait until the server finished starting (commands wait for that), so nothing the test
     # writes to the journal happens before the server's first read of it
@@ -68,3 +70,4 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "workspace(kind): the workspace the server opens")
+    config.addinivalue_line("markers", "init_options(dict): initializationOptions the client sends")

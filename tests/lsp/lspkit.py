@@ -23,7 +23,7 @@ class Recorder:
     def __init__(self) -> None:
         self.updates: list[tuple[float, dict[str, Any]]] = []
         self.progress: list[tuple[float, dict[str, Any]]] = []
-        self.loop_states: list[dict[str, Any]] = []
+        self.states: list[dict[str, Any]] = []  # sigmaloop/state notifications
         self.apply_edits: list[types.ApplyWorkspaceEditParams] = []
         self.apply_result = True
 
@@ -59,6 +59,8 @@ def _to_dict(params: Any) -> Any:
 
 def make_ws(tmp_path: Path, kind: str) -> Path:
     ws = tmp_path / "ws"
+    if kind == "maximize":
+        return make_workspace(ws, config=CONFIG.replace('tag = "test"', 'tag = "test"\ndirection = "maximize"'))
     if kind == "nogit":
         ws.mkdir()
         (ws / "train.py").write_text(FAKE_TRAIN)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sigmaloop.engine import Engine
-from sigmaloop.lsp import protocol
+from sigmaloop.lsp import params, protocol
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
 from enginekit import make_workspace
@@ -92,16 +92,15 @@ def test_engine_state_matches_the_state_schema(tmp_path):
     (protocol.InitializationOptions, {"settings": {"budget": "x"}}, "settings.budget must be a number"),
 ])
 def test_bad_arguments_name_the_argument(cls, args, message):
-    with pytest.raises(protocol.ParamsError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        protocol.structure(cls, args, "accept")
+    with pytest.raises(params.ParamsError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        params.structure(cls, args, "accept")
 
 
 def test_arguments_positional_or_one_object_defaults_filled():
-    assert protocol.structure(protocol.RejectParams, [4], "x") == protocol.RejectParams(4, None)
-    assert protocol.structure(protocol.RejectParams, [{"id": 4, "reason": "no"}], "x").reason == "no"
-    assert protocol.structure(protocol.StartLoopParams, [], "x").iterations == 10
-    assert protocol.structure(protocol.StartLoopParams, None, "x").iterations == 10
-    assert protocol.structure(protocol.ExperimentsParams, {"maxPoints": 3}, "x").max_points == 3
-    settings = protocol.structure(protocol.Settings, {"budget": 2, "llm": {"model": "m", "baseUrl": ""},
-                                                      "proposer": None}, "x")
-    assert protocol.overrides(settings) == {"experiment": {"budget": 2.0}, "llm": {"model": "m"}}
+    assert params.structure(protocol.RejectParams, [4], "x") == protocol.RejectParams(4, None)
+    assert params.structure(protocol.RejectParams, [{"id": 4, "reason": "no"}], "x").reason == "no"
+    assert params.structure(protocol.StartLoopParams, [], "x").iterations == 10
+    assert params.structure(protocol.StartLoopParams, None, "x").iterations == 10
+    assert params.structure(protocol.ExperimentsParams, {"maxPoints": 3}, "x").max_points == 3
+    settings = {"budget": 2, "llm": {"model": "m", "baseUrl": ""}, "proposer": None, "trace": "x"}
+    assert protocol.overrides(settings) == {"experiment": {"budget": 2}, "llm": {"model": "m"}}

@@ -101,20 +101,22 @@ def test_pending_proposals_diagnostics_and_actions():
     assert all(a.tags == [types.CodeActionTag.LlmGenerated] for a in actions)
 
 
-def test_crash_placement_and_json():
+def test_crash_placement():
     new = SCRIPT.replace("LR = 0.04\n", "LR = 0.04\nEXTRA = 1\n")
     e = exp(3, new, status=Status.CRASHED, crash=CrashLocation("train.py", 10, "ValueError: bad"))
     assert parent_line(e.diff, 10) == (9, None)  # outside the diff: shifted
     assert parent_line(e.diff, 4) == (4, "EXTRA = 1")
     d = render.crash_diagnostic(render.DocLines(SCRIPT), e, "    return x")
     assert d.range.start.line == 8 and d.message == "exp #3 crashed: ValueError: bad"
-    rec = render.exp_json(Experiment(id=1, status=Status.KEPT, source="baseline", metric=math.nan))
-    assert rec["metric"] is None and rec["isBaseline"] and rec["parentCommit"] is None
-    assert "rejectionReason" in rec and "ownerPid" in rec
 
 
-def test_lens_title():
-    best = Experiment(id=12, status=Status.KEPT, source="tune", metric=1.2101)
-    assert render.lens_title(1.2345, 0.0023, best, 3, 17) == \
-        "baseline 1.2345 ± 0.0023 · best 1.2101 (#12) · kept 3 / 17 run"
-    assert render.lens_title(None, None, None, 0, 0) == "no baseline yet · kept 0 / 0 run"
+def test_lens_title_from_the_state():
+    state = {"metric": "val_bpb", "direction": "minimize", "kept": 3, "run": 17, "running": [],
+             "reference": {"value": 1.2101, "sigma": 0.0023, "sigmaDof": 2, "seeds": [42, 43], "ids": [12, 13]},
+             "best": {"id": 12, "metric": 1.2101, "hypothesis": "LR up"}}
+    assert render.lens_title(state) == "val_bpb ↓ 1.2101 ± 0.0023 (#12) · kept 3 / 17 run"
+    state.update(direction="maximize", metric="accuracy", running=[20, 21, 22, 23])
+    assert render.lens_title(state).startswith("accuracy ↑ 1.2101")
+    assert render.lens_title(state).endswith("running #20, #21, #22 …")
+    assert render.lens_title({"reference": None, "best": None, "kept": 0, "run": 0}) == \
+        "no baseline yet · kept 0 / 0 run"

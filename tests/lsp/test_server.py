@@ -157,7 +157,7 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
         if "kept 1 / 1 run" in lenses[0].command.title:
             break
         await asyncio.sleep(0.05)
-    assert lenses[0].command.title.startswith("baseline 0.9")  # the new head's reference
+    assert lenses[0].command.title.startswith("val_bpb ↓ 0.9")  # the new head's reference
     assert f"(#{exp_id})" in lenses[0].command.title and "kept 1 / 1 run" in lenses[0].command.title
 
     # sigmaloop/experiments, with curves
@@ -268,9 +268,18 @@ async def test_cli_beside_the_server_shows_up_within_a_second(client: LanguageCl
 
 
 async def test_malformed_arguments_get_errors_and_the_server_keeps_serving(client: LanguageClient):
-    for args in ([], ["abc"], [None], [True], [{"id": "x"}]):
-        with pytest.raises(JsonRpcException, match="id"):
+    for args, message in (([], "sigmaloop.accept: needs id"),
+                          (["abc"], "sigmaloop.accept: id must be an integer, not 'abc'"),
+                          ([None], "id must be an integer, not None"),
+                          ([True], "id must be an integer, not True"),
+                          ([{"id": "x"}], "id must be an integer, not 'x'"),
+                          ([{"ident": 1}], "unknown argument ident"),
+                          ([1, 2], "takes at most 1 argument")):
+        with pytest.raises(JsonRpcException, match=message) as err:
             await execute(client, "sigmaloop.accept", *args)
+        assert err.value.code == -32602  # InvalidParams
+    with pytest.raises(JsonRpcException, match="kind must be 'tune' or 'llm', not 'gpt'"):
+        await execute(client, "sigmaloop.propose", "gpt")
     with pytest.raises(JsonRpcException, match="no experiment #999"):
         await execute(client, "sigmaloop.showExperiment", 999)
     with pytest.raises(JsonRpcException, match="reason must be a string"):
@@ -280,8 +289,7 @@ async def test_malformed_arguments_get_errors_and_the_server_keeps_serving(clien
     with pytest.raises(JsonRpcException):
         await client.protocol.send_request_async("sigmaloop/experiments", {"ids": "all"})
     summary = await execute(client, "sigmaloop.summary")
-    assert summary["baseline"] is None and summary["run"] == 0
-    assert "no baseline yet" in summary["title"]
+    assert summary["reference"] is None and summary["run"] == 0
 
 
 async def test_shutdown_leaves_no_trial_behind(client: LanguageClient):
@@ -327,3 +335,81 @@ async def test_broken_config_names_the_key_and_the_server_keeps_running(client: 
             break
         await asyncio.sleep(0.05)
     assert summary["configError"] is None
+
+
+async def test_state_is_sent_at_start_and_after_a_real_baseline(client: LanguageClient):
+    rec = client.rec
+    first = await wait_until(lambda: rec.states and rec.states[0])
+    assert first["metric"] == "val_bpb" and first["direction"] == "minimize"
+    assert first["reference"] is None and first["best"] is None and first["configError"] is None
+    assert first["loop"] == {"running": False, "iteration": 0, "iterations": 0, "phase": ""}
+    await execute(client, "sigmaloop.runBaseline")
+    state = await wait_until(lambda: (s := rec.states[-1])["reference"] and s["counts"].get("kept") == 2 and s)
+    seeds = {u["id"]: u for _, u in rec.updates if u["source"] == "baseline" and u["status"] == "kept"}
+    ref = state["reference"]
+    assert ref["seeds"] == [42, 43] and sorted(ref["ids"]) == sorted(seeds)
+    mean = sum(u["metric"] for u in seeds.values()) / 2
+    assert ref["value"] == pytest.approx(mean) and ref["sigma"] > 0 and ref["sigmaDof"] >= 1
+    assert state["best"]["id"] == min(seeds) and state["best"]["metric"] == pytest.approx(mean)
+    assert state["running"] == [] and state["kept"] == 0 and state["run"] == 0
+    # the pull form is the same record
+    assert await execute(client, "sigmaloop.summary") == rec.states[-1]
+    # at most 4 a second
+    assert len(rec.states) <= 2 + 4 * 3
+
+
+@pytest.mark.workspace("maximize")
+async def test_state_of_a_maximize_project_says_so(client: LanguageClient):
+    state = await wait_until(lambda: client.rec.states and client.rec.states[0])
+    assert state["direction"] == "maximize"
+    uri = open_doc(client)
+    lenses = await client.text_document_code_lens_async(
+        types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    assert lenses[0].command.title == "no baseline yet · kept 0 / 0 run"
+    await execute(client, "sigmaloop.runBaseline")
+    await wait_until(lambda: (s := client.rec.states[-1])["reference"] and s["counts"].get("kept") == 2)
+    for _ in range(100):
+        lenses = await client.text_document_code_lens_async(
+            types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+        if lenses[0].command.title.startswith("val_bpb ↑"):
+            break
+        await asyncio.sleep(0.05)
+    assert lenses[0].command.title.startswith("val_bpb ↑ ")
+
+
+async def test_show_experiment_always_has_both_texts(client: LanguageClient):
+    await execute(client, "sigmaloop.runBaseline")
+    await wait_until(lambda: client.rec.latest(1))
+    shown = await execute(client, "sigmaloop.showExperiment", 1)  # a baseline: no edit
+    assert shown["isBaseline"] and shown["diff"] == "" and shown["scriptName"] == "train.py"
+    assert shown["parentText"] == FAKE_TRAIN and shown["proposedText"] == FAKE_TRAIN
+    exp_id = await asyncio.to_thread(propose_in_process, client.ws, "DEPTH = 4", "DEPTH = 6", "deeper")
+    shown = await execute(client, "sigmaloop.showExperiment", {"id": exp_id})
+    assert shown["parentText"] == FAKE_TRAIN
+    assert shown["proposedText"] == FAKE_TRAIN.replace("DEPTH = 4", "DEPTH = 6")
+
+
+async def test_stop_loop_stops_the_queued_baseline_seed_too(client: LanguageClient):
+    started = await execute(client, "sigmaloop.runBaseline", 30)
+    assert started["seeds"] == [42, 43]
+    await wait_until(lambda: (r := client.rec.latest(1)) and r["status"] == "running" and r["pid"])
+    assert client.rec.latest(2)["status"] == "queued"  # one slot: the second seed waits
+    stopped = await execute(client, "sigmaloop.stopLoop")
+    assert stopped == {"stopped": [1, 2]}
+    await wait_until(lambda: all((r := client.rec.latest(i)) and r["status"] == "interrupted" for i in (1, 2)))
+    await asyncio.sleep(1.0)
+    statuses = [u["status"] for _, u in client.rec.updates if u["id"] == 2]
+    assert "running" not in statuses and client.rec.latest(2)["status"] == "interrupted"
+    assert client.rec.latest(2)["reason"] == "stopped"
+
+
+@pytest.mark.init_options({"settings": {"budget": "soon", "llm": {"model": "m"}}, "client": "test"})
+async def test_settings_come_with_initialize_and_are_checked_by_the_config_rules(client: LanguageClient):
+    state = await wait_until(lambda: client.rec.states and client.rec.states[-1])
+    assert "experiment.budget" in state["configError"]
+    with pytest.raises(JsonRpcException, match=r"experiment\.budget"):
+        await execute(client, "sigmaloop.runBaseline")
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"sigmaloop": {"budget": 0.3}}))
+    await wait_until(lambda: client.rec.states[-1]["configError"] is None)
+    assert (await execute(client, "sigmaloop.runBaseline"))["started"] == "baseline"

@@ -28,11 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     secret.take_from_environment()  # the key (if the client put it there) leaves the environment
     from .server import make_server
 
-    server, adapter = make_server()
-    atexit.register(adapter.close)
+    server = make_server()
+    atexit.register(server.close)
 
     def on_signal(signum, _frame):
-        adapter.close()
+        server.close()
         _hard_exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server.start_io()
     finally:
-        adapter.close()
+        server.close()
     # pygls reads stdin on a pool thread that only ends at EOF; a client waiting for the
     # process to exit before closing the pipe would wait forever on the interpreter's join.
     _hard_exit(0 if server.protocol._shutdown else 1)

@@ -6,19 +6,15 @@ with :data:`OPTIONAL` metadata may be left out. ``scripts/gen_protocol.py`` writ
 to ``extension/src/protocol.gen.ts`` (checked in; ``tests/lsp/test_protocol.py`` fails when it
 drifts), and the server builds every record it sends from them: :func:`experiment`,
 :func:`progress`, :func:`state`. Command parameters are converted into their classes by
-:func:`structure` (cattrs, strict about types, errors that name the argument).
+:func:`.params.structure` (strict about types; errors name the argument).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, get_args, get_origin
-
-import cattrs
-from cattrs.gen import make_dict_structure_fn, override
+from typing import Any, ClassVar, Literal
 
 from ..lifecycle import Phase, Reason
 from ..models import Experiment, ProgressRecord, Status
@@ -303,24 +299,29 @@ class InitializationOptions:
     client: str | None = None
 
 
-# setting → (toml section, key): what config.load's overrides are made of
+#: editor setting (as the client sends it) → (sigmaloop.toml section, key)
 SETTING_KEYS = {
-    "python_path": ("runner", "python"), "budget": ("experiment", "budget"),
+    "pythonPath": ("runner", "python"), "budget": ("experiment", "budget"),
     "slots": ("runner", "slots"), "proposer": ("proposer", "kind"),
-    "llm.base_url": ("llm", "base_url"), "llm.model": ("llm", "model"),
+    "llm.baseUrl": ("llm", "base_url"), "llm.model": ("llm", "model"),
 }
 
 
-def overrides(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Editor settings as ``config.load`` overrides (shaped like sigmaloop.toml)."""
+def overrides(settings: Any) -> dict[str, dict[str, Any]]:
+    """The client's :class:`Settings` as ``config.load`` overrides (shaped like sigmaloop.toml).
+    Values pass as sent: ``config.load`` validates them with sigmaloop.toml's rules (one rule
+    set); keys the server has no use for (client-side settings) are ignored."""
+    flat: dict[str, Any] = {}
+    for key, value in (settings if isinstance(settings, dict) else {}).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
     out: dict[str, dict[str, Any]] = {}
-    flat = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "llm"}
-    if settings.llm is not None:
-        flat.update({f"llm.{f.name}": getattr(settings.llm, f.name) for f in fields(settings.llm)})
-    for name, value in flat.items():
-        if value is not None and value != "":
-            section, key = SETTING_KEYS[name]
-            out.setdefault(section, {})[key] = value
+    for key, value in flat.items():
+        if key in SETTING_KEYS and value is not None and value != "":
+            section, name = SETTING_KEYS[key]
+            out.setdefault(section, {})[name] = value
     return out
 
 
@@ -412,155 +413,3 @@ def state(engine_state: Any, config_error: str | None) -> dict[str, Any]:
     d = clean(engine_state.as_dict())
     d["configError"] = config_error
     return d
-
-
-def to_wire(obj: Any) -> Any:
-    """A dataclass of this module as JSON (camelCase keys; optional fields left out when None)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            if value is None and f.metadata.get("optional"):
-                continue
-            out[camel(f.name)] = to_wire(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_wire(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_wire(v) for k, v in obj.items()}
-    return clean(obj)
-
-
-# --------------------------------------------------------------------------- from the wire
-
-
-class ParamsError(ValueError):
-    """Arguments that do not fit a command's parameters; the message names the argument."""
-
-
-def _strict(kind: type, what: str):
-    def hook(value: Any, _type: Any) -> Any:
-        if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"must be {what}, not {value!r}")
-        if kind is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if kind is float and isinstance(value, int):
-            return float(value)
-        if not isinstance(value, kind):
-            raise TypeError(f"must be {what}, not {value!r}")
-        return value
-
-    return hook
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    for kind, what in ((int, "an integer"), (float, "a number"), (str, "a string"),
-                       (bool, "true or false")):
-        conv.register_structure_hook(kind, _strict(kind, what))
-
-    def dataclass_hook(cls: type) -> Any:
-        renames = {f.name: override(rename=camel(f.name)) for f in fields(cls)}
-        return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)
-
-    def literal_hook(tp: Any) -> Any:
-        allowed = get_args(tp)
-
-        def hook(value: Any, _type: Any) -> Any:
-            if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-                raise TypeError(f"must be {' or '.join(repr(a) for a in allowed)}, not {value!r}")
-            return value
-
-        return hook
-
-    def list_hook(tp: Any) -> Any:
-        (item,) = get_args(tp) or (Any,)
-
-        def hook(value: Any, _type: Any) -> Any:
-            if not isinstance(value, list):
-                raise TypeError(f"must be a list, not {value!r}")
-            return [conv.structure(v, item) for v in value]
-
-        return hook
-
-    conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, literal_hook)
-    conv.register_structure_hook_factory(lambda t: get_origin(t) is list, list_hook)
-    conv.register_structure_hook_factory(dataclasses.is_dataclass, dataclass_hook)
-    return conv
-
-
-converter = _make_converter()
-
-
-def _plain(value: Any) -> Any:
-    """pygls hands unknown methods' params over as namedtuples: back to JSON values."""
-    if hasattr(value, "_asdict"):
-        return {k: _plain(v) for k, v in value._asdict().items()}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def structure(cls: type, arguments: Any, what: str) -> Any:
-    """Command arguments (positional ``[a, b]``, or one object ``[{"a": …}]``) or request
-    params (an object) → ``cls``; :class:`ParamsError` names the argument and what it must be."""
-    arguments = _plain(arguments)
-    names = [camel(f.name) for f in fields(cls)]
-    if arguments is None:
-        data: Any = {}
-    elif isinstance(arguments, dict):
-        data = arguments
-    elif isinstance(arguments, list) and len(arguments) == 1 and isinstance(arguments[0], dict):
-        data = arguments[0]
-    elif isinstance(arguments, list):
-        if len(arguments) > len(names):
-            raise ParamsError(f"{what} takes at most {len(names)} argument"
-                              f"{'s' if len(names) != 1 else ''} ({', '.join(names) or 'none'}), "
-                              f"got {len(arguments)}")
-        data = dict(zip(names, arguments))
-    else:
-        raise ParamsError(f"{what}: arguments must be a list or an object, not {arguments!r}")
-    try:
-        return converter.structure(data, cls)
-    except Exception as exc:
-        raise ParamsError(f"{what}: {_explain(exc, names)}") from None
-
-
-def _explain(exc: BaseException, names: list[str]) -> str:
-    problems = []
-    for leaf, name in _leaves(exc, ""):
-        if isinstance(leaf, KeyError):
-            problems.append(f"needs {name or leaf.args[0]} (arguments: [{', '.join(names)}])")
-        elif isinstance(leaf, cattrs.ForbiddenExtraKeysError):
-            problems.append(f"unknown argument{'s' if len(leaf.extra_fields) > 1 else ''} "
-                            f"{', '.join(sorted(leaf.extra_fields))} (known: {', '.join(names)})")
-        elif name:
-            text = str(leaf)
-            problems.append(f"{name} {text if text.startswith('must be') else 'is invalid: ' + text}")
-        else:
-            problems.append(str(leaf))
-    return "; ".join(problems) or str(exc)
-
-
-try:
-    _Group = BaseExceptionGroup
-except NameError:  # Python 3.10: cattrs depends on the backport
-    from exceptiongroup import BaseExceptionGroup as _Group
-
-
-def _leaves(exc: BaseException, name: str):
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        yield exc, name
-        return
-    if isinstance(exc, _Group):
-        for sub in exc.exceptions:
-            sub_name = name
-            for note in getattr(sub, "__notes__", ()):
-                attr = getattr(note, "name", None)
-                if isinstance(attr, str):
-                    sub_name = f"{name}.{camel(attr)}" if name else camel(attr)
-            yield from _leaves(sub, sub_name)
-        return
-    yield exc, name

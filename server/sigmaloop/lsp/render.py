@@ -12,7 +12,6 @@ request; parsing a diff is cached per experiment (diffs do not change once propo
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,62 +20,11 @@ from lsprotocol import types
 
 from ..anomaly import Anomaly
 from ..diff import DiffInfo, change_blocks
-from ..models import CrashLocation, Experiment, ProgressRecord, Status
+from ..models import CrashLocation, Experiment, Status
 
 SOURCE = "sigmaloop"
 HISTORY_ROWS = 25  # rows of a hover table before "… N older"
 MINUS = "−"
-
-# --------------------------------------------------------------------------- JSON records
-
-_CAMEL = re.compile(r"_([a-z])")
-
-
-def camel(name: str) -> str:
-    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-_EXP_FIELDS = (
-    "id", "status", "source", "hypothesis", "predicted_delta", "rationale", "diff",
-    "parent_commit", "commit", "code_hash", "seed", "budget", "metric", "delta", "sigma", "z",
-    "verdict", "phase", "reason", "detail", "numbers", "created_at", "started_at", "finished_at", "log_path", "metrics_path", "crash",
-    "rejection_reason", "confirms", "attempts", "pid", "owner_pid", "summary", "params", "usage",
-    "timings", "rev",
-)
-
-
-def exp_json(e: Experiment) -> dict[str, Any]:
-    """An experiment as the protocol's JSON record (camelCase keys; NaN/inf → null)."""
-    out: dict[str, Any] = {}
-    for name in _EXP_FIELDS:
-        value = getattr(e, name)
-        if name == "status":
-            value = value.value
-        elif name == "crash":
-            value = None if value is None else {
-                "file": value.file, "line": value.line, "message": value.message}
-        out[camel(name)] = _clean(value)
-    out["isBaseline"] = e.is_baseline
-    return out
-
-
-def progress_json(r: ProgressRecord) -> dict[str, Any]:
-    rec: dict[str, Any] = {"step": r.step, "t": r.t, "frac": r.frac, "loss": r.loss}
-    for k, v in r.extra.items():
-        if k not in rec:
-            rec[k] = v
-    return _clean(rec)
-
 
 # --------------------------------------------------------------------------- compact rows
 
@@ -346,18 +294,21 @@ def _md_cell(text: str | None) -> str:
 # --------------------------------------------------------------------------- code lens
 
 
-def lens_title(baseline: float | None, sigma: float | None, best: Experiment | None,
-               kept: int, run: int, running: Sequence[int] = ()) -> str:
-    if baseline is None:
+def lens_title(state: dict[str, Any]) -> str:
+    """The code lens summary, from a ``sigmaloop/state`` record: the reference (the head's mean
+    ± σ, the experiment that made it), kept / run, running trials."""
+    ref, best = state.get("reference"), state.get("best")
+    arrow = "↑" if state.get("direction") == "maximize" else "↓"
+    if ref is None:
         head = "no baseline yet"
-    elif sigma is not None:
-        head = f"baseline {baseline:.4f} ± {sigma:.4f}"
     else:
-        head = f"baseline {baseline:.4f}"
-    parts = [head]
-    if best is not None and best.metric is not None and not best.is_baseline:
-        parts.append(f"best {best.metric:.4f} (#{best.id})")
-    parts.append(f"kept {kept} / {run} run")
+        head = f"{state.get('metric', '')} {arrow} {ref['value']:.4f}"
+        if ref.get("sigma") is not None:
+            head += f" ± {ref['sigma']:.4f}"
+        if best is not None:
+            head += f" (#{best['id']})"
+    parts = [head, f"kept {state.get('kept', 0)} / {state.get('run', 0)} run"]
+    running = state.get("running") or []
     if running:
         parts.append(f"running {', '.join(f'#{i}' for i in running[:3])}"
                      + (" …" if len(running) > 3 else ""))

@@ -1,0 +1,226 @@
+"""Commands (``workspace/executeCommand``) and the ``sigmaloop/experiments`` request.
+
+Each handler gets its typed parameters (a dataclass of :mod:`.protocol`, converted by
+:mod:`.params` from the positional arguments or one object; a bad argument is an
+InvalidParams error that names it),
+calls one engine operation (in a thread when it blocks) and returns a wire record. Errors:
+an unknown id is InvalidParams, an engine refusal RequestFailed with the engine's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+
+from ..config import ConfigError
+from . import params, protocol
+from .protocol import (
+    ExperimentParams,
+    ExperimentsParams,
+    NoParams,
+    ProposeParams,
+    RejectParams,
+    RunBaselineParams,
+    StartLoopParams,
+)
+from .server import RequestFailed
+
+if TYPE_CHECKING:
+    from .server import SigmaloopServer
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["SigmaloopServer", Any], Awaitable[Any]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register a handler for a command of :data:`protocol.COMMANDS` (its params class there)."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+async def run(ls: SigmaloopServer, fn: Callable[..., Any], *args: Any) -> Any:
+    """A blocking engine call, off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+@command("sigmaloop.runBaseline")
+async def run_baseline(ls: SigmaloopServer, p: RunBaselineParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail(runs_trials=True)
+    ls.in_background("baseline", lambda: engine.run_baseline(budget=p.budget))
+    return {"started": "baseline", "seeds": list(engine.config.judge.seeds)}
+
+
+@command("sigmaloop.propose")
+async def propose(ls: SigmaloopServer, p: ProposeParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail(runs_trials=True)
+    return protocol.experiment(await run(ls, engine.propose, p.kind))
+
+
+@command("sigmaloop.accept")
+async def accept(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail(runs_trials=True)
+    exp = await run(ls, engine.accept, p.id)
+    ls.in_background(f"experiment #{p.id}", lambda: engine.run(p.id))
+    return protocol.experiment(exp)
+
+
+@command("sigmaloop.reject")
+async def reject(ls: SigmaloopServer, p: RejectParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail()
+    return protocol.experiment(await run(ls, engine.reject, p.id, p.reason))
+
+
+@command("sigmaloop.startLoop")
+async def start_loop(ls: SigmaloopServer, p: StartLoopParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail(runs_trials=True)
+    if p.iterations < 1:
+        raise JsonRpcInvalidParams(message="sigmaloop.startLoop: iterations must be >= 1")
+    if engine.loop_running:
+        raise RequestFailed(message="a loop is already running; stop it first")
+    ls.in_background("loop", lambda: engine.loop(p.iterations, p.budget, p.proposer))
+    return {"started": "loop", "iterations": p.iterations}
+
+
+@command("sigmaloop.stopLoop")
+async def stop_loop(ls: SigmaloopServer, p: NoParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail()
+    return {"stopped": await run(ls, engine.stop_all)}
+
+
+@command("sigmaloop.stopExperiment")
+async def stop_experiment(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
+    engine = ls.engine_or_fail()
+    await run(ls, engine.get, p.id)  # an unknown id is an error
+    return {"id": p.id, "stopped": engine.stop_experiment(p.id)}
+
+
+@command("sigmaloop.showExperiment")
+async def show_experiment(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
+    view = await run(ls, ls.engine_or_fail().view, p.id)
+    return protocol.experiment(view.experiment, script_name=view.script_name,
+                               parent_text=view.parent_text, proposed_text=view.proposed_text)
+
+
+@command("sigmaloop.adopt")
+async def adopt(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
+    """Open in the editor: a version-checked workspace edit the user saves (undoable); not
+    open: the engine writes the file. Both refuse over unsaved or uncommitted edits."""
+    engine = ls.engine_or_fail()
+    doc = ls.script.open_doc()
+    if doc is None:
+        path = await run(ls, engine.adopt, p.id)
+        return {"id": p.id, "applied": True, "via": "file", "path": str(path)}
+    current = doc.source
+    adoption = await run(ls, engine.adoption, p.id, current, ls.script.saved_text())
+    if adoption.unchanged:
+        return {"id": p.id, "applied": True, "via": "none", "unchanged": True}
+    end = types.Position(line=len(current.splitlines(keepends=True)), character=0)
+    edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+        text_document=types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version),
+        edits=[types.TextEdit(range=types.Range(start=types.Position(line=0, character=0), end=end),
+                              new_text=adoption.new_text)])])
+    result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+        edit=edit, label=f"Adopt experiment #{p.id}"))
+    out: dict[str, Any] = {"id": p.id, "applied": bool(getattr(result, "applied", False)),
+                           "via": "workspaceEdit"}
+    if not out["applied"] and getattr(result, "failure_reason", None):
+        out["failureReason"] = result.failure_reason
+    return out
+
+
+@command("sigmaloop.summary")
+async def summary(ls: SigmaloopServer, p: NoParams) -> dict[str, Any] | None:
+    """The state, now (what ``sigmaloop/state`` sends when it changes)."""
+    ls.engine_or_fail()
+    return await ls.sync.fresh()
+
+
+async def experiments(ls: SigmaloopServer, params: Any) -> dict[str, Any]:
+    """``sigmaloop/experiments``: records (all, or those ids), optionally with their curves."""
+    p = _params(ExperimentsParams, params, protocol.EXPERIMENTS)
+    await ls.wait_ready()
+    engine = ls.engine_or_fail()
+    if p.max_points < 1:
+        raise JsonRpcInvalidParams(message="sigmaloop/experiments: maxPoints must be >= 1")
+
+    def read() -> list[dict[str, Any]]:
+        from ..journal import UnknownExperiment
+
+        if p.ids is None:
+            rows = engine.experiments()
+        else:
+            rows = []
+            for i in p.ids:
+                try:
+                    rows.append(engine.get(i))
+                except UnknownExperiment:
+                    continue
+        if not p.curves:
+            return [protocol.experiment(e) for e in rows]
+        return [protocol.experiment(e, curve=[protocol.progress(r) for r in engine.curve(e.id, p.max_points)])
+                for e in rows]
+
+    try:
+        return {"experiments": await asyncio.to_thread(read)}
+    except JsonRpcException:
+        raise
+    except Exception as exc:
+        raise _translate(exc) from exc
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+def _params(cls: type, arguments: Any, name: str) -> Any:
+    try:
+        return params.structure(cls, arguments, name)
+    except params.ParamsError as exc:
+        raise JsonRpcInvalidParams(message=str(exc)) from None
+
+
+def _translate(exc: Exception) -> JsonRpcException:
+    from ..engine import EngineError
+    from ..journal import UnknownExperiment
+    from ..ratchet import RatchetError
+
+    if isinstance(exc, UnknownExperiment):
+        return JsonRpcInvalidParams(message=str(exc))
+    if isinstance(exc, (EngineError, RatchetError, ConfigError)):
+        return RequestFailed(message=str(exc))
+    log.exception("command failed")
+    return RequestFailed(message=f"{type(exc).__name__}: {exc}")
+
+
+def _bind(name: str, fn: Handler) -> Callable[..., Awaitable[Any]]:
+    params_cls = protocol.COMMANDS[name][0]
+
+    async def handler(ls, *arguments: Any) -> Any:  # pygls passes the server as `ls`
+        p = _params(params_cls, list(arguments), name)
+        await ls.wait_ready()
+        try:
+            return await fn(ls, p)
+        except JsonRpcException:
+            raise
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    handler.__name__ = fn.__name__
+    return handler
+
+
+def register(server: SigmaloopServer) -> None:
+    assert set(HANDLERS) == set(protocol.COMMANDS), "every command of the schema has a handler"
+    for name, fn in HANDLERS.items():
+        server.command(name)(_bind(name, fn))
+    server.feature(protocol.EXPERIMENTS)(experiments)

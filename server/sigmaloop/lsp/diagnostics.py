@@ -1,0 +1,150 @@
+"""Diagnostics on the train script: crashes at their line, loss-curve anomalies, pending
+proposals; and the refresh that follows any change (diagnostics, then inlay hints).
+
+A crash line is anchored by its text in the experiment's own script (one git read through the
+engine, cached); until that text is fetched the line is placed through the diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from ..anomaly import Anomaly, detect
+from ..diff import parent_line
+from ..models import FINISHED, Experiment, Status
+from . import render
+
+if TYPE_CHECKING:
+    from .server import SigmaloopServer
+
+log = logging.getLogger(__name__)
+
+RECENT_CRASHES = 10  # crash diagnostics for the newest N crashed experiments
+RECENT_ANOMALIES = 20  # anomaly warnings for the newest N finished experiments
+REFRESH_DEBOUNCE = 0.05  # s
+
+
+class Diagnostics:
+    def __init__(self, ls: SigmaloopServer) -> None:
+        self.ls = ls
+        self.crash_text: dict[int, str | None] = {}
+        self.anomalies: dict[int, list[Anomaly]] = {}
+        self.published: list[types.Diagnostic] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    # --- what finished experiments leave behind ------------------------------------------
+    def finished(self, e: Experiment) -> None:
+        """Look at a finished experiment: fetch its crash line, or check its curve."""
+        if e.status == Status.CRASHED and e.crash is not None:
+            self._fetch_crash_text(e)
+        elif e.status in FINISHED:
+            self._analyse(e)
+
+    def _fetch_crash_text(self, e: Experiment) -> None:
+        engine = self.ls.engine
+        if e.id in self.crash_text or engine is None:
+            return
+
+        async def fetch() -> None:
+            try:
+                lines = (await asyncio.to_thread(engine.experiment_source, e.id)).splitlines()
+                text = lines[e.crash.line - 1] if 0 < e.crash.line <= len(lines) else None
+            except Exception:
+                text = None
+            self.crash_text[e.id] = text
+            self.schedule(0)
+
+        self.ls.spawn(fetch())
+
+    def _analyse(self, e: Experiment) -> None:
+        engine = self.ls.engine
+        if e.id in self.anomalies or engine is None or not e.started_at:
+            return
+        self.anomalies[e.id] = []
+
+        async def run() -> None:
+            try:
+                found = detect(await asyncio.to_thread(engine.curve, e.id, 2000))
+            except Exception:
+                log.exception("anomaly check of #%s failed", e.id)
+                return
+            if found:
+                self.anomalies[e.id] = found
+                self.schedule(REFRESH_DEBOUNCE)
+
+        self.ls.spawn(run())
+
+    def _recent(self) -> tuple[list[render.Row], list[render.Row]]:
+        rows = sorted(self.ls.script.rows.values(), key=lambda e: e.id, reverse=True)
+        script = Path(self.ls.engine.script_name if self.ls.engine else "train.py").as_posix()
+        crashed = [e for e in rows if e.status == Status.CRASHED and e.crash is not None
+                   and Path(e.crash.file).as_posix() == script][:RECENT_CRASHES]
+        finished = [e for e in rows if e.status in FINISHED and e.started_at][:RECENT_ANOMALIES]
+        return crashed, finished
+
+    def start(self) -> None:
+        """At start-up: the newest crashes and finished runs already in the journal."""
+        crashed, finished = self._recent()
+        for e in finished:
+            self._analyse(e)
+        for e in crashed:
+            self._fetch_crash_text(e)
+
+    # --- the list -------------------------------------------------------------------------
+    def compute(self) -> list[types.Diagnostic]:
+        index = self.ls.script.index()
+        doc = index.doc
+        crashed, finished = self._recent()
+        out: list[types.Diagnostic] = []
+        for e in crashed:
+            text = self.crash_text.get(e.id)
+            if text is None:  # not fetched yet: place it through the diff, no git needed
+                old_line, text = parent_line(e.diff, e.crash.line)
+                e = dataclasses.replace(e, crash=dataclasses.replace(e.crash, line=old_line))
+            out.append(render.crash_diagnostic(doc, e, text))
+        for e in finished:
+            en = index.entries.get(e.id)
+            if en is not None and self.anomalies.get(e.id):
+                out += render.anomaly_diagnostics(doc, en, self.anomalies[e.id])
+        for en in index.pending:
+            out += render.proposal_diagnostics(doc, en)
+        return out
+
+    def publish(self) -> None:
+        script = self.ls.script
+        if script.uri is None:
+            return
+        diags = self.compute()
+        if diags == self.published:
+            return
+        self.published = diags
+        doc = script.open_doc()
+        self.ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+            uri=doc.uri if doc is not None else script.uri, diagnostics=diags,
+            version=doc.version if doc is not None else None))
+
+    # --- refresh after a change -----------------------------------------------------------
+    def schedule(self, delay: float = REFRESH_DEBOUNCE) -> None:
+        """Diagnostics and inlay hints again, soon (a zero delay jumps the queue)."""
+        ls = self.ls
+        if ls.closed:
+            return
+        if self._handle is not None:
+            if delay > 0:
+                return
+            self._handle.cancel()
+        self._handle = asyncio.get_running_loop().call_later(delay, self._refresh)
+
+    def _refresh(self) -> None:
+        self._handle = None
+        if self.ls.closed or self.ls.engine is None:
+            return
+        self.publish()
+        if self.ls.supports("workspace", "inlay_hint", "refresh_support"):
+            self.ls.workspace_inlay_hint_refresh(None)

@@ -1,0 +1,89 @@
+"""Editor features on the train script: inlay hints (per-line history), hover, code actions on
+pending proposals, the code lens (the state's title and the buttons), and document sync.
+
+Each handler translates LSP → the history index or the state and back; :mod:`.render` shapes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from . import render
+
+if TYPE_CHECKING:
+    from .server import SigmaloopServer
+
+
+def did_open(ls: SigmaloopServer, params: types.DidOpenTextDocumentParams) -> None:
+    if ls.script.is_script(params.text_document.uri):
+        ls.diagnostics.published = None  # a newly opened document gets them again
+        ls.script.invalidate()
+        ls.diagnostics.schedule()
+
+
+def did_change(ls: SigmaloopServer, params: types.DidChangeTextDocumentParams) -> None:
+    if ls.script.is_script(params.text_document.uri):
+        ls.script.invalidate()
+        ls.diagnostics.schedule()
+
+
+def did_close(ls: SigmaloopServer, params: types.DidCloseTextDocumentParams) -> None:
+    if ls.script.is_script(params.text_document.uri):
+        ls.script.invalidate()
+        ls.diagnostics.schedule()
+
+
+def inlay_hints(ls: SigmaloopServer, params: types.InlayHintParams) -> list[types.InlayHint] | None:
+    if ls.engine is None or not ls.script.is_script(params.text_document.uri):
+        return None
+    return ls.script.index().inlay_hints(params.range.start.line, params.range.end.line)
+
+
+def hover(ls: SigmaloopServer, params: types.HoverParams) -> types.Hover | None:
+    if ls.engine is None or not ls.script.is_script(params.text_document.uri):
+        return None
+    md = ls.script.index().hover_markdown(params.position.line)
+    if md is None:
+        return None
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=md))
+
+
+def code_actions(ls: SigmaloopServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+    if ls.engine is None or not ls.script.is_script(params.text_document.uri):
+        return None
+    out: list[types.CodeAction] = []
+    for en in ls.script.index().pending_at(params.range.start.line, params.range.end.line):
+        out += render.proposal_actions(en)
+    return out
+
+
+async def code_lens(ls: SigmaloopServer, params: types.CodeLensParams) -> list[types.CodeLens] | None:
+    if not ls.script.is_script(params.text_document.uri):
+        return None
+    await ls.wait_ready()
+    if ls.engine is None:
+        return render.code_lenses(ls.problem or "sigmaloop: starting…")
+    title = ls.sync.lens_title
+    if title is None:
+        state = await ls.sync.current()
+        title = render.lens_title(state) if state else "sigmaloop"
+    return render.code_lenses(title)
+
+
+def cancel(ls: SigmaloopServer, params: types.WorkDoneProgressCancelParams) -> None:
+    ls.progress.cancelled(params.token)
+
+
+def register(server: SigmaloopServer) -> None:
+    feature = server.feature
+    feature(types.TEXT_DOCUMENT_DID_OPEN)(did_open)
+    feature(types.TEXT_DOCUMENT_DID_CHANGE)(did_change)
+    feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
+    feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)(cancel)
+    feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(resolve_provider=False))(inlay_hints)
+    feature(types.TEXT_DOCUMENT_HOVER)(hover)
+    feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
+        code_action_kinds=[types.CodeActionKind.QuickFix], resolve_provider=False))(code_actions)
+    feature(types.TEXT_DOCUMENT_CODE_LENS, types.CodeLensOptions(resolve_provider=False))(code_lens)
