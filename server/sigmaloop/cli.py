@@ -474,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sigmaloop {__version__}")
     p.add_argument("-w", "--workspace", type=Path, default=None,
                    help="workspace folder (default: the nearest folder with sigmaloop.toml)")
+    p.add_argument("--trust-endpoint", action="append", default=[], metavar="HOST",
+                   help="let the API key go to HOST although a project's settings chose it (llm.base_url)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="make a folder a workspace: your script (--script), an autoresearch "
@@ -556,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
 
     secret.take_from_environment()  # before any child (git, trials, pip) could inherit the key
     args = build_parser().parse_args(argv)
+    for host in args.trust_endpoint:
+        secret.trust(host)
     try:
         return args.fn(args)
     except (CLIError, config_mod.ConfigError, project.InitError, *_user_errors()) as exc:

@@ -90,7 +90,8 @@ def test_connection_refused_is_recorded_with_the_base_url(tmp_path, closing):
     assert exp.status == Status.REJECTED and f"cannot connect to the LLM server at {url}" in exp.verdict
 
 
-def test_the_key_is_used_but_never_stored_logged_or_passed_to_trials(tmp_path, fake, closing):
+def test_the_key_is_used_but_never_stored_logged_or_passed_to_trials(tmp_path, fake, closing, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)  # the user's own endpoint: it gets the key
     engine = llm_engine(tmp_path, fake)
     closing(engine)
     dump = tmp_path / "trial-env.json"

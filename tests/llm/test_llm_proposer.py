@@ -9,6 +9,7 @@ import time
 import pytest
 from fakeopenai import KEY, FakeOpenAI, completion, error, proposal
 
+from sigmaloop import secret
 from sigmaloop.edits import EditError
 from sigmaloop.proposers import ProposalContext, ProposalError, make_proposer
 from sigmaloop.proposers.llm import LLMProposalError, LLMProposer, check_protected, parse_answer
@@ -29,7 +30,8 @@ def llm(fake: FakeOpenAI, **kw) -> LLMProposer:
     return LLMProposer(model="fake-model", base_url=fake.base_url, **kw)
 
 
-def test_good_proposal_request_shape_and_usage(fake):
+def test_good_proposal_request_shape_and_usage(fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)  # the user's own endpoint: it gets the key
     fake.script(proposal(GOOD, "lower bias lowers val_bpb", -0.1, prompt_tokens=321, completion_tokens=45))
     p = llm(fake, temperature=0.3).propose(ctx(program="Try bold ideas."))
     assert p.source == "llm:fake-model"
@@ -192,6 +194,7 @@ def test_key_set_by_the_editor_is_used_and_a_new_key_rebuilds_the_client(fake, m
     monkeypatch.delenv("OPENAI_API_KEY")
     fake.script(proposal(GOOD), proposal(GOOD))
     proposer = LLMProposer(model="m", timeout=5, base_url=fake.base_url)
+    secret.trust("127.0.0.1")  # as when the user answers Allow for this endpoint
     try:
         llm_mod.set_api_key("sk-from-editor-1111111111")
         proposer.propose(ctx())

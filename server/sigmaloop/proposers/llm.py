@@ -68,7 +68,6 @@ __all__ = [
 ]
 
 KEY_ENV = "OPENAI_API_KEY"
-LOCAL_PLACEHOLDER_KEY = "not-needed"  # local servers ignore the key, the client wants one
 MAX_BACKOFF_S = 60.0
 CRASH_TAIL_LINES = 20
 MAX_TABLE_ROWS = 40
@@ -85,12 +84,12 @@ def set_api_key(key: str | None) -> None:
     secret.set_key(key)
 
 
-def _current_key(own: str | None) -> str | None:
-    """The proposer's own key, else the process's (taken from the environment or the editor),
-    else ``OPENAI_API_KEY`` for library use where nobody took it."""
-    env_key = os.environ.get(KEY_ENV)
-    secret.remember(env_key)
-    return own or secret.key() or env_key or None
+def _adopt_environment_key() -> None:
+    """Library use, where no CLI or language server took the key from the environment: hold
+    ``OPENAI_API_KEY`` like they would (without removing it from the caller's environment)."""
+    env_key = (os.environ.get(KEY_ENV) or "").strip()
+    if env_key and secret.key() is None:
+        secret.set_key(env_key)
 
 
 class LLMProposalError(ProposalError):
@@ -847,17 +846,14 @@ class LLMProposer:
         return LLMProposalError(self._redact(message), usage.as_dict())
 
     def _get_client(self) -> Any:
-        key = _current_key(self._key)
-        fingerprint = hashlib.sha256((key or "").encode()).hexdigest()
+        _adopt_environment_key()
+        try:  # the key goes only where the user sent it (secret.key_for says the rules)
+            key = secret.key_for(self.base_url or None, explicit=self._key)
+        except secret.EndpointRefused as exc:
+            raise ProposalError(str(exc)) from None
+        fingerprint = hashlib.sha256(f"{key}\0{self.base_url}".encode()).hexdigest()
         if self._client is not None and fingerprint == self._client_key:
             return self._client  # rebuilt when the key changes (e.g. set in the editor)
-        if not key:
-            if not self.base_url:
-                raise ProposalError(
-                    f"no API key for the LLM proposer: set {KEY_ENV} or llm.base_url "
-                    "(a local OpenAI-compatible server such as http://127.0.0.1:11434/v1)"
-                )
-            key = LOCAL_PLACEHOLDER_KEY
         import openai
 
         kwargs: dict[str, Any] = dict(api_key=key, timeout=self.timeout, max_retries=0)
