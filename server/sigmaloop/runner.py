@@ -22,33 +22,40 @@ The trial contract (other code relies on it):
   project's measured overhead; ``2 * budget + grace`` without one) the whole group is killed
   (TIMEOUT).
 
-Executors run trials concurrently behind one interface (:class:`Executor`); the
-:class:`LocalExecutor` uses a thread pool with one slot (GPU or CPU-thread share) per worker.
+Neighbours: ``environment`` (what the trial's environment holds), ``output`` (reading what it
+writes, within bounds), ``sandbox`` (bubblewrap), ``executors`` (running trials concurrently).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
-import dataclasses
-import json
 import logging
 import math
 import os
-import queue
-import re
 import shlex
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from . import sandbox, secret
-from .models import CrashLocation, KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
+from .environment import ENV_ALLOW_NAMES, ENV_ALLOW_PREFIXES, scrub_env, trial_env
+from .models import KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
+from .output import (
+    LOG_TAIL_BYTES,
+    MAX_RECORDS_PER_POLL,
+    MetricsTail,
+    OutputTail,
+    describe_exit,
+    fail_line,
+    parse_printed_progress,
+    parse_progress_line,
+    parse_summary,
+    parse_traceback,
+    thin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,439 +65,8 @@ StartCallback = Callable[[int, int], None]
 PROGRESS_INTERVAL = 0.1  # seconds between progress batches (<= 10 Hz)
 POLL_INTERVAL = 0.05  # seconds between checks of the process and the metrics file
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
-LOG_TAIL_BYTES = 4 << 20  # how much of the log end is parsed for the summary and traceback
 LOG_CAP_BYTES = 64 << 20  # a trial's output past this keeps its head and tail (TrialSpec.log_cap)
-MAX_RECORDS_PER_POLL = 50  # a flood of metrics records is thinned to this many per poll
-
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-_SUMMARY_RE = re.compile(r"^([A-Za-z_]\w*):\s+(\S+)\s*$")
-_FRAME_RE = re.compile(r'^\s+File "(?P<file>.+)", line (?P<line>\d+)(?:, in .*)?$')
-_EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(?::.*)?$")
 _TIMING_KEYS = {"training_seconds": "train", "total_seconds": "total", "eval_seconds": "eval"}
-# autoresearch's progress line: "step 00012 (41.0%) | loss: 3.123456 | lrm: 1.00 | dt: 120ms | ..."
-_PRINTED_STEP_RE = re.compile(r"\bstep[\s:]*(\d+)(?:\s*/\s*\d+)?\s*\(\s*(\d+(?:\.\d*)?)\s*%\s*\)(.*)$", re.I)
-_PRINTED_FIELD_RE = re.compile(
-    r"^\s*([A-Za-z][\w/.-]*(?:\s[A-Za-z][\w/.-]*)?)\s*(?::\s*|=\s*|\s+)"
-    r"([-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?)\s*(%|ms|s)?\s*$"
-)
-_LINE_BREAK_RE = re.compile(rb"[\r\n]")
-
-
-# --------------------------------------------------------------------------- environment
-
-
-#: What a trial gets from our environment by default: names, and name prefixes (the trial
-#: contract, locale, interpreter and environment managers, compilers, CUDA/ROCm/BLAS/threading
-#: knobs). Everything else stays out unless ``runner.env_allow`` names it.
-ENV_ALLOW_NAMES = frozenset({
-    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "HOME", "TMPDIR",
-    "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "VIRTUAL_ENV",
-    "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX",
-    "TOKENIZERS_PARALLELISM", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-})
-ENV_ALLOW_PREFIXES = (
-    "LC_", "SIGMALOOP_", "CUDA_", "NVIDIA_", "ROCM_", "HIP_", "HSA_", "OMP_", "MKL_", "OPENBLAS_",
-    "BLIS_", "VECLIB_", "NUMEXPR_", "KMP_", "GOTO_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
-    "NCCL_", "CUBLAS_", "CUDNN_", "XLA_", "JAX_",
-)
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
-_URL_CREDENTIALS_RE = re.compile(r"://[^/@\s]*:[^/@\s]*@")
-
-
-def scrub_env(env: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
-    """The part of ``env`` a trial may see: the allow-list (:data:`ENV_ALLOW_NAMES`,
-    :data:`ENV_ALLOW_PREFIXES`) minus anything secret-looking inside it (a name with KEY,
-    TOKEN, SECRET, PASSWORD, CREDENTIAL, AUTH… — unless listed by exact name — or a URL with
-    credentials), plus the names in ``allow`` (``runner.env_allow``), which pass as they are."""
-    allowed = set(allow)
-    out: dict[str, str] = {}
-    for name, value in env.items():
-        if name in allowed:
-            out[name] = value
-            continue
-        if name not in ENV_ALLOW_NAMES:
-            if not name.startswith(ENV_ALLOW_PREFIXES):
-                continue
-            if any(w in name.upper() for w in _SECRET_WORDS):
-                continue
-        if _URL_CREDENTIALS_RE.search(value):
-            continue
-        out[name] = value
-    return out
-
-
-def trial_env(spec: TrialSpec, env_allow: Iterable[str] = ()) -> dict[str, str]:
-    """The environment a trial runs with (see the module docstring)."""
-    env = scrub_env(os.environ, env_allow)
-    env.update(
-        SIGMALOOP_TIME_BUDGET=str(spec.budget),
-        SIGMALOOP_SEED=str(spec.seed),
-        SIGMALOOP_METRICS=str(spec.metrics_path),
-        SIGMALOOP_EXP_ID=str(spec.exp_id),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(spec.env)
-    return env
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def parse_progress_line(line: bytes | str, exp_id: int) -> ProgressRecord | None:
-    """One metrics line as a record; None for garbage (not JSON, no numeric ``step``).
-
-    Non-finite numbers are dropped (a NaN loss becomes None) so records stay JSON-safe.
-    """
-    try:
-        data = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    step = _number(data.get("step"))
-    if step is None:
-        return None
-    extra = {}
-    for key, value in data.items():
-        if key not in ("step", "t", "frac", "loss") and (num := _number(value)) is not None:
-            extra[str(key)] = num
-    return ProgressRecord(
-        exp_id=exp_id,
-        step=int(step),
-        t=_number(data.get("t")) or 0.0,
-        frac=_number(data.get("frac")) or 0.0,
-        loss=_number(data.get("loss")),
-        extra=extra,
-    )
-
-
-def _printed_field(key: str, unit: str | None) -> str:
-    """``tok/sec`` → ``tok_per_s``, ``dt`` in ms → ``dt_ms``, ``remaining`` in s → ``remaining_s``."""
-    name = re.sub(r"\s*/\s*s(?:ec)?$", "_per_s", key.strip().lower())
-    name = re.sub(r"\W+", "_", name).strip("_")
-    return f"{name}_{unit}" if unit in ("ms", "s") else name
-
-
-def parse_printed_progress(
-    line: bytes | str, exp_id: int, budget: float
-) -> ProgressRecord | None:
-    """One progress line a script printed (autoresearch style) as a record; None otherwise.
-
-    ``step 00012 (41.0%) | loss: 3.123456 | lrm: 1.00 | dt: 120ms | tok/sec: 12,345 | mfu: 40.1%``
-    gives step 12, frac 0.41, loss 3.123456, ``t`` = frac x budget (the script prints no
-    elapsed time) and the other numbers as extras (``lrm``, ``dt_ms``, ``tok_per_s``, ``mfu``).
-    Fields that are not ``name: number`` are ignored; a line without ``step N (P%)`` is None.
-    """
-    if isinstance(line, bytes):
-        line = line.decode("utf-8", "replace")
-    m = _PRINTED_STEP_RE.search(line)
-    if m is None:
-        return None
-    frac = float(m.group(2)) / 100.0
-    loss = None
-    extra: dict[str, float] = {}
-    for part in m.group(3).split("|"):
-        f = _PRINTED_FIELD_RE.match(part)
-        if f is None:
-            continue
-        try:
-            value = float(f.group(2).replace(",", ""))
-        except ValueError:
-            continue
-        if not math.isfinite(value):
-            continue
-        name = _printed_field(f.group(1), f.group(3))
-        if name in ("loss", "train_loss"):
-            loss = value if loss is None else loss
-        elif name and name not in ("step", "t", "frac"):
-            extra[name] = value
-    return ProgressRecord(exp_id=exp_id, step=int(m.group(1)), t=round(frac * budget, 3), frac=frac,
-                          loss=loss, extra=extra)
-
-
-def parse_summary(text: str, metric: str | None = None) -> dict[str, float]:
-    """``key: value`` float lines after the last ``---`` line.
-
-    Without a ``---`` line (or when the block lacks it), the last ``<metric>: value`` line
-    anywhere in the text still counts. Non-finite values are kept only for ``metric``.
-    """
-    lines = text.splitlines()
-    start = 0
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].strip() == "---":
-            start = i + 1
-            break
-    summary: dict[str, float] = {}
-    if start:
-        for line in lines[start:]:
-            m = _SUMMARY_RE.match(line)
-            if m:
-                with contextlib.suppress(ValueError):
-                    summary[m.group(1)] = float(m.group(2))
-    if metric and metric not in summary:
-        for line in reversed(lines):
-            m = _SUMMARY_RE.match(line)
-            if m and m.group(1) == metric:
-                try:
-                    summary[metric] = float(m.group(2))
-                    break
-                except ValueError:
-                    continue
-    return {k: v for k, v in summary.items() if math.isfinite(v) or k == metric}
-
-
-def _inside(path: str, root: str) -> str | None:
-    """``path`` relative to ``root`` when it lies inside it (and not in installed packages)."""
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:
-        return None
-    parts = Path(rel).parts
-    if not parts or parts[0] == ".." or os.path.isabs(rel):
-        return None
-    if "site-packages" in parts or "dist-packages" in parts:
-        return None
-    return Path(rel).as_posix()
-
-
-def parse_traceback(
-    text: str, root: str, cwd: str | None = None
-) -> tuple[CrashLocation | None, str]:
-    """The last Python traceback in ``text``: (deepest frame inside ``root``, exception line).
-
-    Handles chained exceptions (the last traceback wins) and the header-less form Python
-    prints for a SyntaxError in the main script. Relative frame paths resolve against ``cwd``.
-    """
-    lines = text.splitlines()
-    start = None
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("Traceback (most recent call last):"):
-            start = i + 1
-            break
-    if start is None:  # e.g. "  File "train.py", line 3" + "SyntaxError: ..." with no header
-        for i in range(len(lines) - 1, -1, -1):
-            m = _FRAME_RE.match(lines[i])
-            if m and ", in " not in lines[i]:
-                start = i
-                break
-    if start is None:
-        return None, ""
-    real_root = os.path.realpath(root)
-    base = cwd or root
-    frames: list[tuple[str, int]] = []
-    message = ""
-    for line in lines[start:]:
-        m = _FRAME_RE.match(line)
-        if m:
-            frames.append((m.group("file"), int(m.group("line"))))
-            continue
-        if not line.strip() or line[0].isspace():
-            continue  # source lines, carets, blank lines
-        if _EXC_RE.match(line.rstrip()):
-            message = line.strip()
-            break
-    crash = None
-    for file, lineno in reversed(frames):
-        if file.startswith("<"):
-            continue  # <frozen runpy>, <string>
-        rel = _inside(os.path.realpath(os.path.join(base, file)), real_root)
-        if rel is not None:
-            crash = CrashLocation(file=rel, line=lineno, message=message[:500])
-            break
-    return crash, message
-
-
-def _fail_line(text: str) -> str:
-    for line in reversed(text.splitlines()):
-        if line.startswith("FAIL"):
-            return line.strip()[:500]
-    return ""
-
-
-def _describe_exit(code: int | None, metric: str, has_metric: bool) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return f"killed by {name}{hint}"
-    text = f"exited with code {code}"
-    return text if has_metric else f"{text} and printed no {metric} line"
-
-
-# --------------------------------------------------------------------------- metrics tail
-
-
-class _MetricsTail:
-    """Follows a JSON-lines file that may be partial, truncated, replaced or deleted.
-
-    Bounded whatever the trial writes: at most ``CHUNK`` bytes per poll (the final read skips to
-    the last ``FINAL_BYTES``), at most ``MAX_RECORDS_PER_POLL`` records per poll (evenly thinned,
-    the newest kept), a partial line of at most ``MAX_PARTIAL`` bytes.
-    """
-
-    MAX_PARTIAL = 1 << 20
-    CHUNK = 1 << 20
-    FINAL_BYTES = 4 << 20
-
-    def __init__(self, path: str, exp_id: int) -> None:
-        self.path = path
-        self.exp_id = exp_id
-        self.file: IO[bytes] | None = None
-        self.inode: int | None = None
-        self.partial = b""
-        self.seen = False  # whether any record arrived yet
-
-    def read(self, final: bool = False) -> list[ProgressRecord]:
-        records: list[ProgressRecord] = []
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            st = None  # deleted: keep reading the open file, if any
-        if st is not None:
-            if self.file is not None and st.st_ino != self.inode:
-                records += self._drain()  # replaced: finish the old file first
-                self._close()
-            elif self.file is not None and st.st_size < self.file.tell():
-                self.file.seek(0)  # truncated
-                self.partial = b""
-            if self.file is None:
-                try:
-                    self.file = open(self.path, "rb")  # noqa: SIM115 - kept open across polls
-                    self.inode = os.fstat(self.file.fileno()).st_ino
-                except OSError:
-                    self.file = None
-        if final and self.file is not None:
-            with contextlib.suppress(OSError):
-                size = os.fstat(self.file.fileno()).st_size
-                if size - self.file.tell() > self.FINAL_BYTES:  # only the end matters now
-                    self.file.seek(size - self.FINAL_BYTES)
-                    self.partial = b""
-                    self.file.readline()  # resynchronise on a line start
-        records += self._drain(final)
-        if final:
-            if self.partial:
-                rec = parse_progress_line(self.partial, self.exp_id)
-                records += [rec] if rec else []
-                self.partial = b""
-            self._close()
-        self.seen = self.seen or bool(records)
-        return thin(records, MAX_RECORDS_PER_POLL)
-
-    def _drain(self, final: bool = False) -> list[ProgressRecord]:
-        if self.file is None:
-            return []
-        try:
-            data = self.file.read(self.FINAL_BYTES if final else self.CHUNK)
-        except OSError:
-            return []
-        if not data:
-            return []
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        if len(self.partial) > self.MAX_PARTIAL:
-            self.partial = b""  # a runaway line without newline is garbage
-        out = []
-        for line in lines:
-            if line.strip() and (rec := parse_progress_line(line, self.exp_id)):
-                out.append(rec)
-        return out
-
-    def _close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.file, self.inode, self.partial = None, None, b""
-
-
-def thin(records: list[ProgressRecord], n: int) -> list[ProgressRecord]:
-    """At most ``n`` records, evenly spaced, the newest always kept."""
-    if len(records) <= n:
-        return records
-    step = len(records) / n
-    return [records[min(len(records) - 1, int((i + 1) * step) - 1)] for i in range(n)]
-
-
-class _OutputTail:
-    """Follows the trial's own output (this attempt's part of its log) for printed progress.
-
-    Reads only what is new on each call (at most ``CHUNK`` bytes, so a chatty script can't stall
-    a poll), splits on ``\\r`` and ``\\n`` (progress lines are carriage-return separated, with
-    no newline), and keeps a partial line of at most ``MAX_PARTIAL`` bytes: a longer run
-    without a line break is dropped up to the next break.
-    """
-
-    MAX_PARTIAL = 64 << 10
-    CHUNK = 1 << 20
-
-    def __init__(self, path: str, start: int, exp_id: int, budget: float) -> None:
-        self.path = path
-        self.exp_id = exp_id
-        self.budget = budget
-        self.partial = b""
-        self.skipping = False  # inside an over-long line: drop bytes up to the next break
-        try:  # opened now, before the trial starts: the same file even if the path is replaced
-            self.file: IO[bytes] | None = open(path, "rb")  # noqa: SIM115 - kept open across polls
-            self.file.seek(start)
-        except OSError:
-            self.file = None
-
-    def read(self, final: bool = False) -> list[ProgressRecord]:
-        if self.file is None:
-            return []
-        records: list[ProgressRecord] = []
-        try:
-            if os.fstat(self.file.fileno()).st_size < self.file.tell():  # the log cap cut it
-                self.file.seek(0, os.SEEK_END)
-                self.partial, self.skipping = b"", True
-            if final:  # only the end matters now: skip a huge backlog
-                size = os.fstat(self.file.fileno()).st_size
-                if size - self.file.tell() > LOG_TAIL_BYTES:
-                    self.file.seek(size - LOG_TAIL_BYTES)
-                    self.partial, self.skipping = b"", True
-            while data := self.file.read(self.CHUNK):
-                records += self._feed(data)
-                if not final:
-                    break
-        except OSError:
-            pass
-        if final:
-            if self.partial and not self.skipping:
-                rec = parse_printed_progress(self.partial, self.exp_id, self.budget)
-                records += [rec] if rec else []
-            self.close()
-        return records
-
-    def _feed(self, data: bytes) -> list[ProgressRecord]:
-        pieces = _LINE_BREAK_RE.split(data)
-        if self.skipping:
-            if len(pieces) == 1:
-                return []
-            pieces[0], self.skipping = b"", False
-        pieces[0] = self.partial + pieces[0]
-        *lines, self.partial = pieces
-        if len(self.partial) > self.MAX_PARTIAL:
-            self.partial, self.skipping = b"", True
-        out = []
-        for line in lines:
-            if b"step" in line or b"STEP" in line or b"Step" in line:
-                rec = parse_printed_progress(line, self.exp_id, self.budget)
-                if rec is not None:
-                    out.append(rec)
-        return out
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.file, self.partial = None, b""
-
 
 # --------------------------------------------------------------------------- processes
 
@@ -715,7 +291,7 @@ def _run(
     stop_event: threading.Event,
     on_start: StartCallback | None,
 ) -> TrialResult:
-    printed: _OutputTail | None = _OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
+    printed: OutputTail | None = OutputTail(spec.log_path, log_start, spec.exp_id, spec.budget)
     t0 = time.monotonic()
     try:
         argv = spec.command if spec.sandbox is None else sandbox.wrap(spec.command, spec.sandbox, spec.cwd)
@@ -740,7 +316,7 @@ def _run(
             log.exception("on_start callback failed for exp %s", spec.exp_id)
 
     limit = spec.kill_limit or KillLimit.initial(spec.budget, spec.grace)
-    tail = _MetricsTail(spec.metrics_path, spec.exp_id)
+    tail = MetricsTail(spec.metrics_path, spec.exp_id)
     pending: list[ProgressRecord] = []
     first_record: float | None = None
     last_sent = 0.0
@@ -869,174 +445,25 @@ def _classify(
     if value is not None and not math.isfinite(value) and code == 0:
         fallback = f"{spec.metric} is {value} (training diverged?)"
     else:
-        fallback = _describe_exit(code, spec.metric, value is not None)
-    result.error = _fail_line(text) or exception[:500] or fallback
+        fallback = describe_exit(code, spec.metric, value is not None)
+    result.error = fail_line(text) or exception[:500] or fallback
     return result
 
 
-# --------------------------------------------------------------------------- executors
+# Executors live in executors.py; imported last (they import run_trial from here) and
+# re-exported so ``from sigmaloop.runner import LocalExecutor`` keeps working.
+from .executors import (  # noqa: E402
+    Executor,
+    LocalExecutor,
+    TrialHandle,
+    cpu_count,
+    detect_gpus,
+    slot_envs,
+)
 
-
-class TrialHandle:
-    """A submitted trial: wraps a ``Future[TrialResult]`` and its stop event."""
-
-    def __init__(self, exp_id: int, future: cf.Future[TrialResult], stop_event: threading.Event):
-        self.exp_id = exp_id
-        self.pid: int | None = None  # set once the process started
-        self._future = future
-        self._stop_event = stop_event
-
-    def result(self, timeout: float | None = None) -> TrialResult:
-        return self._future.result(timeout)
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def stop(self) -> None:
-        """Kill the trial (or make it end STOPPED without starting, if still queued)."""
-        self._stop_event.set()
-
-    def add_done_callback(self, fn: Callable[[TrialHandle], None]) -> None:
-        self._future.add_done_callback(lambda _f: fn(self))
-
-
-class Executor(Protocol):
-    """Runs trials concurrently, ``slots`` at a time (LocalExecutor now, Ray later)."""
-
-    slots: int
-
-    def submit(
-        self,
-        spec: TrialSpec,
-        on_progress: ProgressCallback | None = None,
-        on_start: StartCallback | None = None,
-    ) -> TrialHandle: ...
-
-    def stop(self, exp_id: int) -> bool: ...
-
-    def shutdown(self, wait: bool = True) -> None: ...
-
-
-def detect_gpus() -> list[str]:
-    """GPU ids for trials: CUDA_VISIBLE_DEVICES if set, else ``nvidia-smi -L``; never torch."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [g.strip() for g in visible.split(",") if g.strip()]
-        return [] if ids in ([], ["-1"]) else ids
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
-
-
-def cpu_count() -> int:
-    """CPUs this process may use (affinity-aware, so container limits count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
-def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]:
-    """Per-slot variables: one GPU each where there are GPUs, and a share of the CPU threads.
-
-    ``gpus=None`` detects them; with fewer GPUs than slots, slots share them round-robin.
-    """
-    gpus = detect_gpus() if gpus is None else list(gpus)
-    threads = str(max(1, cpu_count() // slots))
-    envs = []
-    for i in range(slots):
-        env = {
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "SIGMALOOP_THREADS": threads,
-        }
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        envs.append(env)
-    return envs
-
-
-class LocalExecutor:
-    """Trials as local subprocesses, ``slots`` at a time; queued submissions wait for a slot.
-
-    Each trial gets its slot's variables (:func:`slot_envs`); ``spec.env`` overrides them.
-    """
-
-    def __init__(
-        self, slots: int = 1, gpus: list[str] | None = None, env_allow: Iterable[str] = ()
-    ):
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1, not {slots}")
-        self.slots = slots
-        self.env_allow = tuple(env_allow)
-        self.slot_envs = slot_envs(slots, gpus)
-        self._free: queue.Queue[int] = queue.Queue()
-        for i in range(slots):
-            self._free.put(i)
-        self._pool = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial")
-        self._handles: dict[int, TrialHandle] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(
-        self,
-        spec: TrialSpec,
-        on_progress: ProgressCallback | None = None,
-        on_start: StartCallback | None = None,
-    ) -> TrialHandle:
-        stop_event = threading.Event()
-        holder: list[TrialHandle] = []
-
-        def started(exp_id: int, pid: int) -> None:
-            holder[0].pid = pid
-            if on_start is not None:
-                on_start(exp_id, pid)
-
-        def work() -> TrialResult:
-            slot = self._free.get()  # never blocks: one worker per slot
-            try:
-                run_spec = dataclasses.replace(spec, env={**self.slot_envs[slot], **spec.env})
-                return run_trial(run_spec, on_progress, stop_event, started, self.env_allow)
-            finally:
-                self._free.put(slot)
-
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("executor is shut down")
-            handle = TrialHandle(spec.exp_id, cf.Future(), stop_event)
-            holder.append(handle)
-            handle._future = self._pool.submit(work)
-            self._handles[spec.exp_id] = handle
-        handle._future.add_done_callback(lambda _f: self._forget(handle))
-        return handle
-
-    def _forget(self, handle: TrialHandle) -> None:
-        with self._lock:
-            if self._handles.get(handle.exp_id) is handle:
-                del self._handles[handle.exp_id]
-
-    def running(self) -> list[int]:
-        """Ids of the trials submitted and not finished (running or queued)."""
-        with self._lock:
-            return list(self._handles)
-
-    def stop(self, exp_id: int) -> bool:
-        with self._lock:
-            handle = self._handles.get(exp_id)
-        if handle is None:
-            return False
-        handle.stop()
-        return True
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop every running and queued trial; with ``wait``, until all have ended."""
-        with self._lock:
-            self._closed = True
-            handles = list(self._handles.values())
-        for handle in handles:
-            handle.stop()
-        self._pool.shutdown(wait=wait)
+__all__ = [
+    "ENV_ALLOW_NAMES", "ENV_ALLOW_PREFIXES", "LOG_TAIL_BYTES", "MAX_RECORDS_PER_POLL", "Executor",
+    "LocalExecutor", "TrialHandle", "cpu_count", "detect_gpus", "is_alive", "kill_orphan",
+    "parse_printed_progress", "parse_progress_line", "parse_summary", "parse_traceback",
+    "run_trial", "scrub_env", "slot_envs", "thin", "trial_env",
+]

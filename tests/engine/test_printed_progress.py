@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sigmaloop.models import KillLimit, Outcome, ProgressRecord, TrialSpec
-from sigmaloop.runner import PROGRESS_INTERVAL, _OutputTail, parse_printed_progress, run_trial
+from sigmaloop.output import OutputTail, parse_printed_progress
+from sigmaloop.runner import PROGRESS_INTERVAL, run_trial
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,7 +130,7 @@ def test_output_tail_reads_only_what_is_new_and_bounds_a_runaway_line(tmp_path):
     log = tmp_path / "out.log"
     log.write_bytes(b"[sigmaloop] header\n")
     start = log.stat().st_size
-    tail = _OutputTail(str(log), start, exp_id=1, budget=10.0)
+    tail = OutputTail(str(log), start, exp_id=1, budget=10.0)
     with open(log, "ab") as f:
         f.write(b"\rstep 00001 (10.0%) | loss: 3.0    \rstep 00002 (20.0%) | lo")
         f.flush()
@@ -145,7 +146,7 @@ def test_output_tail_reads_only_what_is_new_and_bounds_a_runaway_line(tmp_path):
         f.flush()
         while tail.file.tell() < log.stat().st_size:
             assert tail.read() == []
-            assert len(tail.partial) <= _OutputTail.MAX_PARTIAL
+            assert len(tail.partial) <= OutputTail.MAX_PARTIAL
         f.write(b"step 00099 (99.0%) | loss: 9.9\rstep 00003 (30.0%) | loss: 2.0")
     recs = tail.read(final=True)  # the unterminated last line counts at the end
     assert [r.step for r in recs] == [3]
