@@ -1,7 +1,11 @@
 """Language-server bench: editor request latency on a 10k-experiment journal while a trial
 streams 200 progress lines/s, server RSS, and crash → diagnostic latency. Prints ONE JSON line.
 
-    .venv/bin/python bench/lsp.py [--experiments 10000] [--requests 300]
+    .venv/bin/python bench/lsp.py [--experiments 10000] [--requests 300] [--no-trim]
+
+The server runs with SIGMALOOP_MALLOC_TRIM=1 (it gives freed heap back to the OS after each
+state computation, so RSS is the steady state, not glibc's high-water mark); ``--no-trim``
+measures without it.
 
 A real client (pygls) talks to ``python -m sigmaloop.lsp`` over stdio on a real git workspace.
 Goals: p99 <= 20 ms per request kind, RSS <= 100 MB, crash → diagnostic <= 200 ms.
@@ -137,6 +141,7 @@ async def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--experiments", type=int, default=10000)
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--no-trim", action="store_true", help="run the server without SIGMALOOP_MALLOC_TRIM")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="rl-lsp-bench-")
     root = Path(tmp.name)
@@ -179,11 +184,14 @@ async def main() -> dict:
         rec = params._asdict() if hasattr(params, "_asdict") else params
         updates[rec["id"]] = rec
 
-    @client.feature("sigmaloop/loopState")
-    def on_loop(params):
-        pass
+    states = [0]
 
-    await client.start_io(sys.executable, "-m", "sigmaloop.lsp")
+    @client.feature("sigmaloop/state")
+    def on_state(params):
+        states[0] += 1
+
+    env = dict(os.environ, SIGMALOOP_MALLOC_TRIM="0" if args.no_trim else "1")
+    await client.start_io(sys.executable, "-m", "sigmaloop.lsp", env=env)
     pid = client._server.pid
     caps = types.ClientCapabilities(
         window=types.WindowClientCapabilities(work_done_progress=True),
@@ -289,6 +297,8 @@ async def main() -> dict:
         "crash_to_diagnostic_ms": [round(x, 1) for x in crash_ms],
         "crash_to_diagnostic_max_ms": round(max(crash_ms), 1),
         "trial_progress_notifications": progress_during,
+        "state_notifications": states[0],
+        "malloc_trim": not args.no_trim,
         "inlay_hints": len(hints or []),
         "lens": lens[0].command.title if lens else None,
         "startup_ms": round(startup_ms, 1),

@@ -413,3 +413,17 @@ async def test_settings_come_with_initialize_and_are_checked_by_the_config_rules
         settings={"sigmaloop": {"budget": 0.3}}))
     await wait_until(lambda: client.rec.states[-1]["configError"] is None)
     assert (await execute(client, "sigmaloop.runBaseline"))["started"] == "baseline"
+
+
+async def test_changing_the_research_tag_is_kept_out_and_said(client: LanguageClient):
+    toml = client.ws / "sigmaloop.toml"
+    toml.write_text(toml.read_text().replace('tag = "test"', 'tag = "elsewhere"'))
+    msg = await wait_until(lambda: [m for m in client.messages
+                                    if m.type == types.MessageType.Warning and "experiment.tag" in m.message])
+    assert "restart" in msg[0].message
+    started = await execute(client, "sigmaloop.runBaseline")  # the engine keeps its branch
+    assert started["started"] == "baseline"
+    await wait_until(lambda: (r := client.rec.latest(2)) and r["status"] == "kept")
+    out = subprocess.run(["git", "branch", "--list", "sigmaloop/*"], cwd=client.ws,
+                         capture_output=True, text=True).stdout
+    assert "sigmaloop/test" in out and "elsewhere" not in out

@@ -202,12 +202,8 @@ class SigmaloopServer(LanguageServer):
         cfg = self.load_config()
         engine = self.engine
         if engine is not None and cfg is not None:
-            old = engine.config.experiment
-            if (cfg.experiment.train_script, cfg.experiment.tag) != (old.train_script, old.tag):
-                self.show("sigmaloop: experiment.train_script / experiment.tag changed; "
-                          "restart the language server to use them", types.MessageType.Warning)
-                cfg.experiment.train_script, cfg.experiment.tag = old.train_script, old.tag
-            engine.reconfigure(cfg)
+            for note in engine.reconfigure(cfg) or ():  # what it kept out (script, tag), and why
+                self.show(f"sigmaloop: {note}", types.MessageType.Warning)
         self.script.invalidate()
         self.sync.changed(config=True)
 
