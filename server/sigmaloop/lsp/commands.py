@@ -122,7 +122,7 @@ async def adopt(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
         path = await run(ls, engine.adopt, p.id)
         return {"id": p.id, "applied": True, "via": "file", "path": str(path)}
     current = doc.source
-    adoption = await run(ls, engine.adoption, p.id, current, ls.script.saved_text())
+    adoption = await run(ls, lambda: engine.adoption(p.id, current, ls.script.saved_text()))
     if adoption.unchanged:
         return {"id": p.id, "applied": True, "via": "none", "unchanged": True}
     end = types.Position(line=len(current.splitlines(keepends=True)), character=0)

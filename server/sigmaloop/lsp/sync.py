@@ -50,6 +50,8 @@ class Sync:
         self._seen: dict[int, tuple[int, Status]] = {}  # id → (rev, status) last sent
         self._watcher: Watcher | None = None
         self._poll: asyncio.Future | None = None
+        self._reading = False
+        self._read_again = False
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self.state: dict[str, Any] | None = None  # the last state sent
         self.lens_title: str | None = None
@@ -126,7 +128,7 @@ class Sync:
     # --- another process's writes -----------------------------------------------------------
     def _on_watch(self, kind: str) -> None:
         if kind == "journal":
-            self.poll()
+            self.ls.spawn(self.poll())
         elif kind == "config":
             self.ls.reload_config()
         elif kind == "script" and self.ls.script.open_doc() is None:
@@ -136,21 +138,32 @@ class Sync:
     async def _polling(self) -> None:
         while not self.ls.closed:
             await asyncio.sleep(POLL_EVERY)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("journal poll failed")
+            await self.poll()
 
-    def poll(self) -> None:
+    async def poll(self) -> None:
+        """Read what the journal got since the cursor (off the loop; one read at a time)."""
         engine = self.ls.engine
-        if engine is None or self.ls.closed or engine.max_rev() <= self.rev:
+        if engine is None or self.ls.closed:
             return
-        # The cursor moves only here: an own event with a later rev must not hide an earlier
-        # write of another process that this poll has not read yet.
-        rows = engine.changed_since(self.rev)
-        if rows:
-            self.rev = max(self.rev, rows[-1].rev)
-            self.ingest(rows)
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        try:
+            while True:
+                self._read_again = False
+                rows = await asyncio.to_thread(_changed_since, engine, self.rev)
+                # The cursor moves only here: an own event with a later rev must not hide an
+                # earlier write of another process that this read has not seen yet.
+                if rows and not self.ls.closed:
+                    self.rev = max(self.rev, rows[-1].rev)
+                    self.ingest(rows)
+                if not self._read_again:
+                    break
+        except Exception:
+            log.exception("journal read failed")
+        finally:
+            self._reading = False
 
     # --- sigmaloop/state ------------------------------------------------------------------
     def changed(self, config: bool = False) -> None:
@@ -210,6 +223,10 @@ class Sync:
             await asyncio.shield(self._state_task)
         self._compute()
         return await asyncio.shield(self._state_task)
+
+
+def _changed_since(engine: Engine, rev: int) -> list[Experiment]:
+    return engine.changed_since(rev) if engine.max_rev() > rev else []
 
 
 def _engine_state(engine: Engine):
