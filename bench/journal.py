@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sigmaloop.exports import write_results_tsv
 from sigmaloop.journal import Journal
 from sigmaloop.models import CrashLocation, ProgressRecord, Status
 
@@ -162,7 +163,7 @@ def main() -> None:
         with_diff = len(j.with_diff())
         db_mb = sum(p.stat().st_size for p in j.path.parent.glob("journal.db*")) / 2**20
         t0 = time.perf_counter()
-        rows = j.write_results_tsv(Path(tmp) / "results.tsv")
+        rows = write_results_tsv(j, Path(tmp) / "results.tsv")
         tsv_ms = (time.perf_counter() - t0) * 1000
         j.close()
 

@@ -16,7 +16,6 @@ The schema is versioned with ``PRAGMA user_version`` and upgraded at open by :da
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import enum
 import json
@@ -605,78 +604,15 @@ class Journal:
         with self._write() as conn:
             return conn.execute("DELETE FROM curves WHERE exp_id = ?", (exp_id,)).rowcount
 
-    # --- exports ---
-
-    def write_results_tsv(self, path: str | os.PathLike[str], lower_is_better: bool = True) -> int:
-        """autoresearch's results.tsv (5 columns; ``val_bpb`` whatever the metric is called).
-
-        One row per finished experiment with a commit, in the order they finished.
-        ``lower_is_better`` is accepted for symmetry with :meth:`best`; the file has no
-        direction-dependent column. Returns the number of rows written.
-        """
-        del lower_is_better
-        lines = ["commit\tval_bpb\tmemory_gb\tstatus\tdescription"]
-        finished = [s.value for s in FINISHED]
-        rows = self._query(
+    def finished_with_commit(self) -> list[Experiment]:
+        """Finished experiments that have a commit, in the order they finished (results.tsv)."""
+        finished = [st.value for st in FINISHED]
+        return self._query(
             f'"commit" IS NOT NULL AND "commit" != \'\' AND status IN '
             f"({', '.join('?' * len(finished))})",
             finished,
             "ORDER BY coalesce(finished_at, created_at), id",
         )
-        n = 0
-        for e in rows:
-            if e.status in (Status.CRASHED, Status.TIMEOUT):
-                status = "crash"
-            elif e.status == Status.KEPT or (e.is_baseline and e.status in MEASURED):
-                status = "keep"
-            elif e.status in (Status.DISCARDED, Status.PRUNED):
-                status = "discard"
-            else:  # rejected: never ran
-                continue
-            crashed = status == "crash"
-            metric = 0.0 if crashed or e.metric is None else e.metric
-            vram = None if crashed else e.summary.get("peak_vram_mb")
-            memory = 0.0 if vram is None else float(vram) / 1024
-            if e.is_baseline:
-                desc = f"baseline (seed {e.seed})" if e.seed is not None else "baseline"
-            else:
-                desc = e.hypothesis.replace("\r\n", " ").translate(_FLATTEN).strip()
-            lines.append(f"{(e.commit or '')[:7]}\t{metric:.6f}\t{memory:.1f}\t{status}\t{desc}")
-            n += 1
-        _write_atomic(Path(path), "\n".join(lines) + "\n")
-        return n
-
-    def export(self, path: str | os.PathLike[str], fmt: str = "jsonl") -> int:
-        """Every field of every experiment, oldest first: ``jsonl`` (one object a line) or
-        ``csv`` (dict fields and ``crash`` as JSON text, None as empty). Returns the count."""
-        if fmt not in ("jsonl", "csv"):
-            raise ValueError(f"export format must be 'jsonl' or 'csv', not {fmt!r}")
-        experiments = self._query("", (), "ORDER BY id")
-        records = [_as_json(e) for e in experiments]
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            if fmt == "jsonl":
-                for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            else:
-                writer = csv.DictWriter(f, fieldnames=_FIELDS)
-                writer.writeheader()
-                for rec in records:
-                    writer.writerow(
-                        {
-                            k: (
-                                ""
-                                if v is None
-                                else json.dumps(v, ensure_ascii=False)
-                                if isinstance(v, dict)
-                                else v
-                            )
-                            for k, v in rec.items()
-                        }
-                    )
-        os.replace(tmp, target)
-        return len(records)
 
     # Defined last: inside the class body the name ``list`` means this method from here on.
     def list(
@@ -707,17 +643,3 @@ class Journal:
         return self._query(" AND ".join(where), args, tail)
 
 
-_FLATTEN = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
-
-
-def _as_json(e: Experiment) -> dict[str, Any]:
-    rec = dataclasses.asdict(e)
-    rec["status"] = e.status.value
-    return rec
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)

@@ -210,3 +210,38 @@ def test_a_research_branch_started_over_uncommitted_edits_says_so(engine, worksp
     assert len(notices) == 1 and "uncommitted changes" in notices[0].message
     assert "committed version" in notices[0].message
     assert git(workspace, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+
+
+# -- settings while open ----------------------------------------------------------------------------------
+def test_reconfigure_takes_new_settings_but_keeps_the_script_and_branch(engine, workspace):
+    cfg = config_mod.load(workspace, {"experiment": {"budget": 2, "tag": "other", "train_script": "x.py"}})
+    notes = engine.reconfigure(cfg)
+    assert engine.config.experiment.budget == 2.0
+    assert (engine.config.experiment.tag, engine.script_name) == ("test", "train.py")
+    assert len(notes) == 1 and "experiment.tag" in notes[0] and "restart" in notes[0]
+    assert engine.reconfigure(config_mod.load(workspace)) == []
+
+
+def test_stop_all_during_a_confirmation_decides_nothing(engine):
+    engine.run_baseline()
+    head = engine.head()
+    confirming = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, ExperimentUpdated) and event.experiment.confirms is not None and event.experiment.pid:
+            confirming.set()
+
+    engine.bus.subscribe(on_event)
+    exp = propose(engine, "BIAS = 0.0", "BIAS = -0.2", "a real gain")
+    out: list = []
+    runner = threading.Thread(target=lambda: out.append(engine.run(exp.id, budget=4.0)))
+    runner.start()
+    assert confirming.wait(60), "the confirmation never started"
+    conf = next(e for e in engine.experiments() if e.confirms == exp.id)
+    assert engine.stop_all() == [exp.id, conf.id]
+    runner.join(30)
+    assert not runner.is_alive()
+    (done,) = out
+    assert done.status == Status.INTERRUPTED and done.reason == Reason.STOPPED_IN_CONFIRMATION
+    assert engine.get(conf.id).status == Status.INTERRUPTED
+    assert engine.head() == head  # stopped, not kept

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sigmaloop import journal as journal_mod
+from sigmaloop.exports import export, write_results_tsv
 from sigmaloop.journal import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -394,9 +395,6 @@ def test_results_tsv_exact(journal: Journal, tmp_path: Path) -> None:
         commit="e5f6a7b8c9",
         finished_at=450.0,
     )
-    journal.create(  # pruned: a discard, no metric
-        status="pruned", source="tune", hypothesis="tiny LR", commit="f6a7b8c9d0", finished_at=460
-    )
     # Not in the file: unfinished, no commit, rejected.
     journal.create(status="running", source="tune", commit="0123456789")
     journal.create(status="kept", source="tune", metric=0.5, commit=None, finished_at=500.0)
@@ -412,7 +410,7 @@ def test_results_tsv_exact(journal: Journal, tmp_path: Path) -> None:
     )
 
     out = tmp_path / "results.tsv"
-    assert journal.write_results_tsv(out) == 7
+    assert write_results_tsv(journal, out) == 6
     expected = (
         "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
         "a1b2c3d\t0.997900\t44.0\tkeep\tbaseline (seed 42)\n"
@@ -421,7 +419,6 @@ def test_results_tsv_exact(journal: Journal, tmp_path: Path) -> None:
         "c3d4e5f\t1.005000\t0.0\tdiscard\tswitch to GeLU activation\n"
         "d4e5f6a\t0.000000\t0.0\tcrash\tdouble the width (OOM)\n"
         "e5f6a7b\t0.000000\t0.0\tcrash\thuge batch\n"
-        "f6a7b8c\t0.000000\t0.0\tdiscard\ttiny LR\n"
     )
     assert out.read_text(encoding="utf-8") == expected
     rows = list(csv.reader(out.open(encoding="utf-8"), delimiter="\t"))
@@ -433,7 +430,7 @@ def test_export_jsonl_and_csv(journal: Journal, tmp_path: Path) -> None:
     bare = journal.create(status="queued", source="tune")
 
     jsonl = tmp_path / "exp.jsonl"
-    assert journal.export(jsonl) == 2
+    assert export(journal, jsonl) == 2
     lines = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
     assert [line["id"] for line in lines] == [1, 2]
     for line, e in zip(lines, (full, bare)):
@@ -448,7 +445,7 @@ def test_export_jsonl_and_csv(journal: Journal, tmp_path: Path) -> None:
     }
 
     out = tmp_path / "exp.csv"
-    assert journal.export(out, fmt="csv") == 2
+    assert export(journal, out, fmt="csv") == 2
     with out.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [f.name for f in fields(Experiment)]
@@ -461,7 +458,7 @@ def test_export_jsonl_and_csv(journal: Journal, tmp_path: Path) -> None:
     assert rows[1]["metric"] == "" and rows[1]["crash"] == "" and rows[1]["summary"] == "{}"
 
     with pytest.raises(ValueError, match="jsonl"):
-        journal.export(tmp_path / "x.xml", fmt="xml")
+        export(journal, tmp_path / "x.xml", fmt="xml")
 
 
 # --- schema versions ---------------------------------------------------------------------

@@ -189,8 +189,11 @@ def refs(ws: Path, prefix: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines())
 
 
-def check_migrated(old: OldWorkspace) -> None:
-    """Everything the old workspace had is there under the new names; nothing old is left."""
+def check_migrated(old: OldWorkspace, recovered: bool = False) -> None:
+    """Everything the old workspace had is there under the new names; nothing old is left.
+
+    ``recovered``: an engine opened it, so the dead engine's trial (#4) was recovered too: its
+    attempt's files archived as ``.attempt1``, its worktree removed, the row re-queued."""
     ws = old.path
     assert not old.old_state.exists() and not (ws / f"{OLD}.toml").exists()
     assert (ws / "sigmaloop.toml").read_text() == OLD_CONFIG  # renamed, content untouched
@@ -211,14 +214,21 @@ def check_migrated(old: OldWorkspace) -> None:
         assert [e.id for e in journal.list()] == [1, 2, 3, 4]
         for e in journal.list():
             assert Path(e.log_path).parent == old.new_state / "logs"
-            assert Path(e.log_path).read_text() == old.logs[e.id]
-            assert Path(e.metrics_path).is_file()
+            attempt = ".attempt1" if recovered and e.id == 4 else ""
+            assert Path(e.log_path + attempt).read_text() == old.logs[e.id]
+            assert Path(e.metrics_path + attempt).is_file()
+        assert journal.get(4).status == (Status.QUEUED if recovered else Status.RUNNING)
         assert len(journal.curve(1)) == 4
         assert journal.get(3).crash == CrashLocation("train.py", 12, "RuntimeError: boom")
     # the dead engine's worktree is registered at its new place, and is a working checkout
+    # (until recovery removes it)
     wt = old.new_state / "worktrees" / "exp-4"
     listed = git(ws, "worktree", "list", "--porcelain")
-    assert f"worktree {wt}\n" in listed and f".{OLD}" not in listed
+    assert f".{OLD}" not in listed
+    if recovered:
+        assert not wt.exists() and f"worktree {wt}\n" not in listed
+        return
+    assert f"worktree {wt}\n" in listed
     assert git(wt, "rev-parse", "HEAD").strip() == old.exp[4]
 
 
@@ -245,15 +255,15 @@ def test_opening_an_engine_migrates_once_and_says_what_moved(tmp_path):
             f'sigmaloop" -- {OLD}.toml sigmaloop.toml .gitignore',
         ):
             assert line in msg.splitlines(), (line, msg)
-        check_migrated(old)
+        check_migrated(old, recovered=True)
         # the engine reads the migrated config and continues the research branch
         assert eng.config.experiment.tag == "test" and eng.config.experiment.budget == 1
         assert eng.head() == old.branch
         assert eng.get(2).log_path == str(old.new_state / "logs" / "2.log")
         assert Path(eng.get(2).log_path).exists()
-        # recovery works on the rewritten paths: the dead engine's attempt is archived, re-queued
-        requeued = eng.recover()
-        assert [e.id for e in requeued] == [4]
+        # recovery (when the engine opened) worked on the rewritten paths: the dead engine's
+        # attempt is archived, the row re-queued
+        assert [e.id for e in eng.recovered] == [4]
         assert (old.new_state / "logs" / "4.log.attempt1").read_text() == old.logs[4]
         assert not (old.new_state / "worktrees" / "exp-4").exists()
         rev = eng.journal.max_rev()
@@ -290,7 +300,7 @@ def test_cli_status_finds_and_migrates_an_old_workspace(old):
     assert f"{OLD}.toml → sigmaloop.toml (staged with git mv)" in r.stderr
     assert "git commit -m" in r.stderr
     assert "sigmaloop/test" in r.stdout
-    check_migrated(old)
+    check_migrated(old, recovered=True)  # `status` opened an engine
     # from a subfolder, the second time: found by its new name, nothing more to say
     sub = old.path / "notes"
     sub.mkdir()
@@ -341,7 +351,7 @@ def test_an_interrupted_migration_finishes_on_the_next_open(old, monkeypatch, st
     try:
         assert eng.migration is not None and eng.migration.resumed
         assert "finished migrating this workspace" in eng.migration.message()
-        check_migrated(old)
+        check_migrated(old, recovered=True)
         assert eng.migration.config == "staged"
         assert eng.migration.commit_paths == [f"{OLD}.toml", "sigmaloop.toml", ".gitignore"]
     finally:
@@ -487,7 +497,7 @@ async def test_the_language_server_migrates_and_shows_a_one_line_message(lsp_old
     assert not [m for m in shown if "no sigmaloop.toml" in m], shown  # it read the migrated config
     migrated = next(m for m in shown if "migrated" in m)
     assert "\n" not in migrated and f"git commit -m \"Rename {OLD} to sigmaloop\"" in migrated
-    check_migrated(old)
+    check_migrated(old, recovered=True)  # the server opened an engine
 
 
 def test_a_workspace_in_a_subfolder_of_its_repository(tmp_path):
@@ -495,7 +505,7 @@ def test_a_workspace_in_a_subfolder_of_its_repository(tmp_path):
     eng = Engine(old.path)
     try:
         assert eng.migration is not None and eng.ratchet.workspace_rel == "project"
-        check_migrated(old)
+        check_migrated(old, recovered=True)
         assert eng.head() == old.branch
         assert eng.ratchet.read_script(eng.ratchet.experiment_commit(3)) == OLD_TRAIN.replace("LR = 0.1", "LR = 0.2")
     finally:

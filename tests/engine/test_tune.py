@@ -253,7 +253,7 @@ def test_observe_tells_the_study(tmp_path):
         (Status.KEPT, 0.95),
         (Status.DISCARDED, 1.02),
         (Status.CRASHED, None),
-        (Status.PRUNED, None),
+        (Status.DISCARDED, None),  # measured, but no metric: a failure
         (Status.TIMEOUT, None),
         (Status.REJECTED, None),
     ]
@@ -269,7 +269,7 @@ def test_observe_tells_the_study(tmp_path):
         TrialState.COMPLETE,
         TrialState.COMPLETE,
         TrialState.FAIL,
-        TrialState.PRUNED,
+        TrialState.FAIL,
         TrialState.FAIL,
         TrialState.FAIL,
     ]
@@ -318,8 +318,8 @@ def test_new_proposer_continues_the_study(tmp_path):
     assert trials[numbers[2]].state == TrialState.RUNNING  # still pending
     assert trials[numbers[3]].state == TrialState.COMPLETE and trials[numbers[3]].value == 0.9
     assert trials[p4.params["optuna_trial"]].state == TrialState.RUNNING
-    second.observe(experiment(2, p2, Status.PRUNED))
-    assert load(tmp_path).trials[numbers[2]].state == TrialState.PRUNED
+    second.observe(experiment(2, p2, Status.DISCARDED, 1.1))
+    assert load(tmp_path).trials[numbers[2]].state == TrialState.COMPLETE
 
 
 def test_direction_change_starts_a_new_study(tmp_path):

@@ -284,8 +284,6 @@ class TuneProposer:
                 state = TrialState.COMPLETE
             else:
                 values, state = None, TrialState.FAIL
-        elif status is Status.PRUNED:
-            values, state = None, TrialState.PRUNED
         elif status in (Status.CRASHED, Status.TIMEOUT, Status.REJECTED):
             values, state = None, TrialState.FAIL
         else:

@@ -1,0 +1,324 @@
+"""Finishing an experiment: claim it, run its trial, judge the result, confirm, move the ratchet.
+
+    queued ─claim─▶ running ─trial─▶ result ─▶ verdict ─(would-be keep)─▶ confirmation run
+                                                   └──────────────▶ ratchet move ─▶ results.tsv
+
+Also what happens to trials outside that path: stopping them (queued ones never start) and
+recovering the ones a dead engine left running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .core import Core, EngineError
+from .events import TrialProgress
+from .exports import write_results_tsv
+from .judge import reference_for
+from .killlimit import kill_limit
+from .lifecycle import Phase, Reason
+from .migrate import legacy_env
+from .models import (
+    FINISHED,
+    MEASURED,
+    Experiment,
+    Outcome,
+    ProgressRecord,
+    Status,
+    TrialResult,
+    TrialSpec,
+    code_hash,
+)
+from .ratchet import RatchetError
+from .runner import Executor, is_alive, kill_orphan
+
+log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Trials:
+    def __init__(
+        self,
+        core: Core,
+        executor: Callable[[], Executor],
+        observe: Callable[[Experiment], None],
+        started: Callable[[], Executor | None],
+    ) -> None:
+        self.core = core
+        self._executor = executor  # made on first use
+        self._started = started  # the executor if one was made (stopping makes none)
+        self._observe = observe  # the proposers learn every result
+        self._guard = threading.Lock()
+        self._queued_here: set[int] = set()  # queued by this engine, not yet claimed: stop_all stops them
+        self._stop_requested: set[int] = set()  # claimed, stopped before their trial started
+
+    # -- queueing and stopping -------------------------------------------------------------------
+    def queued(self, *ids: int) -> None:
+        """These were queued by this engine: stop_all stops them before they start."""
+        with self._guard:
+            self._queued_here.update(ids)
+
+    def stop_all(self) -> list[int]:
+        """Queued experiments of this engine become interrupted (they never start); trials this
+        process runs are stopped. Returns the ids."""
+        core = self.core
+        with self._guard:
+            queued, self._queued_here = sorted(self._queued_here), set()
+        stopped = []
+        for exp_id in queued:
+            try:
+                core.move(exp_id, Status.INTERRUPTED, "stop it", reason=Reason.STOPPED, phase=Phase.NONE)
+            except EngineError:  # claimed (running) or decided meanwhile: the trial stop below covers it
+                continue
+            stopped.append(exp_id)
+        me = os.getpid()
+        executor = self._started()
+        for exp in core.journal.running():
+            if exp.owner_pid == me:
+                with self._guard:
+                    self._stop_requested.add(exp.id)
+                if executor is not None:
+                    executor.stop(exp.id)
+                stopped.append(exp.id)
+        return sorted(set(stopped))
+
+    def stop(self, exp_id: int) -> bool:
+        executor = self._started()
+        return executor.stop(exp_id) if executor is not None else False
+
+    def _stopping(self, exp_id: int) -> bool:
+        with self._guard:
+            return exp_id in self._stop_requested
+
+    # -- recovery ----------------------------------------------------------------------------------
+    def recover(self) -> list[Experiment]:
+        """Experiments left running by a dead engine become interrupted, are killed and re-queued."""
+        core = self.core
+        requeued = []
+        me = os.getpid()
+        for exp in core.journal.running():
+            owner = exp.owner_pid
+            if owner is not None and owner != me and is_alive(owner):
+                continue  # another live engine (e.g. the CLI beside the editor) owns it
+            if owner == me:
+                continue
+            if exp.pid:
+                kill_orphan(exp.pid, exp.id)
+            self._archive_attempt(exp)
+            core.move(exp.id, Status.INTERRUPTED, reason=Reason.ENGINE_DIED, phase=Phase.NONE, pid=None)
+            if exp.confirms is None:  # a confirmation is redone by its re-run parent
+                requeued.append(core.move(exp.id, Status.QUEUED, pid=None, owner_pid=None, reason="", detail=""))
+            try:
+                core.ratchet.remove_worktree(exp.id)
+            except Exception:
+                log.exception("could not remove worktree of #%s", exp.id)
+        return requeued
+
+    @staticmethod
+    def _archive_attempt(exp: Experiment) -> None:
+        """Keep the log of an interrupted attempt next to the new one: nothing is lost."""
+        for path in (exp.log_path, exp.metrics_path):
+            if path and os.path.exists(path):
+                os.replace(path, f"{path}.attempt{exp.attempts}")
+
+    # -- running -------------------------------------------------------------------------------------
+    def run(self, exp_id: int, budget: float | None = None) -> Experiment:
+        """Run a queued experiment to its verdict (blocking), confirmation rerun included."""
+        core = self.core
+        # claim it: a reject, a stop (or another engine) racing this start can't both win
+        fields = {"budget": budget} if budget is not None else {}
+        exp = core.move(exp_id, Status.RUNNING, "run it", owner_pid=os.getpid(), phase=Phase.STARTING, **fields)
+        with self._guard:
+            self._queued_here.discard(exp_id)
+        try:
+            result = self._execute(exp)
+            return self._finish(core.journal.get(exp_id), result)
+        except Exception as exc:  # git, disk, a diff that no longer applies: record, don't die
+            log.exception("experiment #%s failed inside sigmaloop", exp_id)
+            exp = core.journal.get(exp_id)
+            if exp.status != Status.RUNNING:  # it already has its verdict; the failure came after
+                return exp
+            exp = core.move(exp_id, Status.CRASHED, pid=None, finished_at=time.time(), phase=Phase.NONE,
+                            reason=Reason.INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
+            self._after_finish(exp)
+            return exp
+        finally:
+            with self._guard:
+                self._stop_requested.discard(exp_id)
+
+    def _execute(self, exp: Experiment) -> TrialResult:
+        core = self.core
+        cfg = core.config.experiment
+        if exp.seed is None:
+            seed = core.judge.pick_seed(core.reference())
+            exp = core.update(exp.id, seed=seed if seed is not None else core.config.judge.seeds[0])
+        budget = exp.budget or cfg.budget
+        log_path = core.state_dir / "logs" / f"{exp.id}.log"
+        metrics_path = core.state_dir / "metrics" / f"{exp.id}.jsonl"
+        message = f"exp #{exp.id}: {exp.hypothesis or exp.source}"[:200]
+        t_git = time.time()
+        wt = core.ratchet.prepare_worktree(exp.id, exp.parent_commit, core.source_of(exp), message)
+        git_seconds = time.time() - t_git
+        core.update(
+            exp.id, phase=Phase.TRAINING, commit=wt.commit, started_at=time.time(), budget=budget,
+            attempts=exp.attempts + 1, owner_pid=os.getpid(), log_path=str(log_path),
+            metrics_path=str(metrics_path),
+        )
+        core.journal.clear_curve(exp.id)
+        # how long before a trial counts as hung: learned from this project's measured runs
+        limit = kill_limit(budget, cfg.grace, cfg.kill_margin, core.journal.by_status(*MEASURED))
+        spec = TrialSpec(
+            exp_id=exp.id, cwd=str(wt.cwd), command=core.config.trial_command(), budget=budget,
+            seed=exp.seed, log_path=str(log_path), metrics_path=str(metrics_path), metric=cfg.metric,
+            grace=cfg.grace, kill_limit=limit, workspace_root=str(wt.cwd),
+        )
+        spec.env.update(legacy_env(spec, core.config.runner.env_allow))  # old trainer copies' names
+        try:
+            if self._stopping(exp.id):  # stopped while its worktree was made
+                result = TrialResult(exp.id, Outcome.STOPPED)
+            else:
+                handle = self._executor().submit(spec, on_progress=self._on_progress, on_start=self._on_start)
+                if self._stopping(exp.id):  # stopped between the check and the submit
+                    handle.stop()
+                result = handle.result()
+        finally:
+            with self._guard:
+                self._stop_requested.discard(exp.id)
+            t_git = time.time()
+            try:
+                core.ratchet.remove_worktree(exp.id)
+            except Exception:
+                log.exception("could not remove worktree of #%s", exp.id)
+            git_seconds += time.time() - t_git
+        result.timings["git"] = git_seconds
+        return result
+
+    def _on_start(self, exp_id: int, pid: int) -> None:
+        self.core.update(exp_id, pid=pid)
+
+    def _on_progress(self, exp_id: int, records: list[ProgressRecord]) -> None:
+        self.core.journal.add_progress(exp_id, records)
+        self.core.bus.emit(TrialProgress(exp_id, records))
+
+    # -- result → verdict ------------------------------------------------------------------------------
+    def _finish(self, exp: Experiment, result: TrialResult) -> Experiment:
+        core = self.core
+        timings = dict(result.timings, wall=result.wall_seconds)
+        common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None)
+        if result.outcome == Outcome.STOPPED:
+            return core.move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
+        if result.outcome in (Outcome.CRASHED, Outcome.TIMEOUT) or result.metric is None or not math.isfinite(result.metric):
+            status = Status.TIMEOUT if result.outcome == Outcome.TIMEOUT else Status.CRASHED
+            reason = Reason.TIMEOUT if status == Status.TIMEOUT else Reason.CRASHED
+            exp = core.move(exp.id, status, crash=result.crash, metric=None, phase=Phase.NONE,
+                            reason=reason, detail=result.error or "", **common)
+            self._after_finish(exp)
+            return exp
+        exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, **common)
+        t0 = time.time()
+        exp = self._judge(exp)
+        if exp.status in FINISHED:
+            exp = core.update(exp.id, timings=dict(exp.timings, judge=time.time() - t0))
+        return exp
+
+    def _judge(self, exp: Experiment) -> Experiment:
+        """Decide a measured run: baselines become the reference, candidates face the judge."""
+        core = self.core
+        if exp.is_baseline:
+            exp = core.move(exp.id, Status.KEPT, reason=Reason.BASELINE, phase=Phase.NONE)
+            self._after_finish(exp)
+            return exp
+        if exp.confirms is not None:
+            return exp  # measured (phase judging): the experiment it confirms decides
+        exps = core.journal.list()
+        ref = reference_for(exps, code_hash(core.ratchet.read_script(exp.parent_commit)))
+        sigma = core.judge.sigma(exps, ref)
+        if sigma is None or ref.value is None:
+            exp = core.move(exp.id, Status.DISCARDED, reason=Reason.NO_REFERENCE, phase=Phase.NONE)
+            self._after_finish(exp)
+            return exp
+        runs = [(exp.seed, exp.metric)]
+        verdict = core.judge.judge(runs, ref, sigma)
+        if verdict.needs_confirmation:
+            seed = core.judge.pick_seed(ref, exclude=[exp.seed])
+            if seed is None:  # the reference has one seed only: decide on one run
+                verdict.status, verdict.reason = Status.KEPT, Reason.IMPROVED_ONE_SEED
+            elif self._stopping(exp.id):  # stopped before its confirmation started
+                verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
+            else:
+                core.update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z, numbers=verdict.numbers,
+                            phase=Phase.CONFIRMING)
+                conf = self._confirm(exp, seed)
+                if conf.status == Status.INTERRUPTED:  # stopped, not refuted: no verdict either way
+                    verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
+                    verdict.detail = f"confirmation #{conf.id}"
+                elif conf.metric is None or conf.status != Status.RUNNING:
+                    verdict.status, verdict.reason = Status.DISCARDED, Reason.CONFIRMATION_FAILED
+                    verdict.detail = f"confirmation #{conf.id} {conf.status.value}"
+                else:
+                    runs.append((conf.seed, conf.metric))
+                    verdict = core.judge.judge(runs, ref, core.judge.sigma(core.journal.list(), ref))
+        with core.lock:  # one ratchet move at a time
+            if verdict.status == Status.KEPT:
+                try:
+                    core.ratchet.advance(exp.id)
+                except RatchetError as exc:  # stale, or the branch is checked out somewhere
+                    verdict.status, verdict.reason, verdict.detail = Status.DISCARDED, Reason.STALE, str(exc)
+            exp = core.move(exp.id, verdict.status, delta=verdict.delta, sigma=verdict.sigma, z=verdict.z,
+                            numbers=verdict.numbers, reason=verdict.reason, detail=verdict.detail,
+                            phase=Phase.NONE)
+        for conf in core.journal.list(status=Status.RUNNING):
+            if conf.confirms == exp.id:  # a confirmation follows the experiment it confirms
+                core.move(conf.id, verdict.status, reason=Reason.CONFIRMATION, phase=Phase.NONE)
+        self._after_finish(exp)
+        return exp
+
+    def _confirm(self, exp: Experiment, seed: int) -> Experiment:
+        """Rerun a would-be keep's code on another paired seed; measured, it stays running
+        (phase judging) until the experiment it confirms is decided."""
+        core = self.core
+        conf = core.create(
+            status=Status.QUEUED, source=exp.source, parent_commit=exp.commit, seed=seed,
+            hypothesis=f"confirm #{exp.id} on seed {seed}", confirms=exp.id,
+            code_hash=exp.code_hash, budget=exp.budget,
+        )
+        conf = core.move(conf.id, Status.RUNNING, owner_pid=os.getpid(), phase=Phase.STARTING)
+        return self._finish(core.journal.get(conf.id), self._execute(conf))
+
+    def _after_finish(self, exp: Experiment) -> None:
+        self._observe(exp)
+        try:
+            path = self.results_path()
+            write_results_tsv(self.core.journal, path)
+            if path.parent == self.core.workspace:
+                self._results_stamp.write_text(_sha256(path))
+        except OSError:
+            log.exception("could not write results.tsv")
+
+    # -- results.tsv ----------------------------------------------------------------------------------
+    @property
+    def _results_stamp(self) -> Path:
+        return self.core.state_dir / "results.tsv.sha256"
+
+    def results_path(self) -> Path:
+        """Where results.tsv goes: next to the config, unless a file there is not the one we
+        last wrote (an imported autoresearch project's own log, a user's edit): that file is
+        never overwritten, and ours goes to the state folder instead."""
+        mine = self.core.workspace / "results.tsv"
+        if not mine.exists():
+            return mine
+        try:
+            ours = self._results_stamp.read_text().strip() == _sha256(mine)
+        except OSError:
+            ours = False
+        return mine if ours else self.core.state_dir / "results.tsv"
