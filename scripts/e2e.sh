@@ -55,8 +55,9 @@ mkdir -p "$ART"
 # The fixture workspace: a real git repo with sigmaloop.toml and a fast contract-true train.py.
 make_workspace() {
   local ws=$1
+  local fixture=${2:-tests/e2e/fixture}
   mkdir -p "$ws"
-  cp tests/e2e/fixture/train.py tests/e2e/fixture/sigmaloop.toml "$ws/"
+  cp "$fixture/train.py" "$fixture/sigmaloop.toml" "$ws/"
   printf '.sigmaloop/\n' > "$ws/.gitignore"
   (
     cd "$ws"
@@ -136,10 +137,30 @@ write_settings false
 start_code_server "$WS" --disable-workspace-trust
 FULL_RC=0
 E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS" E2E_ARTIFACTS="$ART" E2E_MODE=full \
-  node tests/e2e/run.mjs || FULL_RC=$?
+  E2E_USER_DATA="$TMP/user-data" node tests/e2e/run.mjs || FULL_RC=$?
 stop_code_server
 
-# Phase 2: an untrusted workspace (Restricted Mode): the server must not start, nothing runs.
+# Phase 2: a project whose metric is maximised (val_acc). The engine arranges it first (a
+# baseline and two kept edits, the second higher), as an earlier session would have; the panel
+# must draw the higher one as the best run and the status bar show the state's reference and best.
+PHASE=maximize
+WS4=$TMP/maximize
+make_workspace "$WS4" tests/e2e/fixture-maximize
+MAXIMIZE_RC=0
+if ARRANGED=$(GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com \
+    .venv/bin/python tests/e2e/arrange_maximize.py "$WS4" 2>"$ART/arrange-maximize.log"); then
+  echo "[e2e] arranged: $ARRANGED"
+  write_settings false
+  start_code_server "$WS4" --disable-workspace-trust
+  E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS4" E2E_ARTIFACTS="$ART" E2E_MODE=maximize \
+    E2E_USER_DATA="$TMP/user-data" E2E_ARRANGED="$ARRANGED" node tests/e2e/run.mjs || MAXIMIZE_RC=$?
+  stop_code_server
+else
+  echo "[e2e] FAIL: arranging the maximize workspace failed:"; tail -20 "$ART/arrange-maximize.log"
+  MAXIMIZE_RC=1
+fi
+
+# Phase 3: an untrusted workspace (Restricted Mode): the server must not start, nothing runs.
 PHASE=restricted
 WS2=$TMP/untrusted
 make_workspace "$WS2"
@@ -154,7 +175,7 @@ if [ -e "$WS2/.sigmaloop" ]; then
 fi
 stop_code_server
 
-# Phase 3: a fresh virtual environment without sigmaloop: the client offers the wheel bundled in
+# Phase 4: a fresh virtual environment without sigmaloop: the client offers the wheel bundled in
 # the .vsix, installs it with pip when Install is clicked (pip's output in the log), and starts
 # the server. Then an older sigmaloop replaces it and the server restarts: the version mismatch is
 # offered the same install. Afterwards the venv must hold exactly the bundled wheel (same version,
@@ -224,7 +245,7 @@ fi
 node -e '
   const fs = require("fs");
   let passed = 0, failed = 0;
-  for (const f of ["result.json", "result-restricted.json", "result-missing.json", "result-venv.json"]) {
+  for (const f of ["result.json", "result-maximize.json", "result-restricted.json", "result-missing.json", "result-venv.json"]) {
     try {
       const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
       for (const s of r.steps) s.ok ? passed++ : failed++;
@@ -233,4 +254,4 @@ node -e '
   }
   console.log(`e2e: ${passed} passed, ${failed} failed`);
 ' "$ART"
-[ "$FULL_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ] && [ "$MISSING_RC" = 0 ]
+[ "$FULL_RC" = 0 ] && [ "$MAXIMIZE_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ] && [ "$MISSING_RC" = 0 ]

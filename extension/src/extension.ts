@@ -80,10 +80,6 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
       panel.progress(p);
       refresh();
     },
-    onLoopState: (s) => {
-      store.loop = s;
-      refresh();
-    },
     onEngineState: (s) => {
       store.state = s;
       panel.engineState(s);

@@ -19,7 +19,7 @@ import {
   State,
 } from 'vscode-languageclient/node';
 import { CLIENT_OWNED_COMMANDS } from './commands/ids';
-import { type ExperimentWire, type LoopStateParams, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
+import { type ExperimentWire, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
 import { type EngineStateView, parseEngineState } from './engineState';
 import { type InstallPlan, type InstallReason, checkServerVersion, installOffer } from './install';
 import { Installer, type RunnablePlan } from './installer';
@@ -33,8 +33,6 @@ export const SECRET_KEY = 'sigmaloop.apiKey';
 export interface ServerEvents {
   onExperiment(e: ExperimentWire): void;
   onProgress(p: TrialProgressParams): void;
-  /** `sigmaloop/loopState` (servers without `sigmaloop/state`). */
-  onLoopState(s: LoopStateParams): void;
   /** `sigmaloop/state`: the engine's state. */
   onEngineState(s: EngineStateView): void;
   onState(s: ServerState): void;
@@ -210,11 +208,6 @@ export class ServerController implements vscode.Disposable {
         this.events.onEngineState(st);
       } else {
         this.log.warn(`ignored a malformed sigmaloop/state: ${JSON.stringify(params).slice(0, 200)}`);
-      }
-    });
-    client.onNotification('sigmaloop/loopState', (params: LoopStateParams) => {
-      if (params && typeof params.running === 'boolean') {
-        this.events.onLoopState(params);
       }
     });
     client.onDidChangeState((e) => {

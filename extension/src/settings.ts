@@ -1,6 +1,8 @@
 // Settings resolution, pure: which interpreter runs the server, what environment and
 // initialization options it gets. The vscode-facing code gathers the inputs.
 
+import type { InitializationOptions, Settings } from './contract';
+
 export interface InterpreterInputs {
   /** sigmaloop.pythonPath (workspace value ignored by VS Code in Restricted Mode). */
   setting?: string | null;
@@ -43,12 +45,7 @@ export function expand(p: string, vars: { workspaceFolder?: string; home?: strin
 }
 
 /** The sigmaloop.* settings forwarded to the server (null/empty = the toml decides). */
-export interface ForwardedSettings {
-  budget: number | null;
-  slots: number | null;
-  proposer: string | null;
-  llm: { baseUrl: string | null; model: string | null };
-}
+export type ForwardedSettings = Required<Pick<Settings, 'budget' | 'slots' | 'proposer'>> & { llm: { baseUrl: string | null; model: string | null } };
 
 export function normalizeSettings(get: (key: string) => unknown): ForwardedSettings {
   const num = (v: unknown, integer: boolean): number | null => {
@@ -62,7 +59,7 @@ export function normalizeSettings(get: (key: string) => unknown): ForwardedSetti
   return {
     budget: num(get('budget'), false),
     slots: num(get('slots'), true),
-    proposer: proposer && ['tune', 'llm', 'mixed'].includes(proposer) ? proposer : null,
+    proposer: proposer === 'tune' || proposer === 'llm' || proposer === 'mixed' ? proposer : null,
     llm: { baseUrl: str(get('llm.baseUrl')), model: str(get('llm.model')) },
   };
 }
@@ -86,7 +83,7 @@ export function serverEnv(base: Record<string, string | undefined>, apiKey: stri
   return env;
 }
 
-export function initializationOptions(settings: ForwardedSettings, trusted: boolean): Record<string, unknown> {
+export function initializationOptions(settings: ForwardedSettings, trusted: boolean): InitializationOptions {
   return { settings, trusted, client: 'vscode' };
 }
 

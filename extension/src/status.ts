@@ -49,8 +49,8 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
   }
   const state = store.state;
   const activity: string[] = [];
-  const loop = state ? state.loop : { running: store.loop.running, iteration: store.loop.iteration ?? 0, iterations: store.loop.iterations ?? 0 };
-  if (loop.running) {
+  const loop = state?.loop;
+  if (loop?.running) {
     activity.push(loop.iterations ? `loop ${loop.iteration} of ${loop.iterations}` : `loop ${loop.iteration}`);
   }
   const running = store.runningIds();
@@ -77,8 +77,6 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
       tooltip.push(`loop: ${state.loop.phase}`);
     }
     tooltip.push(...stateTooltip(state));
-  } else if (store.loop.message) {
-    tooltip.push(store.loop.message);
   }
   for (const id of running) {
     const e = store.experiments.get(id);

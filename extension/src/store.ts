@@ -2,7 +2,7 @@
 // trials, the engine's state (`sigmaloop/state`). Pure (no vscode), so the status bar text, the
 // quick picks and the panel feed are unit-tested without an editor.
 
-import { ACTIVE_STATUSES, type ExperimentWire, type LoopStateParams, type TrialProgressParams } from './contract';
+import { ACTIVE_STATUSES, type ExperimentWire, type TrialProgressParams } from './contract';
 import type { EngineStateView } from './engineState';
 import type { Busy } from './restart';
 
@@ -14,8 +14,6 @@ export class ExperimentStore {
   readonly progress = new Map<number, number>();
   /** The engine's state (`sigmaloop/state`), once the server has sent one. */
   state: EngineStateView | undefined;
-  /** The loop as `sigmaloop/loopState` told it (servers without `sigmaloop/state`). */
-  loop: LoopStateParams = { running: false };
 
   /** Apply an experiment record; stale revisions (lower `rev`) are ignored. Returns whether it changed. */
   upsert(e: ExperimentWire): boolean {
@@ -67,7 +65,7 @@ export class ExperimentStore {
   }
 
   loopRunning(): boolean {
-    return this.state ? this.state.loop.running : this.loop.running;
+    return this.state?.loop.running ?? false;
   }
 
   /** What a server restart would stop now. */
@@ -87,7 +85,6 @@ export class ExperimentStore {
     this.experiments.clear();
     this.progress.clear();
     this.state = undefined;
-    this.loop = { running: false };
   }
 }
 

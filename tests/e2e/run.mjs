@@ -4,7 +4,9 @@
 //   E2E_URL        code-server's base URL (http://127.0.0.1:PORT)
 //   E2E_WORKSPACE  the fixture workspace folder (a git repo with sigmaloop.toml)
 //   E2E_ARTIFACTS  where screenshots and the step log go (artifacts/e2e)
-//   E2E_MODE       full | restricted | missing (a fresh venv: install the bundled wheel)
+//   E2E_MODE       full | restricted | missing (a fresh venv: install the bundled wheel) |
+//                  maximize (a workspace whose metric is maximised, arranged beforehand)
+//   E2E_ARRANGED   for "maximize": tests/e2e/arrange_maximize.py's JSON (the kept ids, the best)
 //   E2E_WHEEL, E2E_VERSION, E2E_USER_DATA  for "missing": the bundled wheel's file name, the
 //                  extension's version, the user-data dir (its logs/ hold the extension's log)
 //   E2E_PYTHON, E2E_OLD_WHEEL, E2E_OLD_VERSION  for "missing"'s version-mismatch step: the venv's
@@ -20,7 +22,7 @@
 // then a version mismatch gets the same offer.
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -191,6 +193,8 @@ async function panelState() {
       cells: [...tr.children].map((td) => td.textContent),
     }));
     return {
+      title: document.querySelector('.rl-title')?.textContent ?? '',
+      legend: [...document.querySelectorAll('.rl-legend-item')].map((e) => e.textContent),
       ready: s.ready,
       initialized: s.initialized,
       points: s.points,
@@ -248,6 +252,8 @@ async function main() {
       await restricted();
     } else if (MODE === 'missing') {
       await missingPackage();
+    } else if (MODE === 'maximize') {
+      await maximize();
     } else {
       await full();
     }
@@ -500,8 +506,32 @@ async function full() {
       return { statusBar: text.split('\n').find((l) => /idle/.test(l)) };
     });
 
+    await step('open the loss panel before the run (its page is ready when the first trial starts)', async () => {
+      await runCommand('Sigmaloop: Show Loss Panel');
+      await waitFor('the panel page ready', async () => (await panelState())?.initialized, { timeout: 60_000, interval: 200 });
+      await runCommand('View: Focus First Editor Group');
+    });
+
     await step('Run Baseline from the command palette', async () => {
       await runCommand('Sigmaloop: Run Baseline');
+    });
+
+    await step("delete sigmaloop.toml inside the running trial's worktree (the watcher must ignore it)", async () => {
+      // a trial's worktree is a checkout of the research branch: it holds a copy of the config,
+      // created and deleted with every trial; the old `**/sigmaloop.toml` watcher restarted the
+      // server on that delete and the running seed turned `interrupted`
+      const file = await waitFor("a running trial's worktree with sigmaloop.toml", () => {
+        const root = path.join(WORKSPACE, '.sigmaloop', 'worktrees');
+        for (const d of existsSync(root) ? readdirSync(root) : []) {
+          const f = path.join(root, d, 'sigmaloop.toml');
+          if (existsSync(f)) {
+            return f;
+          }
+        }
+        return undefined;
+      }, { timeout: 60_000, interval: 50 });
+      rmSync(file);
+      return { deleted: path.relative(WORKSPACE, file) };
     });
 
     const running = await step('status bar shows progress', async () => {
@@ -541,6 +571,15 @@ async function full() {
       }
       await shot('panel-baseline');
       return { rows: st.rows.length, baselineCurve: base };
+    });
+
+    await step('the server was not restarted during the run (no seed interrupted, one server start in the log)', async () => {
+      const st = await panelState();
+      const interrupted = st.rows.filter((r) => /interrupted/.test(r.cells[1] ?? ''));
+      if (interrupted.length) {
+        throw new Error(`interrupted rows: ${JSON.stringify(interrupted)}`);
+      }
+      return serverStarts(1);
     });
 
     await closeNotifications();
@@ -618,7 +657,98 @@ async function full() {
       await shot('panel-final');
       return { rows: st.rows.length, series: st.series, drawnPoints: st.drawnPoints };
     });
+
+    await step('Stop Loop during a baseline stops the running seed and the queued one; the message says which', async () => {
+      await closeNotifications();
+      await runCommand('Sigmaloop: Run Baseline');
+      const running = await waitFor('a running baseline seed', async () => {
+        const m = /running #(\d+) at/.exec(await statusBarText());
+        return m ? Number(m[1]) : undefined;
+      }, { timeout: 60_000, interval: 100 });
+      await runCommand('Sigmaloop: Stop Loop');
+      const note = await waitFor('the stop message', async () => /Sigmaloop: stopped [^\n]*\./.exec(await notificationsText())?.[0], { timeout: 30_000, interval: 200 });
+      const stopped = [...note.matchAll(/#(\d+) \((\w+)\)/g)].map((m) => ({ id: Number(m[1]), was: m[2] }));
+      if (!stopped.length || !stopped.every((s) => s.was === 'running' || s.was === 'queued')) {
+        throw new Error(`the message names no running or queued trial: "${note}"`);
+      }
+      const st = await waitFor('the stopped trials interrupted, nothing running or queued', async () => {
+        const s = await panelState();
+        const rows = s?.rows ?? [];
+        const ok = stopped.every((x) => /interrupted/.test(rows.find((r) => r.id === x.id)?.cells[1] ?? '')) && !rows.some((r) => /^(running|queued)/.test(r.cells[1] ?? ''));
+        return ok ? s : undefined;
+      }, { timeout: 30_000, interval: 300 });
+      // nothing starts afterwards (the old Stop Loop stopped only the running seed; the queued one started)
+      await page.waitForTimeout(2500);
+      const after = await panelState();
+      const started = after.rows.filter((r) => /^(running|queued)/.test(r.cells[1] ?? ''));
+      if (started.length) {
+        throw new Error(`started after Stop Loop: ${JSON.stringify(started)}`);
+      }
+      await waitFor('status bar idle', async () => /\bidle\b/.test(await statusBarText()), { timeout: 20_000 });
+      await shot('stopped');
+      return { message: note, runningWhenStopped: running, rows: st.rows.filter((r) => stopped.some((x) => x.id === r.id)).map((r) => r.cells.slice(0, 2)) };
+    });
+
+    await step('still one server start over the whole session', () => serverStarts(1));
   }
+}
+
+/** The extension log's server starts and restarts: exactly `n` starts and no restart line. */
+function serverStarts(n) {
+  const lines = extensionLog().split('\n');
+  const starts = lines.filter((l) => /server state: starting/.test(l));
+  const restarts = lines.filter((l) => /\brestart(: | deferred)/.test(l));
+  const exits = lines.filter((l) => /server process exited/.test(l));
+  if (starts.length !== n || restarts.length || exits.length) {
+    throw new Error(`expected ${n} server start(s) and no restart; the log has ${starts.length} start(s): ${[...restarts, ...exits].join(' | ') || '(no restart lines)'}`);
+  }
+  return { serverStarts: starts.length, restarts: 0 };
+}
+
+/**
+ * A workspace whose metric is maximised (val_acc), arranged through the engine beforehand: a
+ * baseline and two kept edits, the second with the higher val_acc. The state gives the panel
+ * its metric and direction: the best curve is the second edit, and the status bar shows the
+ * reference ± σ and the best from the state.
+ */
+async function maximize() {
+  const arranged = JSON.parse(process.env.E2E_ARRANGED ?? '{}');
+  if (!arranged.best || !arranged.first) {
+    throw new Error(`E2E_ARRANGED is missing or incomplete: ${process.env.E2E_ARRANGED}`);
+  }
+  await step('open the maximize workspace (val_acc, higher is better)', async () => {
+    await openWorkbench();
+    await openFile('train.py');
+  });
+
+  await step(`status bar: reference ± σ and best #${arranged.best} from the state`, async () => {
+    const line = await waitFor(`status bar "idle · val_acc … ± … · best #${arranged.best}"`, async () => {
+      const t = await statusBarText();
+      return t.split('\n').find((l) => new RegExp(`idle · val_acc \\d+\\.\\d+ ± \\d+\\.\\d+ · best #${arranged.best}\\b`).test(l));
+    }, { timeout: 90_000, interval: 300 });
+    await shot('maximize-status');
+    return { statusBar: line.trim() };
+  });
+
+  await step(`the loss panel draws #${arranged.best} as the best run (not #${arranged.first}, the lower val_acc)`, async () => {
+    await runCommand('Sigmaloop: Show Loss Panel');
+    const st = await waitFor('the panel with a best curve', async () => {
+      const s = await panelState();
+      return s?.initialized && s.series.some((c) => c.role === 'best' && c.points > 0) ? s : undefined;
+    }, { timeout: 60_000, interval: 300 });
+    await shot('maximize-panel');
+    const best = st.series.find((c) => c.role === 'best');
+    if (!/val_acc \(higher is better\)/.test(st.title)) {
+      throw new Error(`the panel's title is "${st.title}", not val_acc (higher is better)`);
+    }
+    if (best.expId !== arranged.best) {
+      throw new Error(`the best curve is #${best.expId}, expected #${arranged.best} (kept: ${JSON.stringify(arranged.kept)})`);
+    }
+    if (!st.legend.includes(`best #${arranged.best}`)) {
+      throw new Error(`the legend does not label best #${arranged.best}: ${st.legend.join(' | ')}`);
+    }
+    return { title: st.title, legend: st.legend, best, kept: arranged.kept };
+  });
 }
 
 await main();

@@ -3,14 +3,12 @@ import { test } from 'node:test';
 import { statusCommand, statusView } from '../../extension/src/status';
 import { ExperimentStore, expIdFromPath, expPath, parseExpId } from '../../extension/src/store';
 
-test('status bar: idle, running #12 at 43%, loop 7 of 20', () => {
+test('status bar before the first state: idle, running #12 at 43% from the records', () => {
   const s = new ExperimentStore();
   assert.match(statusView('running', s).text, /idle$/);
   s.upsert({ id: 12, status: 'running', source: 'tune' });
   s.applyProgress({ expId: 12, records: [{ step: 3, t: 1, frac: 0.43, loss: 2 }] });
   assert.match(statusView('running', s).text, /running #12 at 43%$/);
-  s.loop = { running: true, iteration: 7, iterations: 20 };
-  assert.match(statusView('running', s).text, /loop 7 of 20 · running #12 at 43%$/);
   s.upsert({ id: 13, status: 'running', source: 'tune' });
   assert.match(statusView('running', s).text, /running #12 at 43% \(\+1\)$/);
   assert.match(statusView('restricted', s).text, /restricted/);

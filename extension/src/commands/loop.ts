@@ -32,9 +32,6 @@ export function registerLoopCommands(c: CommandContext): vscode.Disposable[] {
       }
       const res = await forward(c, 'sigmaloop.startLoop', [iterations]);
       if (res) {
-        if (!c.store.state) {
-          c.store.loop = { running: true, iteration: 0, iterations };
-        }
         c.refresh();
         c.panel.show(true);
       }
