@@ -344,24 +344,18 @@ def cmd_loop(args) -> int:
 
 
 def cmd_log(args) -> int:
+    from .exports import as_json
+
     with opened(args) as engine:
         exps = engine.experiments()
         if args.limit:
             exps = exps[-args.limit:]
         if args.json:
             for e in exps:
-                print(json.dumps(_jsonable(e)))
+                print(json.dumps(as_json(e)))
         else:
             console.print(experiments_table(exps, engine.config.experiment.metric))
     return 0
-
-
-def _jsonable(e: Experiment) -> dict:
-    from dataclasses import asdict
-
-    d = asdict(e)
-    d["status"] = e.status.value
-    return d
 
 
 def cmd_show(args) -> int:

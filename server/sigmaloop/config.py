@@ -5,7 +5,6 @@ Secrets never live here: the LLM key comes from the environment or the editor's 
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass, field, fields
@@ -324,14 +323,6 @@ def write(workspace: Path, experiment: ExperimentConfig, notes: list[str] | tupl
     return path
 
 
-def write_default(workspace: Path, budget: float = 60.0) -> Path:
-    """The embedded trainer's config with this budget."""
-    return write(workspace, ExperimentConfig(budget=float(budget)))
-
-
 def state_dir(workspace: Path) -> Path:
     return Path(workspace) / STATE_DIR
 
-
-def env_truthy(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")

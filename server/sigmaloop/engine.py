@@ -273,9 +273,6 @@ class Engine:
         missing = [s for s in self.config.judge.seeds if s not in ref.by_seed]
         return self.run_baseline(missing, budget) if missing else []
 
-    def run_queued(self) -> list[Experiment]:
-        return self._run_many([e.id for e in self.journal.list(status=Status.QUEUED)])
-
     def _run_many(self, ids: list[int]) -> list[Experiment]:
         if len(ids) == 1 or self.executor.slots == 1:
             return [self.run_if_queued(i) for i in ids]

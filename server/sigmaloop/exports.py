@@ -56,7 +56,7 @@ def export(journal: Journal, path: str | os.PathLike[str], fmt: str = "jsonl") -
     ``csv`` (dict fields and ``crash`` as JSON text, None as empty). Returns the count."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"export format must be 'jsonl' or 'csv', not {fmt!r}")
-    records = [_as_json(e) for e in journal.list()]
+    records = [as_json(e) for e in journal.list()]
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
@@ -78,7 +78,8 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
 
 
-def _as_json(e: Experiment) -> dict[str, Any]:
+def as_json(e: Experiment) -> dict[str, Any]:
+    """Every field of an experiment as JSON values (the status by its name)."""
     rec = dataclasses.asdict(e)
     rec["status"] = e.status.value
     return rec
