@@ -94,7 +94,7 @@ def _comments(cls: type) -> dict[str, str]:
 def interface(cls: type, names: dict[Any, str], inputs: set[type]) -> list[str]:
     if not dataclasses.fields(cls):
         return [*_doc(cls.__doc__), f"export type {cls.__name__} = Record<string, never>;"]
-    hints = typing.get_type_hints(cls, vars(protocol))
+    hints = typing.get_type_hints(cls)
     base = next((b for b in cls.__bases__ if dataclasses.is_dataclass(b)), None)
     inherited = {f.name for f in dataclasses.fields(base)} if base else set()
     comments = _comments(cls)

@@ -11,7 +11,7 @@
 // protocol.gen.ts by scripts/gen_protocol.py; a test fails when they drift). The client imports
 // them from here only.
 
-import type { Crash, Direction, ExperimentRecord, LoopState, ProgressPoint, TrialProgressParams } from './protocol.gen';
+import type { Crash, Direction, ExperimentRecord, LoopStatus, ProgressPoint, TrialProgressParams } from './protocol.gen';
 
 export type {
   AdoptResult,
@@ -29,7 +29,7 @@ export type {
   InitializationOptions,
   LlmSettings,
   LoopStarted,
-  LoopState,
+  LoopStatus,
   NotificationParams,
   Phase,
   ProgressPoint,
@@ -64,7 +64,10 @@ export type ProgressRecordWire = ProgressPoint;
 export type ExperimentUpdatedParams = ExperimentWire | { experiment: ExperimentWire };
 
 /** @deprecated `sigmaloop/loopState` is gone: the loop is `State.loop` in `sigmaloop/state`. */
-export type LoopStateParams = Partial<LoopState> & { running: boolean; message?: string };
+export type LoopStateParams = Partial<LoopStatus> & { running: boolean; message?: string };
+
+/** The loop's part of the state (the generated name is the engine's `LoopStatus`). */
+export type LoopState = LoopStatus;
 
 export const FINISHED_STATUSES = new Set(['rejected', 'kept', 'discarded', 'crashed', 'timeout', 'pruned']);
 export const ACTIVE_STATUSES = new Set(['accepted', 'queued', 'running']);

@@ -92,7 +92,9 @@ export interface TrialProgressParams {
   records: ProgressPoint[];
 }
 
-/** The head's code, measured: mean over its seeds, the noise, the runs it comes from. */
+/**
+ * The head's code, measured: the mean over its seeds, the noise, and the runs it comes from.
+ */
 export interface ReferenceState {
   value: number;
   sigma: number | null;
@@ -101,7 +103,9 @@ export interface ReferenceState {
   ids: number[];
 }
 
-/** The best reference (the head's mean, never one lucky seed) and the experiment behind it. */
+/**
+ * The best reference: the head's mean (never one lucky seed) and the experiment that made it.
+ */
 export interface BestState {
   id: number;
   metric: number;
@@ -124,7 +128,7 @@ export interface CalibrationState {
   lowerIsBetter: boolean;
 }
 
-export interface LoopState {
+export interface LoopStatus {
   running: boolean;
   iteration: number;
   iterations: number;
@@ -148,7 +152,7 @@ export interface State {
   run: number;
   running: number[];
   calibration: CalibrationState | null;
-  loop: LoopState;
+  loop: LoopStatus;
   /** sigmaloop.toml or the editor settings are broken: the message */
   configError: string | null;
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sigmaloop import state as state_mod
 from sigmaloop.engine import Engine
 from sigmaloop.lsp import params, protocol
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
@@ -58,11 +59,12 @@ def test_progress_point_keeps_extra_numbers():
 def test_engine_state_matches_the_state_schema(tmp_path):
     eng = Engine(make_workspace(tmp_path / "ws"))
     try:
-        d = protocol.state(eng.state(), None)
+        eng_state = eng.state()
+        d = protocol.state(eng_state, None)
     finally:
         eng.close()
     assert set(d) == wire_keys(protocol.State)
-    assert set(d["loop"]) == wire_keys(protocol.LoopState)
+    assert set(d["loop"]) == wire_keys(protocol.LoopStatus)
     assert d["reference"] is None and d["best"] is None and d["direction"] == "minimize"
     fake = {"n": 0, "n_predicted": 0}  # calibration: its as_dict() camelCased, as the schema says
     from sigmaloop.calibration import Calibration
@@ -70,11 +72,10 @@ def test_engine_state_matches_the_state_schema(tmp_path):
                       improvements_within_noise=0, improvements_confirmed=0, mean_abs_error=None,
                       bias=None)
     assert {protocol.camel(k) for k in cal.as_dict()} == wire_keys(protocol.CalibrationState)
-    from sigmaloop import state as state_mod
-    assert {protocol.camel(f.name) for f in dataclasses.fields(state_mod.ReferenceState)} \
-        == wire_keys(protocol.ReferenceState)
-    assert {protocol.camel(f.name) for f in dataclasses.fields(state_mod.BestState)} \
-        == wire_keys(protocol.BestState)
+    d = protocol.state(dataclasses.replace(eng_state, reference=state_mod.ReferenceState(1.0, 0.1, 1, [42, 43], [1, 2]),
+                                           best=state_mod.BestState(1, 1.0, "h")), None)
+    assert set(d["reference"]) == wire_keys(protocol.ReferenceState)
+    assert set(d["best"]) == wire_keys(protocol.BestState)
 
 
 @pytest.mark.parametrize(("cls", "args", "message"), [

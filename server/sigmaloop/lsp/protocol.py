@@ -1,6 +1,6 @@
 """What crosses the wire between the language server and its client: the one schema.
 
-The dataclasses below *are* the protocol (docs/protocol.md explains it in prose): field names
+The dataclasses below (and the engine's state records they include) *are* the protocol (docs/protocol.md explains it in prose): field names
 are snake_case here and camelCase on the wire; ``X | None`` is ``null`` when unset; a field
 with :data:`OPTIONAL` metadata may be left out. ``scripts/gen_protocol.py`` writes them as TypeScript
 to ``extension/src/protocol.gen.ts`` (checked in; ``tests/lsp/test_protocol.py`` fails when it
@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from ..lifecycle import Phase, Reason
 from ..models import Experiment, ProgressRecord, Status
+from ..state import BestState, LoopStatus, ReferenceState  # the engine's own records
 
 # --------------------------------------------------------------------------- names
 
@@ -110,26 +111,6 @@ class TrialProgressParams:
 
 
 @dataclass
-class ReferenceState:
-    """The head's code, measured: mean over its seeds, the noise, the runs it comes from."""
-
-    value: float
-    sigma: float | None
-    sigma_dof: int
-    seeds: list[int]
-    ids: list[int]
-
-
-@dataclass
-class BestState:
-    """The best reference (the head's mean, never one lucky seed) and the experiment behind it."""
-
-    id: int
-    metric: float
-    hypothesis: str
-
-
-@dataclass
 class CalibrationState:
     """How well proposers' predicted deltas held."""
 
@@ -148,14 +129,6 @@ class CalibrationState:
 
 
 @dataclass
-class LoopState:
-    running: bool
-    iteration: int
-    iterations: int
-    phase: str  # "starting", "proposing", "running #12", "done", "stopped"
-
-
-@dataclass
 class State:
     """``sigmaloop/state``: sent after initialize and whenever it changes (at most 4 Hz).
     The status bar, the code lens and the panel render it."""
@@ -169,7 +142,7 @@ class State:
     run: int  # candidates that ran to a verdict
     running: list[int]
     calibration: CalibrationState | None
-    loop: LoopState
+    loop: LoopStatus
     config_error: str | None  # sigmaloop.toml or the editor settings are broken: the message
 
 
@@ -328,7 +301,7 @@ def overrides(settings: Any) -> dict[str, dict[str, Any]]:
 #: what the generator writes, in this order
 WIRE_TYPES = (
     Crash, ExperimentRecord, ProgressPoint, TrialProgressParams, ReferenceState, BestState,
-    CalibrationState, LoopState, State, NoParams, ExperimentParams, RejectParams,
+    CalibrationState, LoopStatus, State, NoParams, ExperimentParams, RejectParams,
     RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, ExperimentWithCurve,
     ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
     ShowExperimentResult, AdoptResult, LlmSettings, Settings, InitializationOptions,
