@@ -8,7 +8,8 @@ string, a list must be a list) and unknown names are refused; a mismatch is a
 
 pygls's own command-argument conversion is not used: it structures only as many arguments as
 were sent, so a parameter with a default fails when the client sends ``[]`` (VS Code does for a
-command without arguments), and lsprotocol's converter turns ``true`` into the integer 1.
+command without arguments), and lsprotocol's converter is lenient (``true`` or ``1.7`` become the
+integer 1, ``5`` the string "5").
 """
 
 from __future__ import annotations
