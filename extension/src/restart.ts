@@ -84,15 +84,11 @@ export function restartQuestion(cause: RestartCause, busy: Busy): string {
   if (busy.queued.length) {
     what.push(`${plural(busy.queued.length, 'queued trial')}`);
   }
-  return `Restart the Sigmaloop server? ${capitalize(describeCause(cause))}; restarting now stops ${what.join(', ')}.`;
+  return `${describeCause(cause)}: restart the Sigmaloop server now? That stops ${what.join(', ')}.`;
 }
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-function capitalize(s: string): string {
-  return s ? s[0].toUpperCase() + s.slice(1) : s;
 }
 
 /** The log line for a server process that ended: a requested stop is information, not an error. */

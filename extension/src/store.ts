@@ -68,11 +68,11 @@ export class ExperimentStore {
     return this.state?.loop.running ?? false;
   }
 
-  /** What a server restart would stop now. */
+  /** What a server restart would stop now: the running trials (the state's and the records', whichever arrived first), the queued ones, the loop. */
   busy(): Busy {
-    const running = this.runningIds();
+    const running = [...new Set([...(this.state?.running ?? []), ...this.running().map((e) => e.id)])].sort((a, b) => a - b);
     const queued = this.active()
-      .filter((e) => e.status !== 'running' && !running.includes(e.id))
+      .filter((e) => !running.includes(e.id))
       .map((e) => e.id);
     return { running, queued, loop: this.loopRunning() };
   }

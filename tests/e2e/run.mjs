@@ -690,6 +690,45 @@ async function full() {
     });
 
     await step('still one server start over the whole session', () => serverStarts(1));
+
+    await step('a restart due during a run asks first (the modal names what it would stop); Later waits until the trials end', async () => {
+      await closeNotifications();
+      await runCommand('Sigmaloop: Run Baseline');
+      const first = await waitFor('a running baseline seed', async () => {
+        const m = /running #(\d+) at/.exec(await statusBarText());
+        return m ? Number(m[1]) : undefined;
+      }, { timeout: 60_000, interval: 100 });
+      // the same interpreter, spelled differently, in the folder's settings: sigmaloop.pythonPath
+      // changed, a restart is due
+      const user = JSON.parse(readFileSync(path.join(USER_DATA, 'User', 'settings.json'), 'utf8'));
+      mkdirSync(path.join(WORKSPACE, '.vscode'), { recursive: true });
+      writeFileSync(path.join(WORKSPACE, '.vscode', 'settings.json'), JSON.stringify({ 'sigmaloop.pythonPath': user['sigmaloop.pythonPath'].replace(/\/python$/, '/./python') }, null, 2));
+      const dialog = page.locator('.monaco-dialog-box');
+      await dialog.waitFor({ state: 'visible', timeout: 30_000 });
+      const question = (await dialog.innerText()).replace(/\s+/g, ' ').trim();
+      if (!/sigmaloop\.pythonPath changed: restart the Sigmaloop server now\? That stops .*running trial/.test(question)) {
+        throw new Error(`unexpected restart question: "${question}"`);
+      }
+      await shot('restart-modal');
+      await dialog.locator('.monaco-button', { hasText: /^Later$/ }).click();
+      const log = await waitFor('the deferred restart in the log', () => {
+        const t = extensionLog();
+        return /restart: sigmaloop\.pythonPath changed \(deferred until the trials ended\)/.test(t) ? t : undefined;
+      }, { timeout: 90_000, interval: 500 });
+      const seeds = await waitFor(`seeds #${first} and #${first + 1} kept (not interrupted by the restart)`, async () => {
+        const st = await panelState();
+        const rows = [first, first + 1].map((id) => st?.rows.find((r) => r.id === id));
+        return rows.every((r) => r && /^kept/.test(r.cells[1] ?? '')) ? rows.map((r) => r.cells.slice(0, 2)) : undefined;
+      }, { timeout: 60_000, interval: 300 });
+      await waitFor('status bar idle after the deferred restart', async () => /\bidle\b/.test(await statusBarText()), { timeout: 60_000 });
+      const lines = log.split('\n');
+      return {
+        question,
+        deferred: lines.find((l) => /restart deferred/.test(l))?.replace(/^.*?restart deferred/, 'restart deferred'),
+        restart: lines.find((l) => /restart: .*deferred/.test(l))?.replace(/^.*?restart: /, 'restart: '),
+        seeds,
+      };
+    });
   }
 }
 

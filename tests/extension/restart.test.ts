@@ -34,6 +34,10 @@ test('what a restart would stop, from the store (records) and from the state', (
   assert.deepEqual(store.busy(), { running: [1], queued: [2], loop: false });
   store.state = parseEngineState({ metric: 'val_bpb', direction: 'minimize', running: [1], loop: { running: true } });
   assert.deepEqual(store.busy(), { running: [1], queued: [2], loop: true });
+  // the state lags the records a little: a trial either calls running is running
+  store.upsert({ id: 2, status: 'running', source: 'baseline' });
+  store.state = parseEngineState({ metric: 'val_bpb', direction: 'minimize', running: [] });
+  assert.deepEqual(store.busy(), { running: [1, 2], queued: [], loop: false });
 });
 
 test('every restart has a cause in words; the modal names what would stop', () => {
@@ -41,7 +45,7 @@ test('every restart has a cause in words; the modal names what would stop', () =
   assert.equal(describeCause({ kind: 'deferred', cause: { kind: 'setting', key: 'sigmaloop.pythonPath' } }), 'sigmaloop.pythonPath changed (deferred until the trials ended)');
   assert.equal(
     restartQuestion({ kind: 'command' }, { running: [5, 6], queued: [7], loop: true }),
-    'Restart the Sigmaloop server? Restart Server was run; restarting now stops the loop, 2 running trials (#5, #6), 1 queued trial.',
+    'Restart Server was run: restart the Sigmaloop server now? That stops the loop, 2 running trials (#5, #6), 1 queued trial.',
   );
 });
 
