@@ -57,11 +57,13 @@ class Core:
         self.bus.emit(ExperimentUpdated(exp))
         return exp
 
-    def move(self, exp_id: int, to: Status, action: str = "", **fields) -> Experiment:
+    def move(self, exp_id: int, to: Status, action: str = "", *, expect_rev: int | None = None,
+             **fields) -> Experiment:
         """Change an experiment's status through the lifecycle (compare-and-set in the journal:
-        another thread or process may have moved it first); an illegal move says what it is now."""
+        another thread or process may have moved it first); an illegal move says what it is now.
+        ``expect_rev``: only if the row is as read then (journal.ConcurrentChange otherwise)."""
         try:
-            exp = self.journal.move(exp_id, to, action, **fields)
+            exp = self.journal.move(exp_id, to, action, expect_rev=expect_rev, **fields)
         except IllegalTransition as exc:
             raise EngineError(str(exc)) from None
         self.bus.emit(ExperimentUpdated(exp))

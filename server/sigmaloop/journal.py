@@ -135,6 +135,14 @@ class UnknownExperiment(JournalError, KeyError):
         return str(self.args[0])
 
 
+class ConcurrentChange(JournalError):
+    """The row changed (another thread or process wrote it) since it was read."""
+
+    def __init__(self, exp_id: int, expected: int, found: int) -> None:
+        self.exp_id, self.expected, self.found = exp_id, expected, found
+        super().__init__(f"experiment #{exp_id} changed since it was read (revision {expected} → {found})")
+
+
 class UnknownField(JournalError, ValueError):
     """A field name that Experiment does not have (or one the journal manages itself)."""
 
@@ -396,17 +404,23 @@ class Journal:
         with self._write() as conn:
             return self._update_row(conn, exp_id, cols)
 
-    def move(self, exp_id: int, to: Status | str, action: str = "", **fields: Any) -> Experiment:
+    def move(
+        self, exp_id: int, to: Status | str, action: str = "", *, expect_rev: int | None = None, **fields: Any
+    ) -> Experiment:
         """Change an experiment's status, and any fields with it, if the lifecycle allows the
         move from the status it has *now* (read in the same write transaction: compare-and-set,
         so two processes racing to move one experiment can't both win). Raises
-        :class:`lifecycle.IllegalTransition` (saying what it is and could become) otherwise."""
+        :class:`lifecycle.IllegalTransition` (saying what it is and could become) otherwise.
+        With ``expect_rev``, the row must also be unchanged since it was read at that revision
+        (:class:`ConcurrentChange` otherwise): a decision made on a snapshot holds only for it."""
         target = Status(to)
         cols = _to_columns({**fields, "status": target})
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM experiments WHERE id = ?", [exp_id]).fetchone()
+            row = conn.execute("SELECT status, rev FROM experiments WHERE id = ?", [exp_id]).fetchone()
             if row is None:
                 raise UnknownExperiment(exp_id, self.path)
+            if expect_rev is not None and row[1] != expect_rev:
+                raise ConcurrentChange(exp_id, expect_rev, row[1])
             lifecycle.check(_STATUS_OF[row[0]], target, exp_id, action)
             return self._update_row(conn, exp_id, cols)
 

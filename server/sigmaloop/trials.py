@@ -21,6 +21,7 @@ from pathlib import Path
 from .core import Core, EngineError
 from .events import TrialProgress
 from .exports import write_results_tsv
+from .journal import ConcurrentChange
 from .judge import reference_for
 from .killlimit import kill_limit
 from .lifecycle import Phase, Reason
@@ -112,10 +113,14 @@ class Trials:
                 continue  # another live engine (e.g. the CLI beside the editor) owns it
             if owner == me:
                 continue
+            try:  # only the row as read (its dead owner's): engines opening at once recover it once
+                core.move(exp.id, Status.INTERRUPTED, reason=Reason.ENGINE_DIED, phase=Phase.NONE, pid=None,
+                          expect_rev=exp.rev)
+            except (EngineError, ConcurrentChange):
+                continue
             if exp.pid:
                 kill_orphan(exp.pid, exp.id)
             self._archive_attempt(exp)
-            core.move(exp.id, Status.INTERRUPTED, reason=Reason.ENGINE_DIED, phase=Phase.NONE, pid=None)
             if exp.confirms is None:  # a confirmation is redone by its re-run parent
                 requeued.append(core.move(exp.id, Status.QUEUED, pid=None, owner_pid=None, reason="", detail=""))
             try:

@@ -191,12 +191,19 @@ def test_recovery_runs_when_an_engine_opens(workspace):
         journal.move(orphan.id, Status.RUNNING, owner_pid=dead.pid, phase=Phase.TRAINING)
         alive = journal.create(status=Status.QUEUED, source="user", hypothesis="its engine lives")
         journal.move(alive.id, Status.RUNNING, owner_pid=os.getppid(), phase=Phase.TRAINING)  # alive
+        stale = journal.running()  # what a second engine opening at the same moment reads
     engine = Engine(workspace)
+    second = Engine(workspace)
     try:
         assert [e.id for e in engine.recovered] == [orphan.id]
         assert engine.get(orphan.id).status == Status.QUEUED
         assert engine.get(alive.id).status == Status.RUNNING  # another live engine's trial is left alone
+        # the second engine decided on a snapshot the first one has changed since: it does nothing
+        second.journal.running = lambda: stale
+        assert second.recover() == []
+        assert engine.get(orphan.id).status == Status.QUEUED and engine.get(orphan.id).attempts == 0
     finally:
+        second.close()
         engine.close()
 
 

@@ -701,3 +701,16 @@ def test_caption_follows_the_fields_in_the_same_revision(tmp_path):
     assert moved.verdict == "running/training/" == j.get(exp.id).verdict
     assert j.max_rev() == moved.rev  # one revision per change, caption included
     j.close()
+
+
+def test_a_move_decided_on_an_old_read_is_refused(tmp_path):
+    from sigmaloop.journal import ConcurrentChange
+
+    with Journal(tmp_path / "journal.db") as journal:
+        exp = journal.create(status="queued", source="user")
+        journal.update(exp.id, hypothesis="changed by someone else")
+        with pytest.raises(ConcurrentChange, match=rf"#{exp.id} changed since it was read"):
+            journal.move(exp.id, Status.RUNNING, expect_rev=exp.rev)
+        assert journal.get(exp.id).status == Status.QUEUED
+        now = journal.get(exp.id)
+        assert journal.move(exp.id, Status.RUNNING, expect_rev=now.rev).status == Status.RUNNING
