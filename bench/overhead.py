@@ -37,7 +37,7 @@ def main() -> None:
         t0 = time.perf_counter()
         (exp,) = engine.run_baseline(seeds=[args.seed], budget=args.budget)
         engine_wall = time.perf_counter() - t0
-        curve = engine.journal.curve(exp.id)
+        curve = engine.curve(exp.id)
     finally:
         engine.close()
     if exp.metric is None:
