@@ -196,9 +196,9 @@ class Engine:
             return ExperimentView(exp, self.script_name, None, None)
         before = self.ratchet.read_script(exp.parent_commit)
         try:
-            after = self.core.experiment_source(exp)
-        except EditError:  # a stored edit that no longer applies: the parent alone
-            after = None
+            after: str | None = self.core.experiment_source(exp)
+        except EditError:  # a stored edit that no longer applies: the commit it ran as, if any
+            after = self.ratchet.read_script(exp.commit) if exp.commit else None
         return ExperimentView(exp, self.script_name, before, after)
 
     def experiment_source(self, exp_id: int) -> str:

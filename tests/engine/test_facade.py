@@ -252,3 +252,16 @@ def test_stop_all_during_a_confirmation_decides_nothing(engine):
     assert done.status == Status.INTERRUPTED and done.reason == Reason.STOPPED_IN_CONFIRMATION
     assert engine.get(conf.id).status == Status.INTERRUPTED
     assert engine.head() == head  # stopped, not kept
+
+
+def test_view_of_an_edit_that_no_longer_applies(engine):
+    engine.run_baseline([42])
+    corrupt = "@@ -1,1 +1,1 @@\n-no such line\n+x = 1\n"
+    ran = engine.run(propose(engine, "DEPTH = 4", "DEPTH = 5").id)
+    engine.journal.update(ran.id, diff=corrupt)
+    view = engine.view(ran.id)  # it ran: its commit holds the script as it ran
+    assert "DEPTH = 5" in view.proposed_text and view.proposed_text != view.parent_text
+    never = propose(engine, "DEPTH = 4", "DEPTH = 6")
+    engine.journal.update(never.id, diff=corrupt)
+    view = engine.view(never.id)
+    assert view.parent_text == engine.head_source() and view.proposed_text is None  # never ran: nothing to show
