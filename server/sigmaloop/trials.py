@@ -133,8 +133,11 @@ class Trials:
     def _archive_attempt(exp: Experiment) -> None:
         """Keep the log of an interrupted attempt next to the new one: nothing is lost."""
         for path in (exp.log_path, exp.metrics_path):
-            if path and os.path.exists(path):
-                os.replace(path, f"{path}.attempt{exp.attempts}")
+            try:
+                if path and os.path.exists(path):
+                    os.replace(path, f"{path}.attempt{exp.attempts}")
+            except OSError:  # never a reason not to open the workspace
+                log.exception("could not keep %s of #%s", path, exp.id)
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, exp_id: int, budget: float | None = None) -> Experiment:

@@ -37,7 +37,7 @@ class Proposer(Protocol):
         ...
 
     def observe(self, experiment: Experiment) -> None:
-        """Told every finished result (kept, discarded, crashed, timeout, pruned, rejected).
+        """Told every finished result (kept, discarded, crashed, timeout, rejected).
 
         Must be idempotent: the engine may tell the same experiment twice (e.g. after a
         restart).
