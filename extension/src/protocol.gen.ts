@@ -258,12 +258,26 @@ export interface InitializationOptions {
   client?: string | null;
 }
 
+/**
+ * `sigmaloop/setApiKey` request: the editor's stored key, over the connection (never the environment); `null` removes it. `host`: the endpoint host it was stored for.
+ */
+export interface ApiKeyParams {
+  key: string | null;
+  host?: string | null;
+}
+
+export interface ApiKeyResult {
+  hasKey: boolean;
+  host: string | null;
+}
+
 /** Methods of the custom notifications (server → client) and requests. */
 export const Methods = {
   trialProgress: 'sigmaloop/trialProgress',
   experimentUpdated: 'sigmaloop/experimentUpdated',
   state: 'sigmaloop/state',
   experiments: 'sigmaloop/experiments',
+  setApiKey: 'sigmaloop/setApiKey',
 } as const;
 
 /** Notification params by method. */
@@ -276,6 +290,7 @@ export interface NotificationParams {
 /** Requests: params and result by method. */
 export interface Requests {
   'sigmaloop/experiments': { params: ExperimentsParams; result: ExperimentsResult };
+  'sigmaloop/setApiKey': { params: ApiKeyParams; result: ApiKeyResult };
 }
 
 /** Commands (workspace/executeCommand): arguments are positional in field order,

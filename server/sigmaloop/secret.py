@@ -37,7 +37,12 @@ _secrets: set[str] = set()
 
 
 class EndpointRefused(ValueError):
-    """The key would go somewhere the user did not send it; the message says how to allow it."""
+    """The key would go somewhere the user did not send it; the message says how to allow it.
+    ``host`` is set when trusting that host would allow it (an editor asks the user)."""
+
+    def __init__(self, message: str, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
 
 
 def take_from_environment(env_name: str = KEY_ENV) -> str | None:
@@ -113,12 +118,17 @@ def key_for(base_url: str | None, explicit: str | None = None) -> str:
     raise EndpointRefused(
         f"llm.base_url points at {host}, but your API key is for {for_host}: sigmaloop does not send it "
         f"to a host a project's settings chose. If you trust {host}, run with --trust-endpoint {host} "
-        "(in VS Code: answer Allow when asked), or set OPENAI_BASE_URL yourself")
+        "(in VS Code: answer Allow when asked), or set OPENAI_BASE_URL yourself", host=host)
 
 
 def key() -> str | None:
     with _lock:
         return _key
+
+
+def key_host() -> str | None:
+    with _lock:
+        return _key_host
 
 
 def remember(value: str | None) -> None:

@@ -41,6 +41,11 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
         rec.apply_edits.append(params)
         return types.ApplyWorkspaceEditResult(applied=rec.apply_result)
 
+    @lsp_client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+    def on_message_request(params: types.ShowMessageRequestParams):
+        rec.message_requests.append(params)
+        return None if rec.message_answer is None else types.MessageActionItem(title=rec.message_answer)
+
     @lsp_client.feature(types.WORKSPACE_INLAY_HINT_REFRESH)
     def on_hint_refresh(params):
         return None

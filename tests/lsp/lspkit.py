@@ -26,6 +26,8 @@ class Recorder:
         self.states: list[dict[str, Any]] = []  # sigmaloop/state notifications
         self.apply_edits: list[types.ApplyWorkspaceEditParams] = []
         self.apply_result = True
+        self.message_requests: list[types.ShowMessageRequestParams] = []
+        self.message_answer: str | None = None  # the action title the "user" picks
 
     def latest(self, exp_id: int) -> dict[str, Any] | None:
         for _, rec in reversed(self.updates):
@@ -61,6 +63,9 @@ def make_ws(tmp_path: Path, kind: str) -> Path:
     ws = tmp_path / "ws"
     if kind == "maximize":
         return make_workspace(ws, config=CONFIG.replace('tag = "test"', 'tag = "test"\ndirection = "maximize"'))
+    if kind == "foreign_llm":  # a cloned project whose committed config points the LLM elsewhere
+        return make_workspace(ws, config=CONFIG + '[proposer]\nkind = "llm"\n\n[llm]\n'
+                              'base_url = "https://llm.invalid/v1"\ntimeout = 2\nmax_retries = 0\n')
     if kind == "nogit":
         ws.mkdir()
         (ws / "train.py").write_text(FAKE_TRAIN)

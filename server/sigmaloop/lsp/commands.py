@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
+from .. import secret
 from ..config import ConfigError
 from . import params, protocol
 from .protocol import (
+    ApiKeyParams,
     ExperimentParams,
     ExperimentsParams,
     NoParams,
@@ -61,9 +63,37 @@ async def run_baseline(ls: SigmaloopServer, p: RunBaselineParams) -> dict[str, A
     return {"started": "baseline", "seeds": list(engine.config.judge.seeds)}
 
 
+async def confirm_endpoint(ls: SigmaloopServer, kind: str | None) -> None:
+    """Before an LLM proposal: if the project's base URL would get the key only with the user's
+    trust, ask (a committed sigmaloop.toml or .vscode/settings.json chose it, not the user)."""
+    engine = ls.engine_or_fail()
+    cfg = engine.config
+    kinds = {kind or cfg.proposer.kind}
+    if "mixed" in kinds:
+        kinds = set(cfg.proposer.mix)
+    if "llm" not in kinds:
+        return
+    try:
+        secret.key_for(cfg.llm.base_url or None)
+        return
+    except secret.EndpointRefused as exc:
+        if exc.host is None:
+            return  # nothing the user can allow here: the proposer reports it
+        host = exc.host
+    answer = await ls.window_show_message_request_async(types.ShowMessageRequestParams(
+        type=types.MessageType.Warning,
+        message=(f"This project's llm.base_url sends requests to {host}, but your API key is for "
+                 f"{secret.key_host()}. Send your key to {host}?"),
+        actions=[types.MessageActionItem(title="Allow"), types.MessageActionItem(title="Don't send")],
+    ))
+    if answer is not None and answer.title == "Allow":
+        secret.trust(host)
+
+
 @command("sigmaloop.propose")
 async def propose(ls: SigmaloopServer, p: ProposeParams) -> dict[str, Any]:
     engine = ls.engine_or_fail(runs_trials=True)
+    await confirm_endpoint(ls, p.kind)
     return protocol.experiment(await run(ls, engine.propose, p.kind))
 
 
@@ -88,6 +118,7 @@ async def start_loop(ls: SigmaloopServer, p: StartLoopParams) -> dict[str, Any]:
         raise JsonRpcInvalidParams(message="sigmaloop.startLoop: iterations must be >= 1")
     if engine.loop_running:
         raise RequestFailed(message="a loop is already running; stop it first")
+    await confirm_endpoint(ls, p.proposer)
     ls.in_background("loop", lambda: engine.loop(p.iterations, p.budget, p.proposer))
     return {"started": "loop", "iterations": p.iterations}
 
@@ -224,3 +255,11 @@ def register(server: SigmaloopServer) -> None:
     for name, fn in HANDLERS.items():
         server.command(name)(_bind(name, fn))
     server.feature(protocol.EXPERIMENTS)(experiments)
+    server.feature(protocol.SET_API_KEY)(set_api_key)
+
+
+async def set_api_key(ls: SigmaloopServer, params: Any) -> dict[str, Any]:
+    """``sigmaloop/setApiKey``: the editor's key, held in memory (never an environment)."""
+    p = _params(ApiKeyParams, params, protocol.SET_API_KEY)
+    secret.set_key(p.key, p.host)
+    return {"hasKey": secret.key() is not None, "host": secret.key_host()}

@@ -26,6 +26,7 @@ TRIAL_PROGRESS = "sigmaloop/trialProgress"
 EXPERIMENT_UPDATED = "sigmaloop/experimentUpdated"
 STATE = "sigmaloop/state"
 EXPERIMENTS = "sigmaloop/experiments"
+SET_API_KEY = "sigmaloop/setApiKey"
 
 Direction = Literal["minimize", "maximize"]
 ProposerKind = Literal["tune", "llm"]
@@ -194,6 +195,21 @@ class ExperimentsParams:
 
 
 @dataclass
+class ApiKeyParams:
+    """``sigmaloop/setApiKey`` request: the editor's stored key, over the connection (never the
+    environment); ``null`` removes it. ``host``: the endpoint host it was stored for."""
+
+    key: str | None
+    host: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass
+class ApiKeyResult:
+    has_key: bool
+    host: str | None
+
+
+@dataclass
 class ExperimentWithCurve(ExperimentRecord):
     curve: list[ProgressPoint] | None = field(default=None, metadata=OPTIONAL)
 
@@ -304,10 +320,11 @@ WIRE_TYPES = (
     CalibrationState, LoopStatus, State, NoParams, ExperimentParams, RejectParams,
     RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, ExperimentWithCurve,
     ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
-    ShowExperimentResult, AdoptResult, LlmSettings, Settings, InitializationOptions,
+    ShowExperimentResult, AdoptResult, LlmSettings, Settings, InitializationOptions, ApiKeyParams,
+    ApiKeyResult,
 )
 #: what the client sends besides command arguments (fields with defaults may be left out)
-INPUTS = (LlmSettings, Settings, InitializationOptions)
+INPUTS = (LlmSettings, Settings, InitializationOptions, ApiKeyParams)
 ENUMS = {"Status": Status, "Phase": Phase, "Reason": Reason}
 ALIASES = {"Direction": Direction, "ProposerKind": ProposerKind}
 
@@ -327,7 +344,7 @@ COMMANDS: dict[str, tuple[type, Any]] = {
 NOTIFICATIONS = {
     TRIAL_PROGRESS: TrialProgressParams, EXPERIMENT_UPDATED: ExperimentRecord, STATE: State,
 }
-REQUESTS = {EXPERIMENTS: (ExperimentsParams, ExperimentsResult)}
+REQUESTS = {EXPERIMENTS: (ExperimentsParams, ExperimentsResult), SET_API_KEY: (ApiKeyParams, ApiKeyResult)}
 
 
 # --------------------------------------------------------------------------- to the wire
