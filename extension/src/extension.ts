@@ -1,17 +1,17 @@
 // Sigmaloop: the thin VS Code client. All product logic lives in the Python language server
 // (python -m sigmaloop.lsp); this file wires the server's notifications to the store, the status
-// bar, the loss panel and the diff view, registers the commands (commands/*) and watches what
-// may restart the server (restart.ts decides what counts).
+// bar, the loss panel and the diff view, registers the commands (commands/*) and the config
+// watcher (configWatcher.ts; restart.ts decides what counts).
 
 import * as vscode from 'vscode';
 import { registerAdminCommands } from './commands/admin';
 import { registerExperimentCommands } from './commands/experiments';
 import { type CommandContext, TRUST_MESSAGE } from './commands/forward';
 import { registerLoopCommands } from './commands/loop';
+import { ConfigWatcher } from './configWatcher';
 import { ACTIVE_STATUSES, type CurveData, type ExperimentWire, recordsToCurve } from './contract';
 import { ProposalDocuments } from './diffView';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
-import { CONFIG_FILE, isRootConfig } from './restart';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
 import { statusCommand, statusView } from './status';
@@ -88,6 +88,9 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     onState: (s) => {
       if (s === 'starting') {
         store.clear();
+        if (server.root) {
+          configWatcher.watch(server.root);
+        }
       }
       void vscode.commands.executeCommand('setContext', 'sigmaloop.serverState', s);
       panel.serverState(s);
@@ -137,6 +140,10 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     }
   }
 
+  const configWatcher = new ConfigWatcher(server, log);
+  for (const f of vscode.workspace.workspaceFolders ?? []) {
+    configWatcher.watch(f.uri.fsPath);
+  }
   const commands: CommandContext = { ctx, log, store, server, panel, docs, watched, refresh };
   ctx.subscriptions.push(
     log,
@@ -165,7 +172,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
         log.info('API key changed');
       }
     }),
-    ...watchConfig(server, log),
+    configWatcher,
   );
 
   renderStatus();
@@ -180,31 +187,6 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   // Start in the background: activation must not wait on Python.
   void server.start();
   return { store, server, panel };
-}
-
-/**
- * Watch `sigmaloop.toml` at the top of each workspace folder only (never `**`: every trial's
- * worktree under `.sigmaloop/worktrees/` holds a copy, created and deleted with each trial).
- * Created: start the server if it is not running; deleted: restart (it then says there is no
- * workspace), asking first when trials run. Edits are the server's to read.
- */
-function watchConfig(server: ServerController, log: vscode.LogOutputChannel): vscode.Disposable[] {
-  const roots = () => [...(vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath), ...(server.root ? [server.root] : [])];
-  return (vscode.workspace.workspaceFolders ?? []).map((folder) => {
-    const w = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(folder, CONFIG_FILE), false, true, false);
-    w.onDidCreate((uri) => {
-      if (isRootConfig(uri.fsPath, roots()) && !server.isRunning()) {
-        log.info(`${uri.fsPath} was created; starting the server`);
-        void server.start();
-      }
-    });
-    w.onDidDelete((uri) => {
-      if (isRootConfig(uri.fsPath, roots())) {
-        void server.requestRestart({ kind: 'config', change: 'deleted', file: uri.fsPath });
-      }
-    });
-    return w;
-  });
 }
 
 /** Stop the server (it stops the trials it started) before the extension host goes away. */

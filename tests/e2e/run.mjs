@@ -698,22 +698,20 @@ async function full() {
         const m = /running #(\d+) at/.exec(await statusBarText());
         return m ? Number(m[1]) : undefined;
       }, { timeout: 60_000, interval: 100 });
-      // the same interpreter, spelled differently, in the folder's settings: sigmaloop.pythonPath
-      // changed, a restart is due
-      const user = JSON.parse(readFileSync(path.join(USER_DATA, 'User', 'settings.json'), 'utf8'));
-      mkdirSync(path.join(WORKSPACE, '.vscode'), { recursive: true });
-      writeFileSync(path.join(WORKSPACE, '.vscode', 'settings.json'), JSON.stringify({ 'sigmaloop.pythonPath': user['sigmaloop.pythonPath'].replace(/\/python$/, '/./python') }, null, 2));
+      // a restart asked for while the seeds run (Restart Server: no file watcher in between,
+      // so the question comes while they run whatever the machine's load)
+      await runCommand('Sigmaloop: Restart Server');
       const dialog = page.locator('.monaco-dialog-box');
       await dialog.waitFor({ state: 'visible', timeout: 30_000 });
       const question = (await dialog.innerText()).replace(/\s+/g, ' ').trim();
-      if (!/sigmaloop\.pythonPath changed: restart the Sigmaloop server now\? That stops .*running trial/.test(question)) {
+      if (!/Restart Server was run: restart the Sigmaloop server now\? That stops .*running trial/.test(question)) {
         throw new Error(`unexpected restart question: "${question}"`);
       }
       await shot('restart-modal');
       await dialog.locator('.monaco-button', { hasText: /^Later$/ }).click();
       const log = await waitFor('the deferred restart in the log', () => {
         const t = extensionLog();
-        return /restart: sigmaloop\.pythonPath changed \(deferred until the trials ended\)/.test(t) ? t : undefined;
+        return /restart: Restart Server was run \(deferred until the trials ended\)/.test(t) ? t : undefined;
       }, { timeout: 90_000, interval: 500 });
       const seeds = await waitFor(`seeds #${first} and #${first + 1} kept (not interrupted by the restart)`, async () => {
         const st = await panelState();
