@@ -291,6 +291,7 @@ function redraw(): void {
   frameRequested = false;
   drawStart = performance.now();
   selected = selectCurves(experiments.values(), direction, MAX_RUNNING).filter((s) => store.has(s.expId));
+  markBest();
   const key = selected.map((s) => `${s.expId}:${s.role}`).join(',');
   if (key !== plotKey) {
     renderLegend();
@@ -370,11 +371,30 @@ function schedule(): void {
 // ---------------------------------------------------------------------------------- table
 
 const rowEls = new Map<number, HTMLTableRowElement>();
+/** The best run (in the metric's direction: the same choice as the best curve); its row is marked. */
+let bestId: number | undefined;
+
+function markBest(): void {
+  const id = selectCurves(experiments.values(), direction, 0).find((s) => s.role === 'best')?.expId;
+  if (id === bestId) {
+    return;
+  }
+  if (bestId !== undefined) {
+    rowEls.get(bestId)?.classList.remove('best');
+  }
+  bestId = id;
+  if (id !== undefined) {
+    rowEls.get(id)?.classList.add('best');
+  }
+}
 
 function fillRow(tr: HTMLTableRowElement, e: PanelExperiment): void {
   tr.className = `status-${e.status.replace(/[^a-z]/g, '')}`;
   if (persisted.selectedId === e.id) {
     tr.classList.add('selected');
+  }
+  if (bestId === e.id) {
+    tr.classList.add('best');
   }
   tr.title = e.hypothesis;
   const cells = tr.children;

@@ -190,6 +190,7 @@ async function panelState() {
     const chart = document.getElementById('rl-chart');
     const rows = [...document.querySelectorAll('#rl-experiments tbody tr')].map((tr) => ({
       id: Number(tr.dataset.expId),
+      best: tr.classList.contains('best'),
       cells: [...tr.children].map((td) => td.textContent),
     }));
     return {
@@ -784,7 +785,11 @@ async function maximize() {
     if (!st.legend.includes(`best #${arranged.best}`)) {
       throw new Error(`the legend does not label best #${arranged.best}: ${st.legend.join(' | ')}`);
     }
-    return { title: st.title, legend: st.legend, best, kept: arranged.kept };
+    const marked = st.rows.filter((r) => r.best).map((r) => r.id);
+    if (marked.length !== 1 || marked[0] !== arranged.best) {
+      throw new Error(`the table marks ${JSON.stringify(marked)} as the best run, expected [${arranged.best}]`);
+    }
+    return { title: st.title, legend: st.legend, best, bestRow: marked[0], kept: arranged.kept };
   });
 }
 
