@@ -32,7 +32,6 @@ export type RestartCause =
   | { kind: 'command' } // Sigmaloop: Restart Server
   | { kind: 'setting'; key: string } // sigmaloop.pythonPath
   | { kind: 'interpreter' } // the Python extension's selection
-  | { kind: 'apiKey' }
   | { kind: 'installed'; what: string }
   | { kind: 'config'; change: 'created' | 'deleted'; file: string }
   | { kind: 'deferred'; cause: RestartCause }; // asked earlier, done once the trials ended
@@ -45,8 +44,6 @@ export function describeCause(c: RestartCause): string {
       return `${c.key} changed`;
     case 'interpreter':
       return "the Python extension's interpreter changed";
-    case 'apiKey':
-      return 'the API key changed';
     case 'installed':
       return `${c.what} was installed`;
     case 'config':

@@ -19,7 +19,7 @@ import {
   State,
 } from 'vscode-languageclient/node';
 import { CLIENT_OWNED_COMMANDS } from './commands/ids';
-import { type ExperimentWire, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
+import { type ExperimentWire, Methods, type Requests, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
 import { type EngineStateView, parseEngineState } from './engineState';
 import { type InstallPlan, type InstallReason, checkServerVersion, installOffer } from './install';
 import { Installer, type RunnablePlan } from './installer';
@@ -29,6 +29,10 @@ import { initializationOptions, normalizeSettings, resolveInterpreter, serverEnv
 import type { ServerState } from './store';
 
 export const SECRET_KEY = 'sigmaloop.apiKey';
+/** The host the stored key is for (the user's own sigmaloop.llm.baseUrl when the key was set). */
+export const SECRET_KEY_HOST = 'sigmaloop.apiKeyHost';
+
+type SetApiKey = Requests['sigmaloop/setApiKey'];
 
 export interface ServerEvents {
   onExperiment(e: ExperimentWire): void;
@@ -172,8 +176,7 @@ export class ServerController implements vscode.Disposable {
       void this.explainStartFailure(check, py);
       return;
     }
-    const apiKey = await this.ctx.secrets.get(SECRET_KEY);
-    const env = serverEnv(process.env, apiKey);
+    const env = serverEnv(process.env);
     const serverOptions: ServerOptions = () => this.spawnServer(py.path, root, env);
     const rootUri = vscode.Uri.file(root);
     const folder = vscode.workspace.getWorkspaceFolder(rootUri);
@@ -213,6 +216,7 @@ export class ServerController implements vscode.Disposable {
     client.onDidChangeState((e) => {
       if (e.newState === State.Running) {
         this.setState('running');
+        void this.sendApiKey();
         // first start and every automatic restart: reload what the journal holds
         this.events.onReady();
       } else if (e.newState === State.Stopped && this.client === client && this.state !== 'failed') {
@@ -230,6 +234,29 @@ export class ServerController implements vscode.Disposable {
       this.client = undefined;
       this.setState('failed');
       void this.explainStartFailure(String(err), py);
+    }
+  }
+
+  /**
+   * The key stored with Set API Key, and the host it is for, over the connection
+   * (`sigmaloop/setApiKey`; the server holds it in memory). `removed`: tell the server to drop it.
+   * Nothing is sent when no key is stored (a key in the editor's own environment stays the server's).
+   */
+  async sendApiKey(removed = false): Promise<void> {
+    const client = this.client;
+    if (!client || !this.isRunning()) {
+      return;
+    }
+    const key = removed ? undefined : await this.ctx.secrets.get(SECRET_KEY);
+    if (!key && !removed) {
+      return;
+    }
+    const params: SetApiKey['params'] = { key: key ?? null, host: key ? ((await this.ctx.secrets.get(SECRET_KEY_HOST)) ?? null) : null };
+    try {
+      const res = await client.sendRequest<SetApiKey['result']>(Methods.setApiKey, params);
+      this.log.info(key ? `API key handed to the server (for ${res?.host ?? 'the default endpoint'})` : 'API key removed from the server');
+    } catch (err) {
+      this.log.warn(`${Methods.setApiKey}: ${String(err)}`);
     }
   }
 

@@ -65,11 +65,10 @@ export function normalizeSettings(get: (key: string) => unknown): ForwardedSetti
 }
 
 /**
- * The server process's environment: the editor's, plus the API key from secret storage
- * (as OPENAI_API_KEY, which the server's LLM proposer reads) and unbuffered Python output.
- * The key never goes to settings, files or initialization options.
+ * The server process's environment: the editor's, with unbuffered Python output. The key stored
+ * with Set API Key is not put in it: it goes over the connection (`sigmaloop/setApiKey`).
  */
-export function serverEnv(base: Record<string, string | undefined>, apiKey: string | undefined): Record<string, string> {
+export function serverEnv(base: Record<string, string | undefined>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) {
     if (typeof v === 'string') {
@@ -77,10 +76,19 @@ export function serverEnv(base: Record<string, string | undefined>, apiKey: stri
     }
   }
   env.PYTHONUNBUFFERED = '1';
-  if (apiKey) {
-    env.OPENAI_API_KEY = apiKey;
-  }
   return env;
+}
+
+/** The host a key is stored for: the user's own base URL setting's (lower case), else none (the server's default, OpenAI's). */
+export function keyHost(baseUrl: unknown): string | null {
+  if (typeof baseUrl !== 'string' || !baseUrl.trim()) {
+    return null;
+  }
+  try {
+    return new URL(baseUrl.trim()).hostname.toLowerCase() || null;
+  } catch {
+    return null;
+  }
 }
 
 export function initializationOptions(settings: ForwardedSettings, trusted: boolean): InitializationOptions {

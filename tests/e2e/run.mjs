@@ -728,6 +728,26 @@ async function full() {
         seeds,
       };
     });
+
+    await step('Set API Key hands the key to the running server over the connection (no restart)', async () => {
+      await closeNotifications();
+      const before = extensionLog().split('\n').length;
+      await runCommand('Sigmaloop: Set API Key');
+      const input = page.locator('.quick-input-widget .quick-input-box input');
+      await input.waitFor({ state: 'visible', timeout: 10_000 });
+      await input.fill('sk-e2e-not-a-real-key');
+      await page.keyboard.press('Enter');
+      const line = await waitFor('"API key handed to the server" in the log', () => extensionLog().split('\n').slice(before - 1).find((l) => /API key handed to the server/.test(l)), { timeout: 20_000, interval: 300 });
+      const after = extensionLog().split('\n').slice(before - 1);
+      const restarts = after.filter((l) => /\brestart: |server state: starting/.test(l));
+      if (restarts.length) {
+        throw new Error(`Set API Key restarted the server: ${restarts.join(' | ')}`);
+      }
+      if (after.some((l) => l.includes('sk-e2e-not-a-real-key'))) {
+        throw new Error('the key appears in the log');
+      }
+      return { log: line.replace(/^.*?API key/, 'API key') };
+    });
   }
 }
 

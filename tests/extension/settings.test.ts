@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { initializationOptions, normalizeSettings, quoteArg, resolveInterpreter, serverEnv } from '../../extension/src/settings';
+import { initializationOptions, keyHost, normalizeSettings, quoteArg, resolveInterpreter, serverEnv } from '../../extension/src/settings';
 
 test('interpreter: explicit setting, then the Python extension, then python3', () => {
   assert.deepEqual(resolveInterpreter({ setting: '/opt/py/bin/python', pythonExtension: '/venv/bin/python' }), { path: '/opt/py/bin/python', source: 'setting' });
@@ -17,14 +17,22 @@ test('settings forwarded to the server are normalized', () => {
   assert.equal(normalizeSettings((k) => (k === 'proposer' ? 'rm -rf' : k === 'budget' ? -1 : undefined)).proposer, null);
 });
 
-test('the API key goes to the server environment only', () => {
-  const env = serverEnv({ PATH: '/bin', UNSET: undefined }, 'sk-123');
-  assert.equal(env.OPENAI_API_KEY, 'sk-123');
+test('the stored API key is in no environment and no initialization option (it goes over the connection)', () => {
+  const env = serverEnv({ PATH: '/bin', UNSET: undefined });
   assert.equal(env.PATH, '/bin');
+  assert.equal(env.PYTHONUNBUFFERED, '1');
   assert.ok(!('UNSET' in env));
-  assert.ok(!('OPENAI_API_KEY' in serverEnv({}, undefined)));
+  assert.ok(!('OPENAI_API_KEY' in env));
   const init = JSON.stringify(initializationOptions(normalizeSettings(() => null), true));
-  assert.ok(!init.includes('sk-123'));
+  assert.ok(!init.includes('sk-'));
+});
+
+test('the host a key is stored for: the host of the base URL, else none', () => {
+  assert.equal(keyHost('http://127.0.0.1:11434/v1'), '127.0.0.1');
+  assert.equal(keyHost(' https://API.example.com/v1 '), 'api.example.com');
+  assert.equal(keyHost(''), null);
+  assert.equal(keyHost(undefined), null);
+  assert.equal(keyHost('not a url'), null);
 });
 
 test('shell quoting leaves plain paths alone and quotes spaces and quotes', () => {

@@ -2,7 +2,8 @@
 // restarting the server.
 
 import * as vscode from 'vscode';
-import { SECRET_KEY } from '../server';
+import { SECRET_KEY, SECRET_KEY_HOST } from '../server';
+import { keyHost } from '../settings';
 import { type CommandContext, explainRestricted } from './forward';
 
 export function registerAdminCommands(c: CommandContext): vscode.Disposable[] {
@@ -23,12 +24,21 @@ export function registerAdminCommands(c: CommandContext): vscode.Disposable[] {
         return;
       }
       if (key.trim()) {
+        // the host it is for: the user's own base URL setting (a workspace's could name any host), else the default
+        const host = keyHost(vscode.workspace.getConfiguration('sigmaloop').inspect<string>('llm.baseUrl')?.globalValue);
         await c.ctx.secrets.store(SECRET_KEY, key.trim());
+        if (host) {
+          await c.ctx.secrets.store(SECRET_KEY_HOST, host);
+        } else {
+          await c.ctx.secrets.delete(SECRET_KEY_HOST);
+        }
       } else {
         await c.ctx.secrets.delete(SECRET_KEY);
+        await c.ctx.secrets.delete(SECRET_KEY_HOST);
       }
-      void vscode.window.showInformationMessage(`Sigmaloop: API key ${key.trim() ? 'saved' : 'removed'}; the server restarts to use it.`);
-      await server.requestRestart({ kind: 'apiKey' });
+      // over the connection: no restart (running trials go on)
+      await server.sendApiKey(!key.trim());
+      void vscode.window.showInformationMessage(`Sigmaloop: API key ${key.trim() ? 'saved' : 'removed'}.`);
     }),
 
     vscode.commands.registerCommand('sigmaloop.installServer', async () => {
