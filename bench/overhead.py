@@ -1,9 +1,11 @@
 """Wall time of one trial over its budget, with the real trainer on CPU, split by phase.
 
-Runs one baseline trial of the embedded trainer through the real engine (git worktree,
-subprocess, journal, judge) and prints one JSON line:
+Runs baseline trials of the embedded trainer through the real engine (git worktree,
+subprocess, journal, judge) with the trial sandbox on and off, side by side in one process,
+and prints one JSON line:
   ratio = engine wall time / budget, next to autoresearch's reference (325.9 s for 300 s),
-  split = start-up (process start → first training step), train, eval + exit, judge + git.
+  split = start-up (process start → first training step), train, eval + exit, judge + git,
+  sandbox_cost_s = sandboxed wall − unsandboxed wall (goal: under 0.2 s per trial).
 
     python bench/overhead.py [--budget 30]
 """
@@ -18,24 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from sigmaloop import config as config_mod
 from sigmaloop.cli import init_workspace
 from sigmaloop.engine import Engine
 
 AUTORESEARCH_WALL, AUTORESEARCH_BUDGET = 325.9, 300.0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=float, default=30.0)
-    ap.add_argument("--seed", type=int, default=42)
-    args = ap.parse_args()
-
-    ws = init_workspace(Path(tempfile.mkdtemp(prefix="rl-overhead-")) / "ws", budget=args.budget)
-    subprocess.run([sys.executable, "prepare.py"], cwd=ws, check=True, capture_output=True)
-    engine = Engine(ws)
+def measure(ws: Path, budget: float, seed: int, sandbox: str) -> dict:
+    """One baseline trial with runner.sandbox = ``sandbox``; its figures."""
+    engine = Engine(ws, config=config_mod.load(ws, overrides={"runner": {"sandbox": sandbox}}))
     try:
         t0 = time.perf_counter()
-        (exp,) = engine.run_baseline(seeds=[args.seed], budget=args.budget)
+        (exp,) = engine.run_baseline(seeds=[seed], budget=budget)
         engine_wall = time.perf_counter() - t0
         curve = engine.curve(exp.id)
     finally:
@@ -49,27 +46,44 @@ def main() -> None:
     # the runner's start-up is process start → first metrics record; the record's t is
     # seconds since training start, so their difference is the start-up before training
     startup = tm.get("startup", 0.0) - (curve[0].t if curve else 0.0)
-    eval_exit = trial_wall - startup - train
-    judge_git = engine_wall - trial_wall
-    ratio = engine_wall / args.budget
-    print(json.dumps({
-        "bench": "overhead",
-        "device": "cpu",
-        "budget_s": args.budget,
+    return {
+        "sandboxed": exp.sandboxed,
         "engine_wall_s": round(engine_wall, 2),
-        "ratio": round(ratio, 3),
-        "reference_autoresearch_ratio": round(AUTORESEARCH_WALL / AUTORESEARCH_BUDGET, 3),
-        "ratio_vs_reference": round(ratio / (AUTORESEARCH_WALL / AUTORESEARCH_BUDGET), 3),
-        "goal_ratio": 1.05,
+        "ratio": round(engine_wall / budget, 3),
         "split_s": {
             "startup": round(startup, 2),
             "train": round(train, 2),
-            "eval_and_exit": round(eval_exit, 2),
-            "judge_and_git": round(judge_git, 2),
+            "eval_and_exit": round(trial_wall - startup - train, 2),
+            "judge_and_git": round(engine_wall - trial_wall, 2),
             "git": round(tm.get("git", 0.0), 3),
         },
         "val_bpb": exp.metric,
         "num_steps": exp.summary.get("num_steps"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+
+    ws = init_workspace(Path(tempfile.mkdtemp(prefix="sl-overhead-")) / "ws", budget=args.budget)
+    subprocess.run([sys.executable, "prepare.py"], cwd=ws, check=True, capture_output=True)
+    on = measure(ws, args.budget, args.seed, "on")
+    off = measure(ws, args.budget, args.seed, "off")
+    reference = AUTORESEARCH_WALL / AUTORESEARCH_BUDGET
+    print(json.dumps({
+        "bench": "overhead",
+        "device": "cpu",
+        "budget_s": args.budget,
+        "ratio": on["ratio"],
+        "reference_autoresearch_ratio": round(reference, 3),
+        "ratio_vs_reference": round(on["ratio"] / reference, 3),
+        "goal_ratio": 1.05,
+        "sandbox_cost_s": round(on["engine_wall_s"] - off["engine_wall_s"], 2),
+        "sandbox_on": on,
+        "sandbox_off": off,
     }))
 
 

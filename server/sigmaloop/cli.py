@@ -154,7 +154,8 @@ def experiments_table(exps: list[Experiment], metric: str) -> Table:
         what = e.hypothesis or ""
         if e.verdict and not e.is_baseline:
             what = f"{what}\n[dim]{e.verdict}[/]" if what else e.verdict
-        table.add_row(str(e.id), f"[{style}]{e.status.value}[/]", e.source, fmt(e.seed, "d") if e.seed is not None else "–",
+        status = f"[{style}]{e.status.value}[/]" + ("\n[red]unsandboxed[/]" if e.sandboxed is False else "")
+        table.add_row(str(e.id), status, e.source, fmt(e.seed, "d") if e.seed is not None else "–",
                       fmt(e.metric, ".6f"), fmt(e.delta, "+.4f"), fmt(e.z, ".1f"), what)
     return table
 
@@ -366,7 +367,9 @@ def cmd_show(args) -> int:
         rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
                 ("rationale", e.rationale), ("seed", str(e.seed)), (metric, fmt(e.metric, ".6f")),
                 ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
-                ("verdict", e.verdict), ("parent", (e.parent_commit or "")[:10]), ("commit", (e.commit or "")[:10]),
+                ("verdict", e.verdict),
+                ("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),
+                ("parent", (e.parent_commit or "")[:10]), ("commit", (e.commit or "")[:10]),
                 ("rejection reason", e.rejection_reason or ""), ("log", e.log_path or "")]
         if e.crash:
             rows.append(("crash", f"{e.crash.file}:{e.crash.line}: {e.crash.message}"))

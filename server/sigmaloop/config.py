@@ -50,6 +50,9 @@ class RunnerConfig:
     python: str = ""  # interpreter for trials; "" = the one running sigmaloop
     env_allow: list[str] = field(default_factory=list)  # secret-looking variables a trial needs
     gpus: list[str] = field(default_factory=list)  # one per slot; [] = detect / CPU
+    sandbox: str = "auto"  # auto (bubblewrap where it runs) | on (refuse without it) | off
+    network: bool = False  # may a sandboxed trial use the network?
+    log_cap_mb: float = 64.0  # a trial's log keeps its head and tail past this many MiB
 
 
 @dataclass
@@ -150,6 +153,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"judge.k must be > 0, not {j.k}")
     if r.slots < 1:
         raise ConfigError(f"runner.slots must be >= 1, not {r.slots}")
+    if r.sandbox not in ("auto", "on", "off"):
+        raise ConfigError(f'runner.sandbox must be "auto", "on" or "off", not {r.sandbox!r}')
+    if not r.log_cap_mb > 0:
+        raise ConfigError(f"runner.log_cap_mb must be > 0, not {r.log_cap_mb}")
     if cfg.proposer.kind not in ("tune", "llm", "mixed"):
         raise ConfigError(f'proposer.kind must be "tune", "llm" or "mixed", not {cfg.proposer.kind!r}')
     for kind in cfg.proposer.mix:
@@ -249,7 +256,9 @@ k = 2.0                          # keep only improvements beyond k sigma
 [runner]
 slots = 1                        # trials at a time (one GPU each where there are GPUs)
 python = ""                      # interpreter for trials; "" = the one running sigmaloop
-env_allow = []                   # secret-looking variables a trial truly needs
+env_allow = []                   # variables beyond the default allow-list a trial needs
+sandbox = "auto"                 # trials in bubblewrap: auto | on (refuse without) | off
+network = false                  # network inside the sandbox
 
 [proposer]
 kind = "tune"                    # tune (built-in Optuna tuner) | llm | mixed

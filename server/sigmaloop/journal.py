@@ -111,6 +111,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """UPDATE experiments SET reason = 'user_rejected', detail = coalesce(rejection_reason, '')
            WHERE status = 'rejected' AND verdict LIKE 'rejected by user%'""",
     ),
+    # v4: whether a trial ran inside the sandbox (shown with every unsandboxed run)
+    (
+        """ALTER TABLE experiments ADD COLUMN sandboxed INTEGER""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -215,6 +219,7 @@ def _to_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _CRASH_AT = _COLUMNS.index("crash_file")
+_SANDBOXED_AT = _FIELDS.index("sandboxed")
 _FIELD_DICT_AT = tuple(_FIELDS.index(n) for n in sorted(_DICT_FIELDS))
 _loads = json.loads
 
@@ -233,6 +238,8 @@ def _from_row(row: Sequence[Any], dicts: bool = True) -> Experiment:
     )
     values += row[at + 3 :]
     values[1] = _STATUS_OF[values[1]]
+    if values[_SANDBOXED_AT] is not None:
+        values[_SANDBOXED_AT] = bool(values[_SANDBOXED_AT])
     for i in _FIELD_DICT_AT:
         text = values[i]
         values[i] = _loads(text) if dicts and text and text != "{}" else {}

@@ -101,6 +101,7 @@ class Experiment:
     reason: str = ""  # lifecycle.Reason: why it ended as it did (set with its final status)
     detail: str = ""  # what the reason needs said: an error message, a ratchet refusal
     numbers: dict[str, float] = field(default_factory=dict)  # the verdict's numbers beyond delta/z: runs, k
+    sandboxed: bool | None = None  # ran inside the trial sandbox (None: not run yet / before v4)
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None

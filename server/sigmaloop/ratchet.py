@@ -48,6 +48,10 @@ _IDENTITY_ENV = {
     "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
 }
 
+#: git runs with hooks off: a hook planted in .git/hooks (by a trial, a cloned repo) never runs
+#: on our commands, whatever the repository's config says.
+_NO_HOOKS_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull}
+
 
 class RatchetError(RuntimeError):
     """A git-side problem, with a message saying what to do."""
@@ -202,7 +206,7 @@ class Ratchet:
         raw: bool = False,
     ) -> str | bytes:
         g = self._git if cwd is None else git.Git(str(cwd))
-        full_env = dict(_IDENTITY_ENV)
+        full_env = dict(_IDENTITY_ENV, **_NO_HOOKS_ENV)
         if env:
             full_env.update(env)
         return g.execute(

@@ -52,12 +52,17 @@ class TrialLock:
 
     def acquire(
         self,
-        stop: threading.Event | None = None,
+        stop: threading.Event | Callable[[], bool] | None = None,
         on_wait: Callable[[Holder | None], None] | None = None,
         poll: float = 0.25,
     ) -> bool:
-        """Take the lock, waiting for another process to let go; False if ``stop`` is set first.
-        ``on_wait`` is called once, with the holder, when the lock is busy."""
+        """Take the lock, waiting for another process to let go; False if ``stop`` (an event, or
+        a function saying whether to give up) comes first. ``on_wait`` is called once, with the
+        holder, when the lock is busy."""
+        if callable(stop) and not isinstance(stop, threading.Event):
+            should_stop = stop
+        else:
+            should_stop = stop.is_set if stop is not None else (lambda: False)
         told = False
         while True:
             with self._mutex:
@@ -70,10 +75,9 @@ class TrialLock:
             if not told and on_wait is not None:
                 on_wait(self.holder())
                 told = True
-            if stop is not None and stop.wait(poll):
+            if should_stop():
                 return False
-            if stop is None:
-                time.sleep(poll)
+            time.sleep(poll)
 
     def _try_lock(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)

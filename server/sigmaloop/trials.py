@@ -13,13 +13,15 @@ import hashlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import sandbox
 from .core import Core, EngineError
-from .events import TrialProgress
+from .events import Notice, TrialProgress
 from .exports import write_results_tsv
 from .journal import ConcurrentChange
 from .judge import reference_for
@@ -39,6 +41,7 @@ from .models import (
 )
 from .ratchet import RatchetError
 from .runner import Executor, is_alive, kill_orphan
+from .trial_lock import Holder, TrialLock
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class Trials:
         self._guard = threading.Lock()
         self._queued_here: set[int] = set()  # queued by this engine, not yet claimed: stop_all stops them
         self._stop_requested: set[int] = set()  # claimed, stopped before their trial started
+        # one trial runner per workspace across processes (the CLI beside the editor)
+        self._trial_lock = TrialLock(core.state_dir, "editor" if "sigmaloop.lsp.server" in sys.modules else "cli")
+        self._said_unsandboxed = False
 
     # -- queueing and stopping -------------------------------------------------------------------
     def queued(self, *ids: int) -> None:
@@ -178,28 +184,37 @@ class Trials:
         wt = core.ratchet.prepare_worktree(exp.id, exp.parent_commit, core.source_of(exp), message)
         git_seconds = time.time() - t_git
         core.update(
-            exp.id, phase=Phase.TRAINING, commit=wt.commit, started_at=time.time(), budget=budget,
+            exp.id, phase=Phase.TRAINING, commit=wt.commit, budget=budget,
             attempts=exp.attempts + 1, owner_pid=os.getpid(), log_path=str(log_path),
             metrics_path=str(metrics_path),
         )
         core.journal.clear_curve(exp.id)
         # how long before a trial counts as hung: learned from this project's measured runs
         limit = kill_limit(budget, cfg.grace, cfg.kill_margin, core.journal.by_status(*MEASURED))
+        runner_cfg = core.config.runner
         spec = TrialSpec(
             exp_id=exp.id, cwd=str(wt.cwd), command=core.config.trial_command(), budget=budget,
             seed=exp.seed, log_path=str(log_path), metrics_path=str(metrics_path), metric=cfg.metric,
             grace=cfg.grace, kill_limit=limit, workspace_root=str(wt.cwd),
+            log_cap=int(runner_cfg.log_cap_mb * (1 << 20)),
         )
-        spec.env.update(legacy_env(spec, core.config.runner.env_allow))  # old trainer copies' names
+        spec.env.update(legacy_env(spec, runner_cfg.env_allow))  # old trainer copies' names
+        locked = False
         try:
-            if self._stopping(exp.id):  # stopped while its worktree was made
+            Path(metrics_path).write_bytes(b"")  # exists before the sandbox binds it
+            spec.sandbox = self._sandbox_policy(wt.path, metrics_path)
+            locked = self._trial_lock.acquire(stop=lambda: self._stopping(exp.id), on_wait=self._waiting)
+            if not locked or self._stopping(exp.id):  # stopped while its worktree was made / it waited
                 result = TrialResult(exp.id, Outcome.STOPPED)
             else:
+                core.update(exp.id, started_at=time.time())  # now it runs (after any wait for the lock)
                 handle = self._executor().submit(spec, on_progress=self._on_progress, on_start=self._on_start)
                 if self._stopping(exp.id):  # stopped between the check and the submit
                     handle.stop()
                 result = handle.result()
         finally:
+            if locked:
+                self._trial_lock.release()
             with self._guard:
                 self._stop_requested.discard(exp.id)
             t_git = time.time()
@@ -210,6 +225,28 @@ class Trials:
             git_seconds += time.time() - t_git
         result.timings["git"] = git_seconds
         return result
+
+    def _sandbox_policy(self, worktree: Path, metrics_path: Path) -> sandbox.Policy | None:
+        """The trial's sandbox (runner.sandbox): bubblewrap where it runs; "on" refuses to run
+        without it; "auto" says once, clearly, that trials run unsandboxed here."""
+        core, r = self.core, self.core.config.runner
+        if r.sandbox == "off":
+            return None
+        why = sandbox.availability()
+        if why is None:
+            return sandbox.policy_for(core.workspace, worktree, metrics_path, python=core.config.trial_python(),
+                                      network=r.network, gpu=any(Path("/dev").glob("nvidia*")))
+        if r.sandbox == "on":
+            raise sandbox.SandboxUnavailable(f'runner.sandbox = "on", but {why}')
+        if not self._said_unsandboxed:
+            self._said_unsandboxed = True
+            core.bus.emit(Notice(f"trials run unsandboxed, with your full authority: {why}"))
+        return None
+
+    def _waiting(self, holder: Holder | None) -> None:
+        who = holder.describe() if holder else "another sigmaloop process"
+        self.core.bus.emit(Notice(f"waiting: {who} on this workspace; this trial starts when it finishes "
+                                  "(fixed-time trials sharing a machine would measure each other)", "info"))
 
     def _on_start(self, exp_id: int, pid: int) -> None:
         self.core.update(exp_id, pid=pid)
@@ -222,7 +259,8 @@ class Trials:
     def _finish(self, exp: Experiment, result: TrialResult) -> Experiment:
         core = self.core
         timings = dict(result.timings, wall=result.wall_seconds)
-        common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None)
+        common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None,
+                      sandboxed=result.sandboxed)
         if result.outcome == Outcome.STOPPED:
             return core.move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
         if result.outcome in (Outcome.CRASHED, Outcome.TIMEOUT) or result.metric is None or not math.isfinite(result.metric):

@@ -154,7 +154,14 @@ def test_tuner_loop_proposes_runs_and_persists_its_study(engine, workspace):
         again.close()
 
 
-def test_engine_killed_mid_trial_is_recovered(workspace):
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "unsandboxed"])
+def test_engine_killed_mid_trial_is_recovered(workspace, sandboxed):
+    """Sandboxed, the trial dies with its engine (its PID namespace goes); unsandboxed, it lives
+    on as an orphan until the next engine finds it by its tag and kills it."""
+    if not sandboxed:
+        cfg = workspace / "sigmaloop.toml"
+        cfg.write_text(cfg.read_text() + '\n[runner]\nsandbox = "off"\n')
+        git(workspace, "commit", "-qam", "no sandbox")
     eng = Engine(workspace)
     eng.run_baseline()
     exp = user_edit(eng, "SLEEP = 0.0", "SLEEP = 30.0", "slow")
@@ -174,9 +181,16 @@ def test_engine_killed_mid_trial_is_recovered(workspace):
                 break
             time.sleep(0.2)
         assert pid is not None, "trial never started"
-        os.kill(proc.pid, signal.SIGKILL)  # the engine dies; its trial lives on as an orphan
+        os.kill(proc.pid, signal.SIGKILL)  # the engine dies
         proc.wait(10)
-        assert is_alive(pid)
+        if sandboxed:
+            for _ in range(50):
+                if not is_alive(pid):
+                    break
+                time.sleep(0.1)
+            assert not is_alive(pid), "a sandboxed trial must die with its engine"
+        else:
+            assert is_alive(pid)  # an orphan, until the next engine opens
         eng = Engine(workspace)
         try:
             # recovery runs when an engine opens

@@ -62,6 +62,7 @@ def full_fields() -> dict:
         reason="improved",
         detail="over 2 seeds",
         numbers={"runs": 2, "k": 2.0},
+        sandboxed=True,
         created_at=1700000000.25,
         started_at=1700000001.5,
         finished_at=1700000090.75,

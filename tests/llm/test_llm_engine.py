@@ -94,10 +94,10 @@ def test_the_key_is_used_but_never_stored_logged_or_passed_to_trials(tmp_path, f
     monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)  # the user's own endpoint: it gets the key
     engine = llm_engine(tmp_path, fake)
     closing(engine)
-    dump = tmp_path / "trial-env.json"
+    # the trial writes its environment where it may write (its metrics file; the sandbox hides the rest)
     env_dump = (
         "def main():\n"
-        f"    open({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+        "    open(os.environ['SIGMALOOP_METRICS'], 'a').write(json.dumps(dict(os.environ)) + '\\n')\n"
     )
     fake.script(
         error(401, f"Incorrect API key provided: {KEY}. You can find your API key at ..."),
@@ -111,8 +111,9 @@ def test_the_key_is_used_but_never_stored_logged_or_passed_to_trials(tmp_path, f
     # the key went to the server ...
     assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in fake.requests)
     # ... and reached the trial's environment neither by name nor by value
-    env = json.loads(dump.read_text())
-    assert "OPENAI_API_KEY" not in env and KEY not in dump.read_text()
+    dump = Path(ran.metrics_path).read_text()
+    env = json.loads(next(line for line in dump.splitlines() if "SIGMALOOP_SEED" in line))
+    assert "OPENAI_API_KEY" not in env and KEY not in dump
     assert "SIGMALOOP_SEED" in env
     # nothing under .sigmaloop/ (journal, logs, metrics) nor results.tsv holds it
     engine.journal.close()
