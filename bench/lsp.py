@@ -99,6 +99,9 @@ def make_workspace(root: Path, n: int) -> tuple[Path, str, str]:
         budget = 30
         grace = 5
         tag = "bench"
+
+        [runner]
+        sandbox = "off"  # the stream trial writes its exit time outside its worktree, for the bench
         """))
     (ws / ".gitignore").write_text(".sigmaloop/\n")
     git(ws, "init", "-q", "-b", "main")

@@ -184,7 +184,7 @@ class Engine:
 
     def state(self) -> EngineState:
         """Reference ± σ with its seeds, the best reference, counts, calibration, the loop."""
-        exps = self.journal.list()
+        exps = self.journal.slim()  # numbers only: no diffs or JSON fields for 10k rows
         e = self.config.experiment
         return engine_state(exps, self.core.reference(exps), self.core.judge, e.metric, e.direction,
                             self._loop.status)

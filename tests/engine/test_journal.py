@@ -715,3 +715,12 @@ def test_a_move_decided_on_an_old_read_is_refused(tmp_path):
         assert journal.get(exp.id).status == Status.QUEUED
         now = journal.get(exp.id)
         assert journal.move(exp.id, Status.RUNNING, expect_rev=now.rev).status == Status.RUNNING
+
+
+def test_slim_rows_carry_every_number_but_no_bulky_text(journal: Journal) -> None:
+    full = journal.create(**full_fields())
+    (slim,) = journal.slim()
+    assert slim.diff == "" and slim.rationale == "" and slim.summary == {} and slim.params == {}
+    for name in ("id", "status", "source", "hypothesis", "metric", "delta", "sigma", "z", "seed",
+                 "code_hash", "predicted_delta", "confirms", "verdict", "reason", "sandboxed", "rev"):
+        assert getattr(slim, name) == getattr(full, name), name
