@@ -45,7 +45,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from sigmaloop import secret
 from sigmaloop.edits import EditError, apply_search_replace, validate_source
@@ -735,17 +734,6 @@ class Usage:
 # the proposer
 
 FORMATS = ("json_schema", "json_object", "text")
-
-
-def _is_local(base_url: str) -> bool:
-    host = (urlparse(base_url).hostname or "").lower()
-    return (
-        host in ("localhost", "0.0.0.0", "::1", "host.docker.internal")
-        or host.startswith("127.")
-        or host.endswith(".local")
-        or host.startswith(("10.", "192.168."))
-        or bool(re.match(r"^172\.(1[6-9]|2\d|3[01])\.", host))
-    )
 
 
 def _retry_after(exc: Any) -> float | None:
