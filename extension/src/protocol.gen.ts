@@ -54,6 +54,8 @@ export interface ExperimentRecord {
   reason: Reason | '';
   detail: string;
   numbers: Record<string, number>;
+  /** ran in the trial sandbox; false: with the user's full authority */
+  sandboxed: boolean | null;
   /** unix seconds */
   createdAt: number;
   startedAt: number | null;

@@ -85,6 +85,9 @@ def test_inlay_labels_full_and_compressed_and_hover():
     md = index.hover_markdown(2)
     assert "5 experiments" in md and "| [#12]" in md and "| kept | −0.012 | 3.1σ |" in md
     assert index.hover_markdown(0) is None
+    a.sandboxed = False  # ran with the user's full authority: the hover says so
+    index = render.HistoryIndex.build([a], render.DocLines(SCRIPT))
+    assert "| kept · **unsandboxed** |" in index.hover_markdown(2)
 
 
 def test_pending_proposals_diagnostics_and_actions():

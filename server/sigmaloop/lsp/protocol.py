@@ -74,6 +74,7 @@ class ExperimentRecord:
     reason: Reason | Literal[""]  # why it ended as it did
     detail: str
     numbers: dict[str, float]
+    sandboxed: bool | None  # ran in the trial sandbox; false: with the user's full authority
     created_at: float  # unix seconds
     started_at: float | None
     finished_at: float | None

@@ -47,6 +47,7 @@ class Row:
     confirms: int | None = None
     started_at: float | None = None
     rev: int = 0
+    sandboxed: bool | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -55,7 +56,7 @@ class Row:
     @classmethod
     def of(cls, e: Experiment) -> Row:
         return cls(e.id, e.status, e.source, e.hypothesis, e.predicted_delta, e.diff, e.metric,
-                   e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev)
+                   e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev, e.sandboxed)
 
 
 # --------------------------------------------------------------------------- documents
@@ -269,7 +270,8 @@ class HistoryIndex:
             hyp = _md_cell(en.change + ": " + e.hypothesis if en.change and e.hypothesis
                            else en.change or e.hypothesis)
             rows.append(f"| [#{e.id}](command:sigmaloop.showExperiment?%5B{e.id}%5D) | "
-                        f"{e.status.value} | {delta} | {z} | {hyp} |")
+                        f"{e.status.value}{' · **unsandboxed**' if e.sandboxed is False else ''} | {delta} | "
+                        f"{z} | {hyp} |")
         if len(entries) > HISTORY_ROWS:
             rows.append("")
             rows.append(f"… and {len(entries) - HISTORY_ROWS} older")
