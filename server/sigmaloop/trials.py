@@ -9,6 +9,7 @@ recovering the ones a dead engine left running.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -71,9 +72,12 @@ class Trials:
 
     # -- queueing and stopping -------------------------------------------------------------------
     def queued(self, *ids: int) -> None:
-        """These were queued by this engine: stop_all stops them before they start."""
+        """These were queued by this engine: stop_all stops them before they start, and the
+        journal says whose they are (another engine leaves them alone while this one lives)."""
         with self._guard:
             self._queued_here.update(ids)
+        for exp_id in ids:
+            self.core.update(exp_id, owner_pid=os.getpid())
 
     def stop_all(self) -> list[int]:
         """Queued experiments of this engine become interrupted (they never start); trials this
@@ -128,11 +132,21 @@ class Trials:
                 kill_orphan(exp.pid, exp.id)
             self._archive_attempt(exp)
             if exp.confirms is None:  # a confirmation is redone by its re-run parent
-                requeued.append(core.move(exp.id, Status.QUEUED, pid=None, owner_pid=None, reason="", detail=""))
+                requeued.append(core.move(exp.id, Status.QUEUED, pid=None, owner_pid=me, reason="", detail=""))
             try:
                 core.ratchet.remove_worktree(exp.id)
             except Exception:
                 log.exception("could not remove worktree of #%s", exp.id)
+        for exp in core.journal.by_status(Status.QUEUED):  # stranded: queued by a dead engine
+            owner = exp.owner_pid
+            if owner == me or (owner is not None and is_alive(owner)):
+                continue
+            if exp.confirms is not None:  # retired: its parent is re-run and confirms anew
+                with contextlib.suppress(EngineError, ConcurrentChange):
+                    core.move(exp.id, Status.INTERRUPTED, reason=Reason.ENGINE_DIED, expect_rev=exp.rev)
+                continue
+            # adopted: this engine runs it (running claims with a compare-and-set: only once)
+            requeued.append(core.update(exp.id, owner_pid=me))
         return requeued
 
     @staticmethod

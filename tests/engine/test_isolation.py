@@ -117,3 +117,28 @@ def test_bad_sandbox_setting_is_a_clear_config_error(workspace, bad):
     set_runner(workspace, sandbox=bad)
     with pytest.raises(ConfigError, match=r"runner\.sandbox"):
         Engine(workspace)
+
+
+def test_a_dead_engines_stranded_queued_seed_is_adopted_and_run(workspace):
+    """An engine died with its second baseline seed queued: the next engine runs it (once)."""
+    code = textwrap.dedent(f"""
+        import os
+        from sigmaloop.engine import Engine
+        from sigmaloop.models import code_hash
+        eng = Engine({str(workspace)!r})
+        head = eng.head()
+        for seed in (42, 43):  # as run_baseline queues them
+            e = eng.core.create(status="queued", source="baseline", parent_commit=head, seed=seed,
+                                hypothesis=f"baseline (seed {{seed}})", code_hash=code_hash(eng.head_source()))
+            eng.trials.queued(e.id)
+        os._exit(0)  # dies before running them
+    """)
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    eng = Engine(workspace)
+    try:
+        assert sorted(e.id for e in eng.recovered) == [1, 2]
+        done = eng.loop(0)
+        assert [e.status for e in done] == [Status.KEPT, Status.KEPT]
+        assert len(eng.experiments()) == 2  # no duplicate seeds made by ensure_baseline
+    finally:
+        eng.close()
