@@ -21,6 +21,20 @@ from .state import head_experiment
 log = logging.getLogger(__name__)
 
 
+MAX_HYPOTHESIS = 2000  # characters kept of a proposal's hypothesis (a proposer may send megabytes)
+MAX_RATIONALE = 8000
+MAX_SOURCE = 200
+
+
+def capped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    text = text or ""
+    if len(text) <= limit:
+        return text
+    note = f" … [{len(text) - limit} characters cut]"
+    return text[: limit - len(note)] + note
+
+
 class Proposals:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -92,8 +106,8 @@ class Proposals:
         params = dict(proposal.params or {})
         usage = params.pop("usage", None) or {}  # e.g. LLM tokens: its own journal column
         fields = dict(
-            source=proposal.source, hypothesis=proposal.hypothesis,
-            predicted_delta=proposal.predicted_delta, rationale=proposal.rationale,
+            source=proposal.source[:MAX_SOURCE], hypothesis=capped(proposal.hypothesis, MAX_HYPOTHESIS),
+            predicted_delta=proposal.predicted_delta, rationale=capped(proposal.rationale, MAX_RATIONALE),
             parent_commit=head, params=params, usage=dict(usage), diff=diff,
             code_hash=code_hash(proposal.new_source),
         )

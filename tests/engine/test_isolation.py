@@ -142,3 +142,19 @@ def test_a_dead_engines_stranded_queued_seed_is_adopted_and_run(workspace):
         assert len(eng.experiments()) == 2  # no duplicate seeds made by ensure_baseline
     finally:
         eng.close()
+
+
+def test_a_megabyte_hypothesis_is_capped(workspace):
+    from sigmaloop.models import Proposal
+    from sigmaloop.proposals import MAX_HYPOTHESIS, MAX_RATIONALE
+
+    from enginekit import edit
+
+    eng = Engine(workspace)
+    try:
+        p = eng.add_proposal(Proposal(edit(eng.head_source(), "LR = 0.1 ", "LR = 0.12 "), "h" * 20_000_000,
+                                      "user", rationale="r" * 1_000_000))
+        assert len(p.hypothesis) == MAX_HYPOTHESIS and p.hypothesis.endswith("characters cut]")
+        assert len(p.rationale) == MAX_RATIONALE
+    finally:
+        eng.close()
