@@ -52,6 +52,7 @@ class RunnerConfig:
     gpus: list[str] = field(default_factory=list)  # one per slot; [] = detect / CPU
     sandbox: str = "auto"  # auto (bubblewrap where it runs) | on (refuse without it) | off
     network: bool = False  # may a sandboxed trial use the network?
+    read_only: list[str] = field(default_factory=list)  # more paths a sandboxed trial may read (~ ok)
     log_cap_mb: float = 64.0  # a trial's log keeps its head and tail past this many MiB
 
 
@@ -259,6 +260,7 @@ python = ""                      # interpreter for trials; "" = the one running 
 env_allow = []                   # variables beyond the default allow-list a trial needs
 sandbox = "auto"                 # trials in bubblewrap: auto | on (refuse without) | off
 network = false                  # network inside the sandbox
+read_only = []                   # more paths trials may read, e.g. ["~/data"] (~ is found as ~ inside)
 
 [proposer]
 kind = "tune"                    # tune (built-in Optuna tuner) | llm | mixed
@@ -288,7 +290,8 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = ()) -> str:
+def render(experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = (),
+           read_only: list[str] | tuple[str, ...] = ()) -> str:
     """sigmaloop.toml text for these experiment settings (other sections at their defaults).
 
     ``notes`` become comment lines at the top (e.g. how the run command was chosen). The text
@@ -318,17 +321,22 @@ def render(experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = ()
             lines.append(f"{line:<33}# {comment}")
         else:  # a long value (a launcher command): the comment goes above it
             lines += [f"# {key}: {comment}", line]
-    text = "\n".join(lines) + "\n\n" + _REST_TOML
+    rest = _REST_TOML
+    if read_only:  # paths the project's trials read outside the repository (e.g. its data cache)
+        listed = "[" + ", ".join(toml_string(p) for p in read_only) + "]"
+        rest = rest.replace("read_only = []                   #", f"read_only = {listed}  #", 1)
+    text = "\n".join(lines) + "\n\n" + rest
     loaded = from_dict(tomllib.loads(text), CONFIG_NAME).experiment
     if loaded != e:  # pragma: no cover - a rendering bug, not a user error
         raise ConfigError(f"internal error: {CONFIG_NAME} did not round-trip ({loaded} != {e})")
     return text
 
 
-def write(workspace: Path, experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = ()) -> Path:
+def write(workspace: Path, experiment: ExperimentConfig, notes: list[str] | tuple[str, ...] = (),
+          read_only: list[str] | tuple[str, ...] = ()) -> Path:
     """Write sigmaloop.toml for these experiment settings; invalid ones raise ConfigError."""
     path = Path(workspace) / CONFIG_NAME
-    path.write_text(render(experiment, notes), encoding="utf-8")
+    path.write_text(render(experiment, notes, read_only), encoding="utf-8")
     return path
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 TRAINER_FILES = ("prepare.py", "train.py", "program.md")
 BUDGET_ENV = "SIGMALOOP_TIME_BUDGET"
+AUTORESEARCH_CACHE = "~/.cache/autoresearch"  # where autoresearch's prepare.py keeps data and tokenizer
 _METRIC_NAME = re.compile(r"^[A-Za-z_]\w*$")  # what runner.parse_summary can read as "name: value"
 _PRINTED_NAME = re.compile(r"""print\(\s*f?["']\s*([A-Za-z_]\w*)\s*:""")
 _LIKELY_SCRIPTS = ("train.py", "fit.py", "main.py", "run.py")
@@ -89,6 +90,7 @@ class InitPlan:
     found: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # warnings worth reading
     config_notes: list[str] = field(default_factory=list)  # comment lines for sigmaloop.toml
+    read_only: list[str] = field(default_factory=list)  # runner.read_only: paths trials read outside the repo
     needs_committed: list[str] = field(default_factory=list)  # user files the trials need in git
 
 
@@ -390,6 +392,10 @@ def _plan_autoresearch(directory: Path, req: InitRequest, project: Autoresearch)
         f"Imported autoresearch project: {project.train_script} runs through a launcher that sets",
         f"{Path(project.prepare).stem}.TIME_BUDGET from {BUDGET_ENV}; no file of the project is edited.",
     ]
+    # its prepare.py keeps data and tokenizer in ~/.cache/autoresearch: trials read it there
+    # (the sandbox hides the home otherwise; ~ inside the sandbox finds it too)
+    plan.read_only.append(AUTORESEARCH_CACHE)
+    plan.found.append(f"data cache: {AUTORESEARCH_CACHE} (readable by the sandboxed trials)")
     return plan
 
 
@@ -454,7 +460,7 @@ def apply_init(plan: InitPlan, commit: bool = True) -> InitResult:
             if not dst.exists() or dst.read_bytes() != data:
                 dst.write_bytes(data)
                 result.written.append(name)
-    config_mod.write(directory, plan.experiment, plan.config_notes)
+    config_mod.write(directory, plan.experiment, plan.config_notes, plan.read_only)
     result.written.append(config_mod.CONFIG_NAME)
     if _git(directory, "rev-parse", "--show-toplevel").returncode != 0:
         r = _git(directory, "init", "-q", "-b", "main")

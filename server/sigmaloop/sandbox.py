@@ -46,7 +46,7 @@ class Policy:
 
     worktree: str  # read-write; the trial's cwd lives inside it
     hide: tuple[str, ...]  # replaced by empty tmpfs (the repository, the state folder)
-    read_only: tuple[str, ...] = ()  # bound back read-only after hiding (data cache, …)
+    read_only: tuple[str, ...] = ()  # bound back read-only after hiding (data cache, …); ~/x also at $HOME/x
     writable_files: tuple[str, ...] = ()  # existing files bound read-write (the metrics file)
     python: str = sys.executable  # the trial interpreter: its prefixes and sys.path stay visible
     network: bool = False
@@ -132,9 +132,13 @@ def wrap(argv: list[str], policy: Policy, cwd: str) -> list[str]:
         args += ["--tmpfs", hidden]
     args += ["--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
     worktree = os.path.realpath(policy.worktree)
+    home = os.path.realpath(os.path.expanduser("~"))
     for path in _outermost([*interpreter_paths(policy.python), *policy.read_only]):
         if path != worktree and os.path.exists(path):
             args += ["--ro-bind", path, path]
+    for path in _outermost(policy.read_only):  # ~/… also where the trial's ~ (its HOME) finds it
+        if path.startswith(home + "/") and os.path.exists(path):
+            args += ["--ro-bind", path, SANDBOX_HOME + path[len(home):]]
     args += ["--bind", worktree, worktree]
     for f in policy.writable_files:
         args += ["--bind", f, f]
@@ -179,7 +183,8 @@ def policy_for(
     return Policy(
         worktree=str(worktree),
         hide=(repository_root(workspace), os.path.realpath(workspace)),
-        read_only=tuple(p for p in (cache, *read_only) if os.path.exists(p)),
+        read_only=tuple(p for p in (cache, *(os.path.realpath(os.path.expanduser(r)) for r in read_only))
+                        if os.path.exists(p)),
         writable_files=(os.path.realpath(metrics_path),),
         python=python,
         network=network,

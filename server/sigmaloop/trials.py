@@ -249,7 +249,8 @@ class Trials:
         why = sandbox.availability()
         if why is None:
             return sandbox.policy_for(core.workspace, worktree, metrics_path, python=core.config.trial_python(),
-                                      network=r.network, gpu=any(Path("/dev").glob("nvidia*")))
+                                      read_only=r.read_only, network=r.network,
+                                      gpu=any(Path("/dev").glob("nvidia*")))
         if r.sandbox == "on":
             raise sandbox.SandboxUnavailable(f'runner.sandbox = "on", but {why}')
         if not self._said_unsandboxed:

@@ -207,6 +207,9 @@ def test_init_detects_an_autoresearch_project_and_edits_none_of_its_files(tmp_pa
     e = config_mod.load(proj).experiment
     assert (e.train_script, e.metric, e.direction, e.budget) == ("train.py", "val_bpb", "minimize", 300.0)
     assert e.command == autoresearch_command(detect_autoresearch(proj))
+    # its data cache stays readable to sandboxed trials
+    assert config_mod.load(proj).runner.read_only == ["~/.cache/autoresearch"]
+    assert "data cache: ~/.cache/autoresearch" in r.stdout
     assert (proj / "prepare.py").read_text() == PREPARE and (proj / "train.py").read_text() == TRAIN
     assert committed_files(proj) == [".gitignore", "sigmaloop.toml"]
     assert "committed to master: sigmaloop.toml, .gitignore" in r.stdout

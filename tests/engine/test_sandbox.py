@@ -278,3 +278,30 @@ def test_the_key_leaves_the_process_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "OPENAI_API_KEY": KEY, "EXPECT": KEY}).stdout
     assert "child None proc False dumpable 0" in out and "kept True" in out, out
+
+
+def test_read_only_paths_in_the_home_are_found_where_the_trial_looks(box):
+    """runner.read_only = ["~/.cache/autoresearch"]: readable at its real path and at ~ inside
+    (the trial's HOME is a private one), never writable; the rest of the home stays hidden."""
+    cache = box.home / ".cache" / "autoresearch"
+    cache.mkdir(parents=True)
+    (cache / "tokenizer.pkl").write_text("TOK")
+    log, result = box.run(f"""
+        import os
+        print("home", open(os.path.expanduser("~/.cache/autoresearch/tokenizer.pkl")).read())
+        print("real", open("{cache}/tokenizer.pkl").read())
+        try:
+            open("{cache}/tokenizer.pkl", "w").write("HACKED")
+        except OSError as exc:
+            print("write refused", type(exc).__name__)
+        try:
+            open("{box.home}/.ssh/id_ed25519").read()
+            print("SSH READ")
+        except OSError:
+            print("ssh hidden")
+        print("---")
+        print("val_bpb: 1.0")
+    """, read_only=["~/.cache/autoresearch"])
+    assert result.outcome == Outcome.OK, log
+    assert "home TOK" in log and "real TOK" in log and "write refused" in log and "ssh hidden" in log, log
+    assert (cache / "tokenizer.pkl").read_text() == "TOK"
