@@ -231,6 +231,11 @@ def print_status(engine) -> None:
         sigma = "" if ref.sigma is None else f" ± {ref.sigma:.4f} (σ from {ref.sigma_dof} repeat dof)"
         seeds = ", ".join(str(x) for x in ref.seeds)
         console.print(f"[bold]reference[/] {s.metric} {ref.value:.6f}{sigma}, seeds {seeds} ({better} is better)")
+        if ref.keep_threshold is not None:
+            console.print(f"[bold]keepable[/]  an edit must be ≥ {ref.keep_threshold:.4f} {better} "
+                          f"({100 * ref.keep_threshold / abs(ref.value or 1):.2f}%) to be kept")
+        if ref.advice:
+            console.print(f"[yellow]noise:[/] {escape(ref.advice)}")
     if s.best is not None:
         console.print(f"[bold]best[/]      #{s.best.id} {s.metric} {s.best.metric:.6f}  {escape(s.best.hypothesis)}")
     console.print(f"[bold]kept[/]      {s.kept} of {s.run} candidates run")

@@ -117,6 +117,11 @@ class Judge:
         floor = self.cfg.min_sigma_rel * abs(ref) if ref is not None else 0.0
         return max(s, floor, 1e-12)
 
+    def keep_threshold(self, sigma: float) -> float:
+        """The smallest improvement (metric units) a candidate's first run must show to be kept:
+        k times the noise of a paired difference (√2 σ)."""
+        return self.cfg.k * math.sqrt(2.0) * sigma
+
     def improvement(self, delta: float) -> float:
         """Positive when the candidate is better, whatever the metric's direction."""
         return -delta if self.lower_is_better else delta

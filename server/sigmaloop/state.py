@@ -24,6 +24,8 @@ class ReferenceState:
     sigma_dof: int
     seeds: list[int]
     ids: list[int]
+    keep_threshold: float | None = None  # the smallest improvement the judge can keep (k·√2·σ)
+    advice: str | None = None  # when that is large against the metric: what would lower it
 
 
 @dataclass
@@ -65,6 +67,7 @@ class EngineState:
             "reference": None if ref is None else {
                 "value": ref.value, "sigma": ref.sigma, "sigmaDof": ref.sigma_dof,
                 "seeds": list(ref.seeds), "ids": list(ref.ids),
+                "keepThreshold": ref.keep_threshold, "advice": ref.advice,
             },
             "best": None if best is None else {"id": best.id, "metric": best.metric, "hypothesis": best.hypothesis},
             "counts": dict(self.counts),
@@ -84,6 +87,21 @@ def _camel(d: dict[str, Any]) -> dict[str, Any]:
         return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
     return {key(k): v for k, v in d.items()}
+
+
+#: a keep threshold above this fraction of the metric is worth a word: few real edits move a
+#: well-tuned metric by more than a percent or two.
+ADVICE_REL = 0.01
+
+
+def noise_advice(threshold: float | None, value: float, metric: str, seeds: int) -> str | None:
+    """What to do when the noise hides every realistic improvement (None when it does not)."""
+    if threshold is None or value == 0 or threshold / abs(value) <= ADVICE_REL:
+        return None
+    rel = 100 * threshold / abs(value)
+    return (f"the judge can only keep improvements of {threshold:.4g} {metric} or more ({rel:.1f}% of the "
+            f"reference): run-to-run noise is large here. More baseline seeds (now {seeds}; judge.seeds), "
+            "a longer budget, or fewer sources of nondeterminism in the script would lower it")
 
 
 _RAN = (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT)
@@ -115,7 +133,9 @@ def engine_state(
     sigma = judge.sigma(experiments, ref) if s is not None else None
     reference = best = None
     if ref.value is not None:
-        reference = ReferenceState(ref.value, sigma, dof, sorted(ref.by_seed), sorted(ref.ids))
+        threshold = None if sigma is None else judge.keep_threshold(sigma)
+        reference = ReferenceState(ref.value, sigma, dof, sorted(ref.by_seed), sorted(ref.ids),
+                                   threshold, noise_advice(threshold, ref.value, metric, len(ref.by_seed)))
         first = head_experiment(experiments, ref)
         if first is not None:
             best = BestState(first.id, ref.value, first.hypothesis)
