@@ -103,10 +103,8 @@ export interface ReferenceState {
   sigmaDof: number;
   seeds: number[];
   ids: number[];
-  /** the smallest improvement the judge can keep (k·√2·σ) */
-  keepThreshold: number | null;
-  /** when that is large against the metric: what would lower it */
-  advice: string | null;
+  keepThreshold?: number | null;
+  advice?: string | null;
 }
 
 /**

@@ -24,8 +24,10 @@ class ReferenceState:
     sigma_dof: int
     seeds: list[int]
     ids: list[int]
-    keep_threshold: float | None = None  # the smallest improvement the judge can keep (k·√2·σ)
-    advice: str | None = None  # when that is large against the metric: what would lower it
+    # the smallest improvement the judge can keep (k·√2·σ), and — when that is large against
+    # the metric — what would lower it ("optional": older servers do not send them)
+    keep_threshold: float | None = field(default=None, metadata={"optional": True})
+    advice: str | None = field(default=None, metadata={"optional": True})
 
 
 @dataclass
