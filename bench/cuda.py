@@ -60,8 +60,9 @@ def main() -> None:
 def sandboxed_run(budget: float) -> dict:
     """train.py as a sandboxed trial on the GPU (the runner, bubblewrap, /dev/nvidia* bound in)."""
     from sigmaloop import sandbox
+    from sigmaloop.executors import slot_envs
     from sigmaloop.models import TrialSpec
-    from sigmaloop.runner import run_trial, slot_envs
+    from sigmaloop.runner import run_trial
 
     why = sandbox.availability()
     if why is not None:

@@ -22,6 +22,7 @@ from .config import Config
 from .core import Core, EngineError
 from .diff import EditError
 from .events import EventBus
+from .executors import Executor, LocalExecutor
 from .journal import Journal
 from .judge import Reference
 from .lifecycle import Reason
@@ -30,7 +31,6 @@ from .migrate import MigrationReport, migrate_workspace
 from .models import Experiment, ProgressRecord, Proposal, Status, code_hash
 from .proposals import Proposals
 from .ratchet import Ratchet
-from .runner import Executor, LocalExecutor
 from .state import EngineState, engine_state
 from .trials import Trials
 

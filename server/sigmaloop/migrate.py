@@ -570,13 +570,13 @@ def _read(path: Path) -> str:
 def legacy_env(spec: TrialSpec, env_allow: Iterable[str] = ()) -> dict[str, str]:
     """Old-name copies of the trial's ``SIGMALOOP_*`` variables, for the ones the Python files
     in its folder (a user's copy of the old train.py / prepare.py) read; ``{}`` for a script of
-    the new name. The values are exactly what :func:`runner.trial_env` gives the new names."""
+    the new name. The values are exactly what :func:`environment.trial_env` gives the new names."""
     wanted: set[str] = set()
     for path in _scripts(Path(spec.cwd)):
         wanted |= legacy_names(_read(path))
     if not wanted:
         return {}
-    from .runner import trial_env
+    from .environment import trial_env
 
     env: Mapping[str, str] = trial_env(spec, env_allow)
     out = {}

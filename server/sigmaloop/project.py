@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 TRAINER_FILES = ("prepare.py", "train.py", "program.md")
 BUDGET_ENV = "SIGMALOOP_TIME_BUDGET"
 AUTORESEARCH_CACHE = "~/.cache/autoresearch"  # where autoresearch's prepare.py keeps data and tokenizer
-_METRIC_NAME = re.compile(r"^[A-Za-z_]\w*$")  # what runner.parse_summary can read as "name: value"
+_METRIC_NAME = re.compile(r"^[A-Za-z_]\w*$")  # what output.parse_summary can read as "name: value"
 _PRINTED_NAME = re.compile(r"""print\(\s*f?["']\s*([A-Za-z_]\w*)\s*:""")
 _LIKELY_SCRIPTS = ("train.py", "fit.py", "main.py", "run.py")
 _NOT_SCRIPTS = ("setup.py", "conftest.py", "__init__.py", "noxfile.py")

@@ -41,20 +41,16 @@ from pathlib import Path
 from typing import IO
 
 from . import sandbox, secret
-from .environment import ENV_ALLOW_NAMES, ENV_ALLOW_PREFIXES, scrub_env, trial_env
+from .environment import trial_env
 from .models import KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
 from .output import (
     LOG_TAIL_BYTES,
-    MAX_RECORDS_PER_POLL,
     MetricsTail,
     OutputTail,
     describe_exit,
     fail_line,
-    parse_printed_progress,
-    parse_progress_line,
     parse_summary,
     parse_traceback,
-    thin,
 )
 
 log = logging.getLogger(__name__)
@@ -449,21 +445,3 @@ def _classify(
     result.error = fail_line(text) or exception[:500] or fallback
     return result
 
-
-# Executors live in executors.py; imported last (they import run_trial from here) and
-# re-exported so ``from sigmaloop.runner import LocalExecutor`` keeps working.
-from .executors import (  # noqa: E402
-    Executor,
-    LocalExecutor,
-    TrialHandle,
-    cpu_count,
-    detect_gpus,
-    slot_envs,
-)
-
-__all__ = [
-    "ENV_ALLOW_NAMES", "ENV_ALLOW_PREFIXES", "LOG_TAIL_BYTES", "MAX_RECORDS_PER_POLL", "Executor",
-    "LocalExecutor", "TrialHandle", "cpu_count", "detect_gpus", "is_alive", "kill_orphan",
-    "parse_printed_progress", "parse_progress_line", "parse_summary", "parse_traceback",
-    "run_trial", "scrub_env", "slot_envs", "thin", "trial_env",
-]

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import sandbox
 from .core import Core, EngineError
 from .events import Notice, TrialProgress
+from .executors import Executor
 from .exports import write_results_tsv
 from .journal import ConcurrentChange
 from .judge import reference_for
@@ -41,7 +42,7 @@ from .models import (
     code_hash,
 )
 from .ratchet import RatchetError
-from .runner import Executor, is_alive, kill_orphan
+from .runner import is_alive, kill_orphan
 from .trial_lock import Holder, TrialLock
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,6 @@ class Trials:
         spec.env.update(legacy_env(spec, runner_cfg.env_allow))  # old trainer copies' names
         locked = False
         try:
-            Path(metrics_path).write_bytes(b"")  # exists before the sandbox binds it
             spec.sandbox = self._sandbox_policy(wt.path, metrics_path)
             locked = self._trial_lock.acquire(stop=lambda: self._stopping(exp.id), on_wait=self._waiting)
             if not locked or self._stopping(exp.id):  # stopped while its worktree was made / it waited

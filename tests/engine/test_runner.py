@@ -16,19 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from sigmaloop.environment import scrub_env
+from sigmaloop.executors import LocalExecutor, cpu_count, slot_envs
 from sigmaloop.models import Outcome, ProgressRecord, TrialSpec
-from sigmaloop.runner import (
-    LocalExecutor,
-    cpu_count,
-    is_alive,
-    kill_orphan,
-    parse_progress_line,
-    parse_summary,
-    parse_traceback,
-    run_trial,
-    scrub_env,
-    slot_envs,
-)
+from sigmaloop.output import parse_progress_line, parse_summary, parse_traceback
+from sigmaloop.runner import is_alive, kill_orphan, run_trial
 
 pytestmark = pytest.mark.timeout(60)
 
