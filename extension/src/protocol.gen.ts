@@ -3,13 +3,13 @@
 // Regenerate after a schema change: .venv/bin/python scripts/gen_protocol.py
 
 /** Lifecycle of an experiment (fixed names). */
-export type Status = 'proposed' | 'accepted' | 'rejected' | 'queued' | 'running' | 'kept' | 'discarded' | 'crashed' | 'timeout' | 'pruned' | 'interrupted';
+export type Status = 'proposed' | 'accepted' | 'rejected' | 'queued' | 'running' | 'kept' | 'discarded' | 'crashed' | 'timeout' | 'pruned' | 'interrupted' | 'over_budget' | 'tampered';
 
 /** Where a queued or running experiment is; empty once it has finished. */
 export type Phase = '' | 'starting' | 'training' | 'judging' | 'confirming';
 
 /** Why an experiment is where it is (one code per verdict; fixed names, stored). */
-export type Reason = 'invalid_edit' | 'proposer_error' | 'user_rejected' | 'baseline' | 'improved' | 'improved_one_seed' | 'within_noise' | 'worse' | 'not_confirmed' | 'confirmation_failed' | 'stale' | 'no_reference' | 'confirmation' | 'crashed' | 'timeout' | 'stopped' | 'stopped_in_confirmation' | 'engine_died' | 'internal_error';
+export type Reason = 'invalid_edit' | 'proposer_error' | 'user_rejected' | 'baseline' | 'improved' | 'improved_one_seed' | 'within_noise' | 'worse' | 'not_confirmed' | 'confirmation_failed' | 'stale' | 'no_reference' | 'confirmation' | 'not_comparable' | 'implausible' | 'result_accepted' | 'result_rejected' | 'metric_mismatch' | 'no_model' | 'future_peeking' | 'over_budget' | 'crashed' | 'timeout' | 'stopped' | 'stopped_in_confirmation' | 'engine_died' | 'internal_error';
 
 export type Direction = 'minimize' | 'maximize';
 
@@ -75,6 +75,14 @@ export interface ExperimentRecord {
   timings: Record<string, number>;
   /** journal revision of the last change */
   rev: number;
+  /** "prepare:<blob>" (fixed evaluator) | "self-reported" */
+  evaluator?: string;
+  /** the data the metric was computed on */
+  data?: string;
+  /** "cpu" | "cuda:<name>" */
+  device?: string;
+  /** the script's own number */
+  printedMetric?: number | null;
 }
 
 /** One progress record of a running trial (plus any extra numbers the script logs). */

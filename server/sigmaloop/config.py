@@ -33,6 +33,10 @@ class ExperimentConfig:
     budget: float = 60.0  # training seconds per trial
     grace: float = 120.0  # start-up + eval allowance until the overhead is measured: kill at 2 x budget + grace
     kill_margin: float = 10.0  # once learned: kill at budget + 2 x overhead + kill_margin (see killlimit.py)
+    # where the judged number comes from: "auto" = the fixed evaluator (the base commit's prepare.py,
+    # in its own sandbox) when the project's prepare.py can score a handed-over model, else the
+    # script's own printed metric ("self-reported"); "off" = always the printed metric
+    evaluator: str = "auto"
     tag: str = "main"  # research branch sigmaloop/<tag>
 
 
@@ -42,6 +46,12 @@ class JudgeConfig:
     k: float = 2.0  # keep only when the improvement exceeds k sigma
     confirm_margin: float = 1.0  # z in [k, k + margin) earns a confirmation rerun
     min_sigma_rel: float = 0.0005  # sigma floor, relative to the reference metric
+    # a gain this large (in sigma, or in % of the reference metric) is kept only after a look
+    implausible_sigma: float = 30.0
+    implausible_pct: float = 5.0
+    # over budget: trained (the runner's clock) past budget + the reference runs' overhead + this
+    budget_tolerance: float = 0.10  # fraction of the budget ...
+    budget_tolerance_s: float = 2.0  # ... but at least this many seconds
 
 
 @dataclass
@@ -136,6 +146,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f'experiment.direction must be "minimize" or "maximize", not {e.direction!r}')
     if not e.budget > 0:
         raise ConfigError(f"experiment.budget must be > 0 seconds, not {e.budget}")
+    if e.evaluator not in ("auto", "off"):
+        raise ConfigError(f'experiment.evaluator must be "auto" or "off", not {e.evaluator!r}')
+    for name in ("implausible_sigma", "implausible_pct", "budget_tolerance", "budget_tolerance_s"):
+        if not getattr(j, name) > 0:
+            raise ConfigError(f"judge.{name} must be > 0, not {getattr(j, name)}")
     if e.grace < 0:
         raise ConfigError(f"experiment.grace must be >= 0 seconds, not {e.grace}")
     if e.kill_margin < 0:

@@ -115,6 +115,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """ALTER TABLE experiments ADD COLUMN sandboxed INTEGER""",
     ),
+    # v5: what makes runs comparable (evaluator, data, device) and the script's own printed metric
+    (
+        """ALTER TABLE experiments ADD COLUMN evaluator TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN data TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN device TEXT NOT NULL DEFAULT ''""",
+        """ALTER TABLE experiments ADD COLUMN printed_metric REAL""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,8 +7,10 @@ error message, a ratchet refusal). Text is made from those fields by :func:`desc
 (CLI, language server, results.tsv); nothing decides anything by reading text back.
 
     proposed ─▶ accepted ─▶ queued ─▶ running ─▶ kept | discarded | crashed | timeout | pruned
-        │           │          │         │
+        │           │          │         │             | over_budget | tampered
         └───────────┴──────────┴─▶ rejected        └─▶ interrupted ─▶ queued (recovery)
+
+    discarded (reason implausible: a gain too large to believe unseen) ─accept result─▶ kept
 
 ``pruned`` is a fixed name that nothing produces yet (early pruning comes with scale-out).
 """
@@ -39,6 +41,15 @@ class Reason(str, enum.Enum):
     STALE = "stale"  # would have been kept, but the branch moved on (or is checked out elsewhere)
     NO_REFERENCE = "no_reference"  # nothing to compare with: run the baseline first
     CONFIRMATION = "confirmation"  # a confirmation run: it follows the experiment it confirms
+    NOT_COMPARABLE = "not_comparable"  # no reference at its budget / evaluator / data / device
+    IMPLAUSIBLE = "implausible"  # cleared the bar by an implausible margin: kept only after a look
+    RESULT_ACCEPTED = "result_accepted"  # an implausible gain the researcher looked at and kept
+    RESULT_REJECTED = "result_rejected"  # an implausible gain the researcher looked at and refused
+    # the result can't be trusted (status tampered / over_budget)
+    METRIC_MISMATCH = "metric_mismatch"  # the printed metric is not what the evaluator measured
+    NO_MODEL = "no_model"  # printed a result but handed over no model to evaluate
+    FUTURE_PEEKING = "future_peeking"  # changing later tokens changed earlier predictions
+    OVER_BUDGET = "over_budget"  # trained past its budget (the runner's clock)
     # ended without a verdict on the idea
     CRASHED = "crashed"
     TIMEOUT = "timeout"
@@ -70,15 +81,17 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.REJECTED, Status.INTERRUPTED}),
     Status.RUNNING: frozenset({
         Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT, Status.PRUNED,
-        Status.INTERRUPTED,
+        Status.INTERRUPTED, Status.OVER_BUDGET, Status.TAMPERED,
     }),
     Status.INTERRUPTED: frozenset({Status.QUEUED}),
     Status.REJECTED: frozenset(),
     Status.KEPT: frozenset(),
-    Status.DISCARDED: frozenset(),
+    Status.DISCARDED: frozenset({Status.KEPT}),  # only "accept result" of an implausible gain
     Status.CRASHED: frozenset(),
     Status.TIMEOUT: frozenset(),
     Status.PRUNED: frozenset(),
+    Status.OVER_BUDGET: frozenset(),
+    Status.TAMPERED: frozenset(),
 }
 #: Statuses a new journal row may start in.
 INITIAL = frozenset({Status.PROPOSED, Status.REJECTED, Status.QUEUED})
@@ -131,7 +144,8 @@ def check(current: Status | None, target: Status, exp_id: int | None = None, act
 
 
 def is_final(status: Status) -> bool:
-    return not TRANSITIONS[status]
+    """Nothing more happens to it (a discarded implausible gain may still be accepted by hand)."""
+    return not TRANSITIONS[status] or status == Status.DISCARDED
 
 
 # --- text, at the edges ----------------------------------------------------------------------
@@ -151,6 +165,12 @@ _REASON_TEXT = {
     Reason.STOPPED_IN_CONFIRMATION: "stopped during its confirmation",
     Reason.ENGINE_DIED: "interrupted: engine stopped mid-trial",
     Reason.INTERNAL_ERROR: "sigmaloop error",
+    Reason.NOT_COMPARABLE: "not judged: no comparable reference",
+    Reason.RESULT_REJECTED: "implausible gain, refused after a look",
+    Reason.METRIC_MISMATCH: "tampered: the printed metric is not the evaluator's",
+    Reason.NO_MODEL: "tampered: printed a result but handed over no model",
+    Reason.FUTURE_PEEKING: "tampered: the model sees future tokens",
+    Reason.OVER_BUDGET: "over budget",
 }
 
 
@@ -185,6 +205,10 @@ def describe(e: Experiment, metric: str = "val_bpb") -> str:
         return f"{nums}, kept"
     if reason == Reason.IMPROVED_ONE_SEED:
         return f"{nums}, kept (no second seed to confirm on)"
+    if reason == Reason.IMPLAUSIBLE:
+        return f"{nums}: implausibly large, not kept until you look (accept or reject the result)"
+    if reason == Reason.RESULT_ACCEPTED:
+        return f"{nums}, kept after a look at an implausible gain"
     label = _REASON_TEXT.get(reason, reason.value)
     if reason in _DISCARDS:
         return ", ".join(p for p in (nums, label + (f" ({detail})" if detail else ""), "discarded") if p)

@@ -27,6 +27,8 @@ class Status(str, enum.Enum):
     TIMEOUT = "timeout"
     PRUNED = "pruned"
     INTERRUPTED = "interrupted"
+    OVER_BUDGET = "over_budget"  # trained past its budget (the runner's clock): never kept
+    TAMPERED = "tampered"  # its result can't be trusted (printed ≠ evaluated, peeks at the future)
 
     def __str__(self) -> str:
         return self.value
@@ -34,7 +36,8 @@ class Status(str, enum.Enum):
 
 #: Statuses after which nothing more happens to an experiment.
 FINISHED = frozenset(
-    {Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT, Status.PRUNED}
+    {Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT, Status.PRUNED,
+     Status.OVER_BUDGET, Status.TAMPERED}
 )
 #: Statuses of experiments that produced a usable metric.
 MEASURED = frozenset({Status.KEPT, Status.DISCARDED})
@@ -118,6 +121,11 @@ class Experiment:
     usage: dict[str, Any] = field(default_factory=dict)  # e.g. LLM token usage
     timings: dict[str, float] = field(default_factory=dict)  # wall, startup, train, eval, judge
     rev: int = 0  # journal revision of the last change (for watchers)
+    # what makes two runs comparable (with code_hash and budget): see judge.reference_for
+    evaluator: str = ""  # "prepare:<blob>" (the fixed evaluator, base commit's prepare.py) or "self-reported"
+    data: str = ""  # the data the metric was computed on (the evaluator's cache entry), "" unknown
+    device: str = ""  # "cpu" or "cuda:<name>" where the trial ran
+    printed_metric: float | None = None  # what the script itself printed (the evaluator's is `metric`)
 
     @property
     def is_baseline(self) -> bool:

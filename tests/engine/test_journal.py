@@ -78,6 +78,10 @@ def full_fields() -> dict:
         params={"constant": "LR", "old": 0.02, "new": 0.04, "nested": {"a": [1, 2]}},
         usage={"prompt_tokens": 1234, "completion_tokens": 56},
         timings={"wall": 95.5, "startup": 3.25, "train": 60.0, "eval": 12.0},
+        evaluator="prepare:0a1b2c3d4e5f",
+        data="stdlib-v8192-0123456789abcdef",
+        device="cuda:NVIDIA H200",
+        printed_metric=0.987654,
     )
 
 

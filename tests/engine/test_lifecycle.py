@@ -65,8 +65,11 @@ def test_new_rows_start_only_where_the_engine_may_create_them():
 
 def test_finals_are_final_and_every_status_is_in_the_table():
     assert set(TRANSITIONS) == set(Status)
-    for final in (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT, Status.REJECTED, Status.PRUNED):
+    for final in (Status.KEPT, Status.CRASHED, Status.TIMEOUT, Status.REJECTED, Status.PRUNED,
+                  Status.OVER_BUDGET, Status.TAMPERED):
         assert TRANSITIONS[final] == frozenset()
+    # a discarded implausible gain may still be kept by hand ("accept result"), and nothing else
+    assert TRANSITIONS[Status.DISCARDED] == frozenset({Status.KEPT})
 
 
 def test_engine_operations_say_why_they_cannot(workspace):

@@ -91,6 +91,11 @@ class ExperimentRecord:
     usage: dict[str, Any]
     timings: dict[str, float]
     rev: int  # journal revision of the last change
+    # what makes runs comparable, and where the judged number came from
+    evaluator: str = field(default="", metadata=OPTIONAL)  # "prepare:<blob>" (fixed evaluator) | "self-reported"
+    data: str = field(default="", metadata=OPTIONAL)  # the data the metric was computed on
+    device: str = field(default="", metadata=OPTIONAL)  # "cpu" | "cuda:<name>"
+    printed_metric: float | None = field(default=None, metadata=OPTIONAL)  # the script's own number
 
 
 @dataclass
