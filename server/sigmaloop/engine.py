@@ -237,6 +237,12 @@ class Engine:
         self.proposals.observe(exp)
         return exp
 
+    def review_result(self, exp_id: int, accept: bool, note: str = "") -> Experiment:
+        """The researcher's second look at an implausibly large gain (reason ``implausible``):
+        accept keeps it (the research branch advances, as for any keep); reject leaves it
+        discarded for good. Anything else says why it can't be reviewed."""
+        return self.trials.review(exp_id, accept, note)
+
     # -- running -------------------------------------------------------------------------------------
     def run(self, exp_id: int, budget: float | None = None) -> Experiment:
         """Run a queued (or proposed: accepted first) experiment to its verdict, blocking."""

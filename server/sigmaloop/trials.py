@@ -344,6 +344,30 @@ class Trials:
         self._after_finish(exp)
         return exp
 
+    def review(self, exp_id: int, accept: bool, note: str = "") -> Experiment:
+        """Accept or reject the result of an experiment held back as implausible."""
+        core = self.core
+        with core.lock:
+            exp = core.journal.get(exp_id)
+            if exp.reason != Reason.IMPLAUSIBLE.value:
+                raise EngineError(f"#{exp_id} was not held back as implausible ({exp.verdict or exp.status.value});"
+                                  " only an implausible gain waiting for a look can be accepted or rejected")
+            note = note.strip()[:2000]
+            if not accept:
+                exp = core.update(exp_id, reason=Reason.RESULT_REJECTED, detail=note or exp.detail)
+            else:
+                try:
+                    core.ratchet.advance(exp_id)
+                except RatchetError as exc:  # the branch moved on: it can't be kept on top of it
+                    raise EngineError(f"#{exp_id} can't be kept: {exc}") from None
+                exp = core.move(exp_id, Status.KEPT, "accept its result", expect_rev=exp.rev,
+                                reason=Reason.RESULT_ACCEPTED, detail=note or exp.detail)
+                for conf in core.journal.list():
+                    if conf.confirms == exp_id and conf.status == Status.DISCARDED:
+                        core.move(conf.id, Status.KEPT, reason=Reason.CONFIRMATION)
+        self._after_finish(exp)
+        return exp
+
     def _confirm(self, exp: Experiment, seed: int) -> Experiment:
         """Rerun a would-be keep's code on another paired seed; measured, it stays running
         (phase judging) until the experiment it confirms is decided."""
