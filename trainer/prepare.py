@@ -17,6 +17,7 @@ What gets built, once per (source fingerprint, tokenizer config), in one directo
     tokenizer.tiktoken  BPE merges (base64 token, rank per line), trained with rustbpe
     token_bytes.npy     UTF-8 byte length of every token id (0 for special tokens)
     train.bin, val.bin  token ids (uint16 or uint32), every document prefixed by <|bos|>
+                        (inside a sigmaloop trial val.bin reads as empty: only the evaluator sees it)
     meta.json           config, counts, dtype; written last
 The directory is assembled under a temporary name and renamed into place, so a failed or
 interrupted run never leaves a half-written entry, and a second run reuses it untouched.
@@ -585,6 +586,14 @@ class Data:
         return _make_encoding(self.meta["pattern"], _load_ranks(self.path / "tokenizer.tiktoken"))
 
 
+def _tokens(path: Path, dtype) -> np.ndarray:
+    # Empty where it is hidden (a sigmaloop trial's sandbox blanks val.bin): np.memmap refuses
+    # a zero-length file.
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
 def load(cfg: Config | None = None) -> Data:
     """Prepare if needed, then memory-map the token arrays of the resolved source."""
     path = prepare(cfg, verbose=False)
@@ -594,8 +603,8 @@ def load(cfg: Config | None = None) -> Data:
         path=path,
         vocab_size=meta["vocab_size"],
         bos_id=meta["vocab_size"] - 1,
-        train=np.memmap(path / "train.bin", dtype=dtype, mode="r"),
-        val=np.memmap(path / "val.bin", dtype=dtype, mode="r"),
+        train=_tokens(path / "train.bin", dtype),
+        val=_tokens(path / "val.bin", dtype),
         token_bytes=np.load(path / "token_bytes.npy"),
         meta=meta,
     )
@@ -625,6 +634,9 @@ def evaluate_bpb(model, data: Data | None = None) -> float:
     import torch.nn.functional as F
 
     data = data or load()
+    if len(data.val) == 0:
+        raise PrepareError("the validation split is not readable here (inside a sigmaloop trial only "
+                           "the evaluator reads it): call hand_over(model) instead")
     param = next(model.parameters())
     device = param.device
     T, n = eval_windows(data, device.type)
@@ -656,6 +668,50 @@ def evaluate_bpb(model, data: Data | None = None) -> float:
     finally:
         model.train(was_training)
     return total_nats / (math.log(2) * total_bytes)
+
+
+# ---------------------------------------------------------------------------
+# Hand-over: the trial gives its model to the fixed evaluator
+# ---------------------------------------------------------------------------
+
+MODEL_ENV = "SIGMALOOP_MODEL"  # set by sigmaloop: where the trial writes its exported model
+
+
+def export_model(model, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a torch.export program (weights included) that maps token ids (B, T)
+    to logits (B, T, V), with the batch size free; atomically, so a half-written file never
+    counts as a handed-over model."""
+    import torch
+
+    device = next(model.parameters()).device
+    T = EVAL_SEQ_LEN[device.type]
+    example = torch.zeros((EVAL_BATCH_SIZE[device.type], T), dtype=torch.long, device=device)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    finally:
+        model.train(was_training)
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.part{dest.suffix}")
+    torch.export.save(program, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def hand_over(model, data: Data | None = None) -> float | None:
+    """The end of a trial. Under sigmaloop ($SIGMALOOP_MODEL set) the model is exported there and
+    scored by a separate process running this file from the research branch's base commit; the
+    trial itself cannot read the validation split, and returns None. Run by hand, the model is
+    evaluated here and its val_bpb returned."""
+    path = os.environ.get(MODEL_ENV, "").strip()
+    if path:
+        export_model(model, path)
+        return None
+    return evaluate_bpb(model, data)
 
 
 # ---------------------------------------------------------------------------

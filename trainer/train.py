@@ -7,6 +7,7 @@ This is the one file the agent edits. Data, tokenizer and the metric live in pre
     SIGMALOOP_SEED         seed for torch / numpy / python and the batch sampler (default 42)
     SIGMALOOP_METRICS      JSON-lines file to append progress records to (optional)
     SIGMALOOP_MAX_STEPS    optional: run exactly this many steps (schedule on step fraction)
+    SIGMALOOP_MODEL        where to hand the trained model over to the fixed evaluator (prepare.py)
 Ends with the '---' summary block; any failure prints a line starting with FAIL, exit 1.
 """
 
@@ -419,21 +420,25 @@ while True:
         break
 
 # ---------------------------------------------------------------------------
-# Evaluation (prepare.py's fixed metric) and summary
+# Evaluation and summary. Under sigmaloop the model is handed over to the fixed evaluator (a
+# separate process with the base commit's prepare.py: this script can't read the validation
+# split, and what it prints can't change the score); run by hand it is evaluated right here.
 # ---------------------------------------------------------------------------
 
-val_bpb = prepare.evaluate_bpb(train_model, DATA)
-if not math.isfinite(val_bpb):
-    fail(f"val_bpb is {val_bpb}")
 if metrics_file:
     metrics_file.close()
+val_bpb = prepare.hand_over(model, DATA)
+if val_bpb is not None and not math.isfinite(val_bpb):
+    fail(f"val_bpb is {val_bpb}")
 
 steps_timed = max(step - UNTIMED_STEPS, 1)
 mfu_avg = 100 * FLOPS_PER_TOKEN * steps_timed * TOTAL_BATCH_TOKENS / max(train_time, 1e-9) \
     / peak_flops if peak_flops else 0.0
 peak_vram = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else 0.0
 print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
+if val_bpb is not None:
+    print(f"val_bpb:          {val_bpb:.6f}")
+print(f"train_loss:       {loss_value:.6f}")
 print(f"training_seconds: {train_time:.1f}")
 print(f"total_seconds:    {time.time() - T_START:.1f}")
 print(f"peak_vram_mb:     {peak_vram:.1f}")

@@ -59,6 +59,9 @@ def trial_env(spec: TrialSpec, env_allow: Iterable[str] = ()) -> dict[str, str]:
         SIGMALOOP_EXP_ID=str(spec.exp_id),
         PYTHONUNBUFFERED="1",
     )
+    env.pop("SIGMALOOP_MODEL", None)  # only the runner says where a model is handed over
+    if spec.evaluator is not None and spec.model_path:
+        env["SIGMALOOP_MODEL"] = spec.model_path
     env.update(spec.env)
     return env
 

@@ -196,6 +196,27 @@ class KillLimit:
                 "experiment.grace if its start-up and evaluation take longer than that")
 
 
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """The fixed evaluator of a trial: the base commit's prepare.py, copied out of git."""
+
+    identity: str  # "prepare:<blob>": runs scored by the same evaluator are comparable
+    folder: str  # holds that prepare.py and score_model.py (read-only to the evaluator)
+
+
+@dataclass
+class Evaluation:
+    """What the evaluator measured of a handed-over model (or why it could not)."""
+
+    metric: float | None = None
+    causal_leak: float = 0.0  # max |Δ logits| before a position when only later tokens change
+    logit_scale: float = 1.0
+    data: str = ""  # the data cache entry scored on
+    device: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+
 @dataclass
 class TrialSpec:
     """Everything the runner needs to start one trial."""
@@ -214,6 +235,11 @@ class TrialSpec:
     env: dict[str, str] = field(default_factory=dict)  # extra variables (slot devices, threads)
     sandbox: Policy | None = None  # run inside bubblewrap under this policy; None: unsandboxed
     log_cap: int = 64 << 20  # output bytes kept in the log: head and tail past this
+    evaluator: EvaluatorSpec | None = None  # score the handed-over model; None: the printed metric
+    evaluator_policy: Policy | None = None  # the evaluator's own sandbox; None: unsandboxed
+    model_path: str = ""  # where the trial hands its model over ($SIGMALOOP_MODEL)
+    eval_scratch: str = ""  # the evaluator's writable folder (removed after)
+    python: str = ""  # the interpreter the evaluator runs with (the trial's)
 
 
 @dataclass
@@ -230,6 +256,11 @@ class TrialResult:
     wall_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     sandboxed: bool = False  # it ran inside the sandbox
+    printed_metric: float | None = None  # what the script printed (the judged one is `metric`)
+    evaluator: str = ""  # EvaluatorSpec.identity, or "self-reported"
+    data: str = ""
+    device: str = ""
+    untrusted: str = ""  # a lifecycle.Reason value (metric_mismatch, no_model, future_peeking)
 
 
 def code_hash(source: str) -> str:

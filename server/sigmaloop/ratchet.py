@@ -232,6 +232,22 @@ class Ratchet:
         except GitCommandError:
             return None
 
+    def blob_sha(self, commit: str, path: str) -> str | None:
+        """The blob sha of a repository path at a commit (None: not there)."""
+        try:
+            return str(self._run("rev-parse", "--verify", "--quiet", f"{commit}:{path}")).strip() or None
+        except GitCommandError:
+            return None
+
+    def read_file(self, commit: str, path: str) -> str:
+        """A repository file's text at a commit."""
+        try:
+            data = self._run("cat-file", "blob", f"{commit}:{path}", raw=True)
+        except GitCommandError:
+            raise RatchetError(f"{path} is not committed at {_short(commit)}") from None
+        assert isinstance(data, bytes)
+        return data.decode("utf-8")
+
     def _blob_bytes(self, commit: str) -> bytes:
         try:
             data = self._run("cat-file", "blob", f"{commit}:{self.script_path}", raw=True)

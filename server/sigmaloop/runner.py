@@ -40,8 +40,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
-from . import sandbox, secret
+from . import evaluator, sandbox, secret
 from .environment import trial_env
+from .evaluator import SELF_REPORTED
+from .lifecycle import Reason
 from .models import KillLimit, Outcome, ProgressRecord, TrialResult, TrialSpec
 from .output import (
     LOG_TAIL_BYTES,
@@ -254,6 +256,8 @@ def run_trial(
         )
     try:
         result = _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
+        if result.outcome == Outcome.OK and spec.evaluator is not None:
+            _score(spec, result, env, log_file)
         _redact_log(log_file, log_start)
         result.error = secret.redact(result.error)
         if result.crash is not None:
@@ -387,6 +391,50 @@ def _run(
     return _classify(spec, proc.returncode, forced, wall, startup, log_file, log_start, limit)
 
 
+def _device(spec: TrialSpec) -> str:
+    """Where a self-reported trial ran: "cuda" when its slot has a GPU, else "cpu"."""
+    visible = spec.env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return "cuda" if visible and visible != "-1" else "cpu"
+
+
+def _score(spec: TrialSpec, result: TrialResult, env: dict[str, str], log_file: IO[bytes]) -> None:
+    """The fixed evaluator's number for a trial that ended well, or why there is none."""
+    assert spec.evaluator is not None
+    model = Path(spec.model_path)
+    result.evaluator = spec.evaluator.identity
+    if not model.is_file():
+        result.outcome = Outcome.CRASHED
+        if result.printed_metric is not None:
+            result.outcome, result.untrusted = Outcome.OK, Reason.NO_MODEL.value
+            result.error = (f"it printed {spec.metric} {result.printed_metric:g} but handed no model to the "
+                            "evaluator, so that number was never measured")
+        else:
+            result.error = ("the script ended without handing its model over: end it with "
+                            "prepare.hand_over(model) (it exports the model for the fixed evaluator)")
+        _note(log_file, result.error)
+        return
+    eval_env = {k: v for k, v in env.items() if k != "SIGMALOOP_MODEL"}
+    ev = evaluator.evaluate(spec.evaluator, model, spec.python or spec.command[0], eval_env, log_file,
+                            Path(spec.eval_scratch or model.parent / "scratch"), spec.evaluator_policy)
+    result.timings["eval"] = round(ev.seconds, 3)
+    result.data, result.device = ev.data, ev.device
+    if ev.error or ev.metric is None or not math.isfinite(ev.metric):
+        result.outcome = Outcome.CRASHED
+        result.error = f"evaluator: {ev.error}" if ev.error else f"{spec.metric} is {ev.metric} (training diverged?)"
+        _note(log_file, result.error)
+        return
+    result.metric = ev.metric
+    if evaluator.peeks(ev):
+        result.untrusted = Reason.FUTURE_PEEKING.value
+        result.error = (f"earlier predictions changed by up to {ev.causal_leak:.3g} when only later tokens "
+                        "changed: the model sees the future")
+    elif not evaluator.agrees(result.printed_metric, ev.metric):
+        result.untrusted = Reason.METRIC_MISMATCH.value
+        result.error = f"it printed {spec.metric} {result.printed_metric:g}; the evaluator measured {ev.metric:.6f}"
+    if result.untrusted:
+        _note(log_file, result.error)
+
+
 def _classify(
     spec: TrialSpec,
     code: int | None,
@@ -432,8 +480,13 @@ def _classify(
         result.error = "stopped on request"
         _note(log_file, result.error)
         return result
+    result.printed_metric = value
+    if code == 0 and spec.evaluator is not None:
+        return result  # the evaluator decides (_score)
     if code == 0 and value is not None and math.isfinite(value):
         result.metric = value
+        result.evaluator = SELF_REPORTED
+        result.device = _device(spec)
         return result
     result.outcome = Outcome.CRASHED
     root = spec.workspace_root or spec.cwd

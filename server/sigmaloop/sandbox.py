@@ -48,6 +48,7 @@ class Policy:
     hide: tuple[str, ...]  # replaced by empty tmpfs (the repository, the state folder)
     read_only: tuple[str, ...] = ()  # bound back read-only after hiding (data cache, …); ~/x also at $HOME/x
     writable_files: tuple[str, ...] = ()  # existing files bound read-write (the metrics file)
+    blank: tuple[str, ...] = ()  # files that read as empty (the validation split: only the evaluator reads it)
     python: str = sys.executable  # the trial interpreter: its prefixes and sys.path stay visible
     network: bool = False
     gpu: bool = False
@@ -139,6 +140,12 @@ def wrap(argv: list[str], policy: Policy, cwd: str) -> list[str]:
     for path in _outermost(policy.read_only):  # ~/… also where the trial's ~ (its HOME) finds it
         if path.startswith(home + "/") and os.path.exists(path):
             args += ["--ro-bind", path, SANDBOX_HOME + path[len(home):]]
+    for f in policy.blank:
+        f = os.path.realpath(f)
+        if os.path.isfile(f):
+            args += ["--ro-bind", "/dev/null", f]
+            if f.startswith(home + "/"):
+                args += ["--ro-bind", "/dev/null", SANDBOX_HOME + f[len(home):]]
     args += ["--bind", worktree, worktree]
     for f in policy.writable_files:
         args += ["--bind", f, f]
@@ -167,6 +174,14 @@ def data_cache() -> str:
     return os.path.realpath(os.path.expanduser(cache) if cache else os.path.expanduser("~/.cache/sigmaloop"))
 
 
+def validation_files(cache: str | None = None) -> tuple[str, ...]:
+    """The validation split's files in the data cache: every entry's ``val.bin`` and the pinned
+    climbmix validation shard (prepare.py's layout)."""
+    root = Path(cache or data_cache())
+    found = [*root.glob("*/val.bin"), *root.glob("downloads/*/shard_06542.parquet")]
+    return tuple(sorted(str(p) for p in found if p.is_file()))
+
+
 def policy_for(
     workspace: str | os.PathLike[str],
     worktree: str | os.PathLike[str],
@@ -175,10 +190,12 @@ def policy_for(
     read_only: Iterable[str] = (),
     network: bool = False,
     gpu: bool = False,
+    hide_validation: bool = False,
 ) -> Policy:
     """The policy of one trial of a workspace: the repository (its ``.git``, the state folder,
     other worktrees) hidden; the trial's worktree and metrics file writable; the data cache and
-    ``read_only`` visible read-only; ``SIGMALOOP_CACHE`` pointing at the real cache."""
+    ``read_only`` visible read-only (its validation split empty with ``hide_validation``: the
+    fixed evaluator scores the model); ``SIGMALOOP_CACHE`` pointing at the real cache."""
     cache = data_cache()
     return Policy(
         worktree=str(worktree),
@@ -186,6 +203,7 @@ def policy_for(
         read_only=tuple(p for p in (cache, *(os.path.realpath(os.path.expanduser(r)) for r in read_only))
                         if os.path.exists(p)),
         writable_files=(os.path.realpath(metrics_path),),
+        blank=validation_files(cache) if hide_validation else (),
         python=python,
         network=network,
         gpu=gpu,

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import sandbox
+from . import budget as budget_rule
+from . import evaluator, sandbox
 from .core import Core, EngineError
 from .events import Notice, TrialProgress
 from .executors import Executor
@@ -214,9 +215,20 @@ class Trials:
             log_cap=int(runner_cfg.log_cap_mb * (1 << 20)),
         )
         spec.env.update(legacy_env(spec, runner_cfg.env_allow))  # old trainer copies' names
+        # the fixed evaluator: the base commit's prepare.py scores the model the trial hands over
+        spec.evaluator = evaluator.spec_for(core.ratchet, core.state_dir, exp.parent_commit, cfg.metric,
+                                            cfg.evaluator)
+        spec.python = core.config.trial_python()
+        spec.model_path = str(wt.path / ".handover" / evaluator.MODEL_FILE)
+        Path(spec.model_path).parent.mkdir(parents=True, exist_ok=True)
+        spec.eval_scratch = str(core.state_dir / "eval" / str(exp.id))
         locked = False
         try:
-            spec.sandbox = self._sandbox_policy(wt.path, metrics_path)
+            spec.sandbox = self._sandbox_policy(wt.path, metrics_path, hide_validation=spec.evaluator is not None)
+            if spec.sandbox is not None and spec.evaluator is not None:
+                spec.evaluator_policy = evaluator.policy(
+                    spec.evaluator, Path(spec.eval_scratch), Path(spec.model_path), spec.python,
+                    spec.sandbox.gpu, core.workspace)
             locked = self._trial_lock.acquire(stop=lambda: self._stopping(exp.id), on_wait=self._waiting)
             if not locked or self._stopping(exp.id):  # stopped while its worktree was made / it waited
                 result = TrialResult(exp.id, Outcome.STOPPED)
@@ -240,7 +252,7 @@ class Trials:
         result.timings["git"] = git_seconds
         return result
 
-    def _sandbox_policy(self, worktree: Path, metrics_path: Path) -> sandbox.Policy | None:
+    def _sandbox_policy(self, worktree: Path, metrics_path: Path, hide_validation: bool = False) -> sandbox.Policy | None:
         """The trial's sandbox (runner.sandbox): bubblewrap where it runs; "on" refuses to run
         without it; "auto" says once, clearly, that trials run unsandboxed here."""
         core, r = self.core, self.core.config.runner
@@ -250,7 +262,7 @@ class Trials:
         if why is None:
             return sandbox.policy_for(core.workspace, worktree, metrics_path, python=core.config.trial_python(),
                                       read_only=r.read_only, network=r.network,
-                                      gpu=any(Path("/dev").glob("nvidia*")))
+                                      gpu=any(Path("/dev").glob("nvidia*")), hide_validation=hide_validation)
         if r.sandbox == "on":
             raise sandbox.SandboxUnavailable(f'runner.sandbox = "on", but {why}')
         if not self._said_unsandboxed:
@@ -275,9 +287,15 @@ class Trials:
         core = self.core
         timings = dict(result.timings, wall=result.wall_seconds)
         common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None,
-                      sandboxed=result.sandboxed)
+                      sandboxed=result.sandboxed, printed_metric=result.printed_metric,
+                      evaluator=result.evaluator, data=result.data, device=result.device)
         if result.outcome == Outcome.STOPPED:
             return core.move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
+        if result.untrusted:  # the number can't be trusted: never judged, never kept
+            exp = core.move(exp.id, Status.TAMPERED, metric=result.metric, phase=Phase.NONE,
+                            reason=Reason(result.untrusted), detail=result.error, **common)
+            self._after_finish(exp)
+            return exp
         if result.outcome in (Outcome.CRASHED, Outcome.TIMEOUT) or result.metric is None or not math.isfinite(result.metric):
             status = Status.TIMEOUT if result.outcome == Outcome.TIMEOUT else Status.CRASHED
             reason = Reason.TIMEOUT if status == Status.TIMEOUT else Reason.CRASHED
@@ -285,6 +303,15 @@ class Trials:
                             reason=reason, detail=result.error or "", **common)
             self._after_finish(exp)
             return exp
+        if not exp.is_baseline:
+            check = budget_rule.check(exp.budget or core.config.experiment.budget, result.wall_seconds,
+                                      result.summary.get("training_seconds"), result.evaluator, result.device,
+                                      core.journal.by_status(*MEASURED), core.config.judge)
+            if check.over:
+                exp = core.move(exp.id, Status.OVER_BUDGET, metric=result.metric, phase=Phase.NONE,
+                                reason=Reason.OVER_BUDGET, detail=check.describe(), **common)
+                self._after_finish(exp)
+                return exp
         exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, **common)
         t0 = time.time()
         exp = self._judge(exp)

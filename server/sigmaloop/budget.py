@@ -1,0 +1,75 @@
+"""The budget is the runner's, not the script's: a trial that trained past it is ``over_budget``.
+
+The runner times every trial process itself (``timings["wall"]``: start to exit, hand-over
+included). What a run costs beyond its budget — start-up, data loading, compiling, exporting the
+model — is learned from the comparable runs already measured (same budget, evaluator, device):
+their median ``wall - budget``. A candidate is over budget when
+
+    wall - budget  >  learned overhead + max(budget_tolerance_s, budget_tolerance x budget)
+
+(it trained, or did anything else it shouldn't, for longer than the runs it is compared with),
+or when the training time it reports itself is past its budget by that tolerance. Baselines set
+the overhead and are not checked against it; with nothing measured yet only the reported time
+is checked (and the kill limit still ends a run that never stops).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .config import JudgeConfig
+from .models import MEASURED, Experiment
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """The numbers of one over-budget decision (rendered by :meth:`describe`)."""
+
+    budget: float
+    wall: float
+    overhead: float | None  # learned from `runs` comparable runs; None: nothing to learn from
+    runs: int
+    tolerance: float
+    reported: float | None  # the training seconds the script printed
+
+    @property
+    def trained(self) -> float | None:
+        """Training time by the runner's clock: wall minus the learned overhead."""
+        return None if self.overhead is None else self.wall - self.overhead
+
+    @property
+    def over(self) -> bool:
+        if self.overhead is not None and self.wall - self.budget > self.overhead + self.tolerance:
+            return True
+        return self.reported is not None and self.reported > self.budget + self.tolerance
+
+    def describe(self) -> str:
+        if self.overhead is not None and self.wall - self.budget > self.overhead + self.tolerance:
+            return (f"trained ~{self.trained:.1f}s by the runner's clock for a {self.budget:g}s budget "
+                    f"(wall {self.wall:.1f}s − overhead {self.overhead:.1f}s learned from {self.runs} "
+                    f"comparable runs; tolerance {self.tolerance:.1f}s)")
+        return (f"reported {self.reported:.1f}s of training for a {self.budget:g}s budget "
+                f"(tolerance {self.tolerance:.1f}s)")
+
+
+def comparable(e: Experiment, budget: float, evaluator: str, device: str) -> bool:
+    return (e.budget is not None and math.isclose(e.budget, budget, rel_tol=1e-6)
+            and e.evaluator == evaluator and e.device == device)
+
+
+def check(budget: float, wall: float, reported: float | None, evaluator: str, device: str,
+          history: Iterable[Experiment], cfg: JudgeConfig) -> BudgetCheck:
+    """The over-budget decision for a finished trial against ``history`` (measured runs)."""
+    overheads = [
+        e.timings["wall"] - budget for e in history
+        if e.status in MEASURED and e.metric is not None and comparable(e, budget, evaluator, device)
+        and isinstance(e.timings.get("wall"), (int, float)) and math.isfinite(e.timings["wall"])
+    ]
+    overhead = statistics.median(overheads) if overheads else None
+    tolerance = max(cfg.budget_tolerance_s, cfg.budget_tolerance * budget)
+    if reported is not None and not math.isfinite(reported):
+        reported = None
+    return BudgetCheck(budget, wall, overhead, len(overheads), tolerance, reported)
