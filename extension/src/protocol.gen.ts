@@ -182,6 +182,12 @@ export interface RejectParams {
   reason?: string | null;
 }
 
+/** `sigmaloop.rejectResult`: `[id, reason?]`; the reason is kept with the verdict. */
+export interface RejectResultParams {
+  id: number;
+  reason?: string | null;
+}
+
 export interface RunBaselineParams {
   budget?: number | null;
 }
@@ -312,6 +318,8 @@ export interface Commands {
   'sigmaloop.propose': { params: ProposeParams; result: ExperimentRecord };  // [kind?]
   'sigmaloop.accept': { params: ExperimentParams; result: ExperimentRecord };  // [id]
   'sigmaloop.reject': { params: RejectParams; result: ExperimentRecord };  // [id, reason?]
+  'sigmaloop.acceptResult': { params: ExperimentParams; result: ExperimentRecord };  // [id]
+  'sigmaloop.rejectResult': { params: RejectResultParams; result: ExperimentRecord };  // [id, reason?]
   'sigmaloop.startLoop': { params: StartLoopParams; result: LoopStarted };  // [iterations?, budget?, proposer?]
   'sigmaloop.stopLoop': { params: NoParams; result: StopLoopResult };  // []
   'sigmaloop.stopExperiment': { params: ExperimentParams; result: StopExperimentResult };  // [id]
@@ -325,6 +333,8 @@ export const COMMANDS = [
   'sigmaloop.propose',
   'sigmaloop.accept',
   'sigmaloop.reject',
+  'sigmaloop.acceptResult',
+  'sigmaloop.rejectResult',
   'sigmaloop.startLoop',
   'sigmaloop.stopLoop',
   'sigmaloop.stopExperiment',

@@ -8,6 +8,7 @@ from lsprotocol import types
 
 from sigmaloop.anomaly import detect
 from sigmaloop.diff import change_blocks, parent_line, unified_diff
+from sigmaloop.lifecycle import Reason
 from sigmaloop.lsp import render
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
 
@@ -117,9 +118,77 @@ def test_lens_title_from_the_state():
     state = {"metric": "val_bpb", "direction": "minimize", "kept": 3, "run": 17, "running": [],
              "reference": {"value": 1.2101, "sigma": 0.0023, "sigmaDof": 2, "seeds": [42, 43], "ids": [12, 13]},
              "best": {"id": 12, "metric": 1.2101, "hypothesis": "LR up"}}
-    assert render.lens_title(state) == "val_bpb ↓ 1.2101 ± 0.0023 (#12) · kept 3 / 17 run"
+    assert render.lens_title(state) == "val_bpb ↓ 1.2101 ± 0.0023 (#12, 2 seeds) · kept 3 / 17 run"
     state.update(direction="maximize", metric="accuracy", running=[20, 21, 22, 23])
     assert render.lens_title(state).startswith("accuracy ↑ 1.2101")
     assert render.lens_title(state).endswith("running #20, #21, #22 …")
     assert render.lens_title({"reference": None, "best": None, "kept": 0, "run": 0}) == \
         "no baseline yet · kept 0 / 0 run"
+
+
+def test_noise_advisor_in_the_lens_title_and_its_advice_lens():
+    advice = ("the judge can only keep improvements of 0.035 val_bpb or more (1.6% of the reference): "
+              "run-to-run noise is large here. More baseline seeds (now 3; judge.seeds), …")
+    state = {"metric": "val_bpb", "direction": "minimize", "kept": 0, "run": 0, "running": [],
+             "reference": {"value": 2.1234, "sigma": 0.0123, "sigmaDof": 2, "seeds": [42, 43, 44],
+                           "ids": [1, 2, 3], "keepThreshold": 0.0348, "advice": advice},
+             "best": {"id": 1, "metric": 2.1234, "hypothesis": "baseline"}}
+    assert render.lens_title(state) == \
+        "val_bpb ↓ 2.1234 ± 0.0123 (#1, 3 seeds) · keeps ≥ 0.035 (1.6%) · kept 0 / 0 run"
+    lenses = render.code_lenses(render.lens_title(state), render.lens_advice(state))
+    assert lenses[0].command.tooltip == advice
+    assert lenses[-1].command.title == f"$(warning) {advice}" and lenses[-1].range.start.line == 0
+    quiet = {**state, "reference": {**state["reference"], "keepThreshold": 0.004, "advice": None}}
+    assert "keeps ≥ 0.004 (0.2%)" in render.lens_title(quiet)
+    assert render.lens_advice(quiet) is None and len(render.code_lenses("t", None)) == 5
+
+
+def test_implausible_gain_warns_offers_review_and_goes_after_it():
+    e = exp(9, SCRIPT.replace("DEPTH = 4", "DEPTH = 64"), status=Status.DISCARDED, delta=-1.15, z=163.2,
+            reason=Reason.IMPLAUSIBLE.value, verdict="-1.1500 val_bpb, 163.2σ: implausibly large, …")
+    index = render.HistoryIndex.build([e], render.DocLines(SCRIPT), metric="val_bpb")
+    (en,) = index.flagged
+    d = render.flagged_diagnostic(index.doc, en, index.metric)
+    assert d.severity == types.DiagnosticSeverity.Warning and d.range.start.line == 3
+    assert d.message == "#9: −1.15 val_bpb at 163σ is implausibly large — look before keeping it"
+    assert d.data == {"expId": 9, "review": True}
+    assert [a.title for a in render.review_actions(en)] == [
+        "Accept result of #9 (keep it)", "Reject result of #9…", "Show diff for #9"]
+    assert [a.command.command for a in render.review_actions(en)] == [
+        "sigmaloop.acceptResult", "sigmaloop.rejectResult", "sigmaloop.showExperiment"]
+    assert index.review_at(3, 3) == [en] and index.review_at(0, 1) == []
+    lenses = render.experiment_lenses(index)
+    assert [lens.command.title for lens in lenses][1:] == [
+        "$(check) Accept result", "$(close) Reject result", "$(diff) Show diff"]
+    assert all(lens.range.start.line == 3 and lens.command.arguments == [9] for lens in lenses)
+    (hint,) = index.inlay_hints(3, 3)
+    assert hint.label[0].value.endswith("implausible")
+    # looked at and refused: no longer flagged; the history says what happened
+    index.update(Experiment(**{**e.__dict__, "reason": Reason.RESULT_REJECTED.value}))
+    assert index.flagged == [] and render.experiment_lenses(index) == []
+    assert "| discarded after a look |" in index.hover_markdown(3)
+
+
+def test_tampered_and_over_budget_are_never_shown_like_a_keep():
+    t = exp(5, SCRIPT.replace("LR = 0.04", "LR = 0.4"), status=Status.TAMPERED, delta=-0.3, z=40.0,
+            reason=Reason.METRIC_MISMATCH.value, evaluator="prepare:abc123",
+            verdict="tampered: the printed metric is not the evaluator's (printed 0.7, evaluated 1.0)")
+    o = exp(6, SCRIPT.replace("DEPTH = 4", "DEPTH = 5"), status=Status.OVER_BUDGET, delta=-0.01, z=3.0,
+            reason=Reason.OVER_BUDGET.value, verdict="over budget: trained 75s of a 60s budget")
+    s = exp(7, SCRIPT.replace("    x = 1", "    x = 2"), status=Status.KEPT, delta=-0.01, z=3.0,
+            reason=Reason.IMPROVED.value, evaluator="self-reported")
+    index = render.HistoryIndex.build([t, o, s], render.DocLines(SCRIPT))
+    assert [en.exp.id for en in index.flagged] == [6, 5]
+    by_id = {en.exp.id: render.flagged_diagnostic(index.doc, en, "val_bpb") for en in index.flagged}
+    assert by_id[5].severity == types.DiagnosticSeverity.Error
+    assert by_id[5].message == ("exp #5 tampered: the printed metric is not the evaluator's "
+                                "(printed 0.7, evaluated 1.0)")
+    assert by_id[6].severity == types.DiagnosticSeverity.Warning
+    assert by_id[6].message == "exp #6 over budget: trained 75s of a 60s budget"
+    assert index.label(2)[0].endswith("tampered") and index.label(3)[0].endswith("over budget")
+    assert "| **tampered** |" in index.hover_markdown(2)
+    assert "| **over budget** |" in index.hover_markdown(3)
+    assert "| kept · self-reported metric |" in index.hover_markdown(7)
+    titles = [lens.command.title for lens in render.experiment_lenses(index)]
+    assert titles == ["$(watch) #6 over budget: trained 75s of a 60s budget",
+                      "$(error) #5 tampered: the printed metric is not the evaluator's (printed 0.7, evaluated 1.0)"]

@@ -147,7 +147,7 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     hover = await client.text_document_hover_async(types.HoverParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=BIAS_LINE, character=2)))
-    assert f"#{exp_id}" in hover.contents.value and "| kept |" in hover.contents.value
+    assert f"#{exp_id}" in hover.contents.value and "| kept" in hover.contents.value
     assert "lower bias" in hover.contents.value
 
     # the code lens summary follows
@@ -158,7 +158,8 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
             break
         await asyncio.sleep(0.05)
     assert lenses[0].command.title.startswith("val_bpb ↓ 0.9")  # the new head's reference
-    assert f"(#{exp_id})" in lenses[0].command.title and "kept 1 / 1 run" in lenses[0].command.title
+    assert f"(#{exp_id}, " in lenses[0].command.title and "kept 1 / 1 run" in lenses[0].command.title
+    assert "keeps ≥ " in lenses[0].command.title  # the noise advisor: the smallest keepable gain
 
     # sigmaloop/experiments, with curves
     got = await client.protocol.send_request_async(

@@ -27,6 +27,7 @@ from .protocol import (
     NoParams,
     ProposeParams,
     RejectParams,
+    RejectResultParams,
     RunBaselineParams,
     StartLoopParams,
 )
@@ -109,6 +110,20 @@ async def accept(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
 async def reject(ls: SigmaloopServer, p: RejectParams) -> dict[str, Any]:
     engine = ls.engine_or_fail()
     return protocol.experiment(await run(ls, engine.reject, p.id, p.reason))
+
+
+@command("sigmaloop.acceptResult")
+async def accept_result(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
+    """Keep an implausibly large gain after a look (the research branch advances)."""
+    engine = ls.engine_or_fail()
+    return protocol.experiment(await run(ls, engine.review_result, p.id, True))
+
+
+@command("sigmaloop.rejectResult")
+async def reject_result(ls: SigmaloopServer, p: RejectResultParams) -> dict[str, Any]:
+    """Refuse an implausibly large gain after a look: it stays discarded, for good."""
+    engine = ls.engine_or_fail()
+    return protocol.experiment(await run(ls, engine.review_result, p.id, False, p.reason or ""))
 
 
 @command("sigmaloop.startLoop")

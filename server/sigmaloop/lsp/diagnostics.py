@@ -1,5 +1,6 @@
-"""Diagnostics on the train script: crashes at their line, loss-curve anomalies, pending
-proposals; and the refresh that follows any change (diagnostics, then inlay hints).
+"""Diagnostics on the train script: crashes at their line, loss-curve anomalies, implausible
+gains waiting for a look, tampered and over-budget results, pending proposals; and the refresh
+that follows any change (diagnostics, then inlay hints and the experiments' code lenses).
 
 A crash line is anchored by its text in the experiment's own script (one git read through the
 engine, cached); until that text is fetched the line is placed through the diff.
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RECENT_CRASHES = 10  # crash diagnostics for the newest N crashed experiments
 RECENT_ANOMALIES = 20  # anomaly warnings for the newest N finished experiments
+RECENT_FLAGGED = 20  # implausible / tampered / over-budget diagnostics for the newest N
 REFRESH_DEBOUNCE = 0.05  # s
 
 
@@ -36,6 +38,7 @@ class Diagnostics:
         self.crash_text: dict[int, str | None] = {}
         self.anomalies: dict[int, list[Anomaly]] = {}
         self.published: list[types.Diagnostic] | None = None
+        self._lensed: list[tuple[int, str, str]] | None = None  # what the experiments' lenses showed
         self._handle: asyncio.TimerHandle | None = None
 
     # --- what finished experiments leave behind ------------------------------------------
@@ -112,6 +115,10 @@ class Diagnostics:
             en = index.entries.get(e.id)
             if en is not None and self.anomalies.get(e.id):
                 out += render.anomaly_diagnostics(doc, en, self.anomalies[e.id])
+        for en in index.flagged[:RECENT_FLAGGED]:
+            d = render.flagged_diagnostic(doc, en, index.metric)
+            if d is not None:
+                out.append(d)
         for en in index.pending:
             out += render.proposal_diagnostics(doc, en)
         return out
@@ -148,3 +155,9 @@ class Diagnostics:
         self.publish()
         if self.ls.supports("workspace", "inlay_hint", "refresh_support"):
             self.ls.workspace_inlay_hint_refresh(None)
+        lensed = [(en.exp.id, en.exp.status.value, en.exp.reason)
+                  for en in self.ls.script.index().flagged[:render.FLAGGED_LENSES]]
+        if lensed != self._lensed:
+            self._lensed = lensed
+            if self.ls.supports("workspace", "code_lens", "refresh_support"):
+                self.ls.workspace_code_lens_refresh(None)

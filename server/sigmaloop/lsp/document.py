@@ -84,7 +84,7 @@ class Script:
         old = self.rows.get(e.id)
         row = render.Row.of(e)
         self.rows[e.id] = row
-        if old is not None and old.status == e.status and old.delta == e.delta:
+        if old is not None and old.status == e.status and old.delta == e.delta and old.reason == e.reason:
             return False
         if self._index is not None and not self._dirty:
             self._index.update(row)  # in place: no rebuild of thousands of entries

@@ -1,5 +1,6 @@
 """Editor features on the train script: inlay hints (per-line history), hover, code actions on
-pending proposals, the code lens (the state's title and the buttons), and document sync.
+pending proposals and on implausible gains, the code lenses (the state's title, the noise advice
+and the buttons at the top; flagged experiments over their edit), and document sync.
 
 Each handler translates LSP → the history index or the state and back; :mod:`.render` shapes.
 """
@@ -54,8 +55,12 @@ def code_actions(ls: SigmaloopServer, params: types.CodeActionParams) -> list[ty
     if ls.engine is None or not ls.script.is_script(params.text_document.uri):
         return None
     out: list[types.CodeAction] = []
-    for en in ls.script.index().pending_at(params.range.start.line, params.range.end.line):
+    index = ls.script.index()
+    start, end = params.range.start.line, params.range.end.line
+    for en in index.pending_at(start, end):
         out += render.proposal_actions(en)
+    for en in index.review_at(start, end):
+        out += render.review_actions(en)
     return out
 
 
@@ -65,11 +70,11 @@ async def code_lens(ls: SigmaloopServer, params: types.CodeLensParams) -> list[t
     await ls.wait_ready()
     if ls.engine is None:
         return render.code_lenses(ls.problem or "sigmaloop: starting…")
-    title = ls.sync.lens_title
+    title, state = ls.sync.lens_title, ls.sync.state
     if title is None:
         state = await ls.sync.current()
         title = render.lens_title(state) if state else "sigmaloop"
-    return render.code_lenses(title)
+    return render.code_lenses(title, render.lens_advice(state)) + render.experiment_lenses(ls.script.index())
 
 
 def cancel(ls: SigmaloopServer, params: types.WorkDoneProgressCancelParams) -> None:

@@ -175,6 +175,14 @@ class RejectParams:
 
 
 @dataclass
+class RejectResultParams:
+    """``sigmaloop.rejectResult``: ``[id, reason?]``; the reason is kept with the verdict."""
+
+    id: int
+    reason: str | None = None
+
+
+@dataclass
 class RunBaselineParams:
     budget: float | None = None
 
@@ -324,7 +332,7 @@ def overrides(settings: Any) -> dict[str, dict[str, Any]]:
 WIRE_TYPES = (
     Crash, ExperimentRecord, ProgressPoint, TrialProgressParams, ReferenceState, BestState,
     CalibrationState, LoopStatus, State, NoParams, ExperimentParams, RejectParams,
-    RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, ExperimentWithCurve,
+    RejectResultParams, RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, ExperimentWithCurve,
     ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
     ShowExperimentResult, AdoptResult, LlmSettings, Settings, InitializationOptions, ApiKeyParams,
     ApiKeyResult,
@@ -340,6 +348,8 @@ COMMANDS: dict[str, tuple[type, Any]] = {
     "sigmaloop.propose": (ProposeParams, ExperimentRecord),
     "sigmaloop.accept": (ExperimentParams, ExperimentRecord),
     "sigmaloop.reject": (RejectParams, ExperimentRecord),
+    "sigmaloop.acceptResult": (ExperimentParams, ExperimentRecord),
+    "sigmaloop.rejectResult": (RejectResultParams, ExperimentRecord),
     "sigmaloop.startLoop": (StartLoopParams, LoopStarted),
     "sigmaloop.stopLoop": (NoParams, StopLoopResult),
     "sigmaloop.stopExperiment": (ExperimentParams, StopExperimentResult),

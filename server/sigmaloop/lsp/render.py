@@ -20,6 +20,7 @@ from lsprotocol import types
 
 from ..anomaly import Anomaly
 from ..diff import DiffInfo, change_blocks
+from ..lifecycle import Reason
 from ..models import CrashLocation, Experiment, Status
 
 SOURCE = "sigmaloop"
@@ -48,6 +49,8 @@ class Row:
     started_at: float | None = None
     rev: int = 0
     sandboxed: bool | None = None
+    reason: str = ""
+    evaluator: str = ""
 
     @property
     def is_baseline(self) -> bool:
@@ -56,7 +59,59 @@ class Row:
     @classmethod
     def of(cls, e: Experiment) -> Row:
         return cls(e.id, e.status, e.source, e.hypothesis, e.predicted_delta, e.diff, e.metric,
-                   e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev, e.sandboxed)
+                   e.delta, e.z, e.verdict, e.crash, e.confirms, e.started_at, e.rev, e.sandboxed,
+                   e.reason, e.evaluator)
+
+
+# --------------------------------------------------------------------------- verdicts that need a word
+
+#: results that can't be trusted: never shown like a keep
+UNTRUSTED = frozenset({Status.TAMPERED, Status.OVER_BUDGET})
+SELF_REPORTED = "self-reported"
+
+
+def awaits_review(e: Experiment | Row) -> bool:
+    """An implausibly large gain held back until the researcher accepts or rejects its result."""
+    return e.status == Status.DISCARDED and e.reason == Reason.IMPLAUSIBLE.value
+
+
+def flagged(e: Experiment | Row) -> bool:
+    """Shown on its own in the editor: waiting for a look, or not to be trusted."""
+    return e.status in UNTRUSTED or awaits_review(e)
+
+
+def status_text(e: Experiment | Row) -> str:
+    """The status as people read it: what it is, and why when the bare status would mislead."""
+    if e.status == Status.OVER_BUDGET:
+        return "over budget"
+    if awaits_review(e):
+        return "implausible"
+    if e.reason in (Reason.RESULT_ACCEPTED.value, Reason.RESULT_REJECTED.value):
+        return f"{e.status.value} after a look"
+    return e.status.value
+
+
+def untrusted_label(e: Experiment | Row) -> str:
+    """``tampered: the printed metric is not the evaluator's (…)`` / ``over budget: …``."""
+    label = status_text(e)
+    text = e.verdict.strip()
+    if text.startswith(label):
+        text = text[len(label):].lstrip(" :")
+    return f"{label}: {text}" if text else label
+
+
+def delta_text(e: Experiment | Row, metric: str) -> str:
+    """``−1.15 val_bpb at 163σ`` (three significant digits; z whole above 10)."""
+    parts = []
+    if e.delta is not None and math.isfinite(e.delta):
+        parts.append(f"{e.delta:+.3g}".replace("-", MINUS) + (f" {metric}" if metric else ""))
+    if e.z is not None and math.isfinite(e.z):
+        parts.append(f"at {e.z:.0f}σ" if abs(e.z) >= 10 else f"at {e.z:.1f}σ")
+    return " ".join(parts) or "a gain"
+
+
+def implausible_message(e: Experiment | Row, metric: str) -> str:
+    return f"#{e.id}: {delta_text(e, metric)} is implausibly large — look before keeping it"
 
 
 # --------------------------------------------------------------------------- documents
@@ -125,6 +180,7 @@ class HistoryIndex:
     metric: str = "val_bpb"
     by_line: dict[int, list[Entry]] = field(default_factory=dict)
     pending: list[Entry] = field(default_factory=list)
+    flagged: list[Entry] = field(default_factory=list)  # newest first: see :func:`flagged`
     entries: dict[int, Entry] = field(default_factory=dict)
     diffs: dict[int, tuple[str, DiffInfo]] = field(default_factory=dict)
     _labels: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -153,6 +209,8 @@ class HistoryIndex:
                         lst.append(en)
             if en.exp.status == Status.PROPOSED:
                 index.pending.append(en)
+            if flagged(en.exp):
+                index.flagged.append(en)
         return index
 
     def _entry(self, e: Experiment) -> Entry | None:
@@ -194,6 +252,12 @@ class HistoryIndex:
             self.pending.sort(key=lambda x: x.exp.id, reverse=True)
         elif e.status != Status.PROPOSED and was:
             self.pending.remove(en)
+        was = en in self.flagged
+        if flagged(e) and not was:
+            self.flagged.append(en)
+            self.flagged.sort(key=lambda x: x.exp.id, reverse=True)
+        elif not flagged(e) and was:
+            self.flagged.remove(en)
         return True
 
     # --- inlay hints ---
@@ -210,7 +274,7 @@ class HistoryIndex:
             parts.append(f"{signed(e.delta)} {unit}".rstrip())
             if full and e.z is not None and math.isfinite(e.z):
                 parts.append(f"({e.z:.1f}σ)")
-        parts.append(e.status.value)
+        parts.append(status_text(e))
         if not full:  # status reads better right after the id when compressed
             parts = [parts[0], parts[-1], *parts[1:-1]]
         return " ".join(parts)
@@ -269,9 +333,15 @@ class HistoryIndex:
             z = f"{e.z:.1f}σ" if e.z is not None and math.isfinite(e.z) else ""
             hyp = _md_cell(en.change + ": " + e.hypothesis if en.change and e.hypothesis
                            else en.change or e.hypothesis)
+            status = status_text(e)
+            if flagged(e):
+                status = f"**{status}**"
+            if e.evaluator == SELF_REPORTED:
+                status += " · self-reported metric"
+            if e.sandboxed is False:
+                status += " · **unsandboxed**"
             rows.append(f"| [#{e.id}](command:sigmaloop.showExperiment?%5B{e.id}%5D) | "
-                        f"{e.status.value}{' · **unsandboxed**' if e.sandboxed is False else ''} | {delta} | "
-                        f"{z} | {hyp} |")
+                        f"{status} | {delta} | {z} | {hyp} |")
         if len(entries) > HISTORY_ROWS:
             rows.append("")
             rows.append(f"… and {len(entries) - HISTORY_ROWS} older")
@@ -282,6 +352,11 @@ class HistoryIndex:
     def pending_at(self, start: int, end: int) -> list[Entry]:
         return [en for en in self.pending
                 if any(a <= end and start <= b for a, b in en.ranges)]
+
+    def review_at(self, start: int, end: int) -> list[Entry]:
+        """Implausible gains waiting for a look whose first changed block touches the range."""
+        return [en for en in self.flagged if awaits_review(en.exp) and en.ranges
+                and en.ranges[0][0] <= end and start <= en.ranges[0][1]]
 
 
 def _short(text: str, n: int) -> str:
@@ -307,14 +382,40 @@ def lens_title(state: dict[str, Any]) -> str:
         head = f"{state.get('metric', '')} {arrow} {ref['value']:.4f}"
         if ref.get("sigma") is not None:
             head += f" ± {ref['sigma']:.4f}"
-        if best is not None:
-            head += f" (#{best['id']})"
+        seeds = len(ref.get("seeds") or ())
+        made = [f"#{best['id']}"] if best is not None else []
+        if seeds:
+            made.append(f"{seeds} seed{'s' if seeds != 1 else ''}")
+        if made:
+            head += f" ({', '.join(made)})"
+        keeps = keep_text(ref)
+        if keeps:
+            head += f" · {keeps}"
     parts = [head, f"kept {state.get('kept', 0)} / {state.get('run', 0)} run"]
     running = state.get("running") or []
     if running:
         parts.append(f"running {', '.join(f'#{i}' for i in running[:3])}"
                      + (" …" if len(running) > 3 else ""))
     return " · ".join(parts)
+
+
+def keep_text(ref: dict[str, Any]) -> str:
+    """The noise advisor in a few words: ``keeps ≥ 0.035 (1.6%)`` (the smallest improvement the
+    judge can keep at the current σ, k and seeds), or "" before σ is known."""
+    thr = ref.get("keepThreshold")
+    if thr is None or not math.isfinite(thr):
+        return ""
+    text = f"keeps ≥ {thr:.0f}" if thr >= 100 else f"keeps ≥ {thr:.2g}"
+    value = ref.get("value")
+    if value:
+        text += f" ({100 * thr / abs(value):.1f}%)"
+    return text
+
+
+def lens_advice(state: dict[str, Any] | None) -> str | None:
+    """What would lower the keep threshold, when it is large against the metric."""
+    ref = (state or {}).get("reference") or {}
+    return ref.get("advice") or None
 
 
 BUTTONS = (
@@ -325,14 +426,49 @@ BUTTONS = (
 )
 
 
-def code_lenses(title: str) -> list[types.CodeLens]:
-    top = types.Range(start=types.Position(line=0, character=0),
-                      end=types.Position(line=0, character=0))
+def _at(line: int) -> types.Range:
+    return types.Range(start=types.Position(line=line, character=0),
+                       end=types.Position(line=line, character=0))
+
+
+def code_lenses(title: str, advice: str | None = None) -> list[types.CodeLens]:
+    top = _at(0)
     lenses = [types.CodeLens(range=top, command=types.Command(
-        title=title, command="sigmaloop.summary"))]
+        title=title, command="sigmaloop.summary", tooltip=advice))]
     for label, command in BUTTONS:
         lenses.append(types.CodeLens(range=top, command=types.Command(title=label, command=command)))
+    if advice:
+        lenses.append(types.CodeLens(range=top, command=types.Command(
+            title=f"$(warning) {advice}", command="sigmaloop.summary", tooltip=advice)))
     return lenses
+
+
+FLAGGED_LENSES = 5  # experiments with their own code lens (the newest)
+
+
+def experiment_lenses(index: HistoryIndex) -> list[types.CodeLens]:
+    """Over the first changed block of the newest flagged experiments: an implausible gain's
+    verdict with Accept result / Reject result / Show diff; a tampered or over-budget run's verdict."""
+    out: list[types.CodeLens] = []
+    for en in index.flagged[:FLAGGED_LENSES]:
+        if not en.ranges:
+            continue
+        e, at = en.exp, _at(en.ranges[0][0])
+
+        def lens(title: str, command: str, tooltip: str | None = None, e=e, at=at) -> types.CodeLens:
+            return types.CodeLens(range=at, command=types.Command(
+                title=title, command=command, arguments=[e.id], tooltip=tooltip))
+
+        if awaits_review(e):
+            out += [lens(f"$(warning) {implausible_message(e, index.metric)}", "sigmaloop.showExperiment",
+                         e.verdict or None),
+                    lens("$(check) Accept result", "sigmaloop.acceptResult", f"keep #{e.id}: the branch advances"),
+                    lens("$(close) Reject result", "sigmaloop.rejectResult", f"#{e.id} stays discarded"),
+                    lens("$(diff) Show diff", "sigmaloop.showExperiment")]
+        else:
+            icon = "$(error)" if e.status == Status.TAMPERED else "$(watch)"
+            out.append(lens(f"{icon} #{e.id} {untrusted_label(e)}", "sigmaloop.showExperiment", e.verdict or None))
+    return out
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -364,6 +500,24 @@ def anomaly_diagnostics(doc: DocLines, en: Entry, anomalies: Sequence[Anomaly]) 
     ) for an in anomalies]
 
 
+def flagged_diagnostic(doc: DocLines, en: Entry, metric: str) -> types.Diagnostic | None:
+    """At the first changed block: a warning for an implausible gain waiting for a look
+    (``data.review``: the code actions offer Accept / Reject result), an error for a tampered
+    result, a warning for an over-budget run."""
+    e = en.exp
+    if not en.ranges:
+        return None
+    a, b = en.ranges[0]
+    if awaits_review(e):
+        severity, message = types.DiagnosticSeverity.Warning, implausible_message(e, metric)
+    else:
+        severity = types.DiagnosticSeverity.Error if e.status == Status.TAMPERED else types.DiagnosticSeverity.Warning
+        message = f"exp #{e.id} {untrusted_label(e)}"
+    return types.Diagnostic(range=_line_range(doc, a, b), severity=severity, source=SOURCE,
+                            code=f"exp-{e.id}", message=message,
+                            data={"expId": e.id, "review": awaits_review(e)})
+
+
 def proposal_diagnostics(doc: DocLines, en: Entry) -> list[types.Diagnostic]:
     e = en.exp
     what = e.hypothesis or en.change or "proposed edit"
@@ -391,5 +545,21 @@ def proposal_actions(en: Entry) -> list[types.CodeAction]:
     return [
         action(f"Accept experiment #{e.id}: {hyp}", "sigmaloop.accept"),
         action(f"Reject experiment #{e.id}…", "sigmaloop.reject"),
+        action(f"Show diff for #{e.id}", "sigmaloop.showExperiment"),
+    ]
+
+
+def review_actions(en: Entry) -> list[types.CodeAction]:
+    """Quick fixes on an implausible gain: keep it after a look, refuse it, or look at it."""
+    e = en.exp
+    kind = types.CodeActionKind.QuickFix
+
+    def action(title: str, command: str) -> types.CodeAction:
+        return types.CodeAction(title=title, kind=kind,
+                                command=types.Command(title=title, command=command, arguments=[e.id]))
+
+    return [
+        action(f"Accept result of #{e.id} (keep it)", "sigmaloop.acceptResult"),
+        action(f"Reject result of #{e.id}…", "sigmaloop.rejectResult"),
         action(f"Show diff for #{e.id}", "sigmaloop.showExperiment"),
     ]

@@ -55,6 +55,7 @@ class Sync:
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self.state: dict[str, Any] | None = None  # the last state sent
         self.lens_title: str | None = None
+        self._lens_advice: str | None = None
         self._state_handle: asyncio.TimerHandle | None = None
         self._state_task: asyncio.Future | None = None
         self._state_dirty = False
@@ -200,8 +201,9 @@ class Sync:
             self.state = state
             ls.notify(protocol.STATE, state)
         title = render.lens_title(state)
-        if title != self.lens_title:
-            self.lens_title = title
+        advice = render.lens_advice(state)
+        if title != self.lens_title or advice != self._lens_advice:
+            self.lens_title, self._lens_advice = title, advice
             if ls.supports("workspace", "code_lens", "refresh_support"):
                 ls.workspace_code_lens_refresh(None)
         return state
