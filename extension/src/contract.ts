@@ -69,7 +69,16 @@ export type LoopStateParams = Partial<LoopStatus> & { running: boolean; message?
 /** The loop's part of the state (the generated name is the engine's `LoopStatus`). */
 export type LoopState = LoopStatus;
 
-export const FINISHED_STATUSES = new Set(['rejected', 'kept', 'discarded', 'crashed', 'timeout', 'pruned']);
+export const FINISHED_STATUSES = new Set(['rejected', 'kept', 'discarded', 'crashed', 'timeout', 'pruned', 'over_budget', 'tampered']);
+/** Results that can't be trusted: never shown like a keep. */
+export const UNTRUSTED_STATUSES = new Set(['tampered', 'over_budget']);
+/** `evaluator` of a run scored from the number its own script printed (no fixed evaluator). */
+export const SELF_REPORTED = 'self-reported';
+
+/** An implausibly large gain the judge held back: kept only if the researcher accepts its result. */
+export function awaitsReview(e: { status: string; reason?: unknown }): boolean {
+  return e.status === 'discarded' && e.reason === 'implausible';
+}
 export const ACTIVE_STATUSES = new Set(['accepted', 'queued', 'running']);
 
 export function unwrapExperiment(params: unknown): ExperimentWire | undefined {
@@ -120,6 +129,18 @@ export interface PanelExperiment {
   sigma: number | null;
   z: number | null;
   confirms: number | null;
+  /** Why it ended as it did (`Reason`); optional: older hosts and the bench leave it out. */
+  reason?: string;
+  /** "prepare:<blob>" | "self-reported" | "" (optional, like reason). */
+  evaluator?: string;
+}
+
+/** The reference line of the panel: the reference ± σ with what the judge can keep, and advice. */
+export interface PanelReference {
+  /** "val_bpb 2.1234 ± 0.0123 (3 seeds) · keeps ≥ 0.035 (1.6%)", or "" before a baseline. */
+  text: string;
+  /** What would lower the keep threshold, when it is large against the metric. */
+  advice: string | null;
 }
 
 /** One curve as two parallel arrays: x (fraction of the time budget, 0..1) and loss. */
@@ -139,7 +160,8 @@ export type HostToPanel =
     }
   | { type: 'experiments'; experiments: PanelExperiment[] }
   | { type: 'curve'; curve: CurveData; replace: boolean }
-  | { type: 'serverState'; state: string };
+  | { type: 'serverState'; state: string }
+  | ({ type: 'reference' } & PanelReference);
 
 export type PanelToHost =
   | { type: 'ready' }
@@ -175,7 +197,9 @@ export function isPanelExperiment(v: unknown): v is PanelExperiment {
     isNullableNum(v.delta) &&
     isNullableNum(v.sigma) &&
     isNullableNum(v.z) &&
-    isNullableNum(v.confirms)
+    isNullableNum(v.confirms) &&
+    (v.reason === undefined || typeof v.reason === 'string') &&
+    (v.evaluator === undefined || typeof v.evaluator === 'string')
   );
 }
 
@@ -203,6 +227,8 @@ export function isHostToPanel(v: unknown): v is HostToPanel {
       return isCurveData(v.curve) && typeof v.replace === 'boolean';
     case 'serverState':
       return typeof v.state === 'string';
+    case 'reference':
+      return typeof v.text === 'string' && (v.advice === null || typeof v.advice === 'string');
     default:
       return false;
   }
@@ -236,6 +262,8 @@ export function toPanelExperiment(e: ExperimentWire): PanelExperiment {
     sigma: num(e.sigma),
     z: num(e.z),
     confirms: num(e.confirms),
+    reason: typeof e.reason === 'string' ? e.reason : '',
+    evaluator: typeof e.evaluator === 'string' ? e.evaluator : '',
   };
 }
 

@@ -24,6 +24,13 @@ export function parseEngineState(params: unknown): EngineStateView | undefined {
   if (isObject(params.reference) && num(params.reference.value) !== null) {
     const r = params.reference;
     reference = { value: num(r.value) as number, sigma: num(r.sigma), sigmaDof: num(r.sigmaDof) ?? 0, seeds: ints(r.seeds), ids: ints(r.ids) };
+    // the noise advisor (optional on the wire: older servers leave it out)
+    if (num(r.keepThreshold) !== null) {
+      reference.keepThreshold = num(r.keepThreshold);
+    }
+    if (typeof r.advice === 'string' && r.advice) {
+      reference.advice = r.advice;
+    }
   }
   let best: State['best'] = null;
   if (isObject(params.best) && typeof params.best.id === 'number' && num(params.best.metric) !== null) {
@@ -74,6 +81,34 @@ export function formatReference(ref: ReferenceState): string {
 }
 
 /**
+ * The noise advisor in a few words: "keeps ≥ 0.035 (1.6%)" — the smallest improvement the judge
+ * can keep at the current σ, k and seeds ("" while it is not known).
+ */
+export function keepText(ref: ReferenceState): string {
+  const t = ref.keepThreshold;
+  if (typeof t !== 'number' || !Number.isFinite(t)) {
+    return '';
+  }
+  const amount = t >= 100 ? t.toFixed(0) : String(Number(t.toPrecision(2)));
+  return ref.value ? `keeps ≥ ${amount} (${((100 * t) / Math.abs(ref.value)).toFixed(1)}%)` : `keeps ≥ ${amount}`;
+}
+
+/** The panel's reference line: "val_bpb 2.1234 ± 0.0123 (3 seeds) · keeps ≥ 0.035 (1.6%)", and the advice when there is one. */
+export function referenceLine(s: EngineStateView | undefined): { text: string; advice: string | null } {
+  const ref = s?.reference;
+  if (!s || !ref) {
+    return { text: '', advice: null };
+  }
+  const n = ref.seeds.length;
+  const parts = [`${s.metric} ${formatReference(ref)}${n ? ` (${n} seed${n === 1 ? '' : 's'})` : ''}`];
+  const keeps = keepText(ref);
+  if (keeps) {
+    parts.push(keeps);
+  }
+  return { text: parts.join(' · '), advice: ref.advice ?? null };
+}
+
+/**
  * The status bar's tail: "val_bpb 0.9979 ± 0.0012 · best #7". The best's value is added when it
  * is not the reference's (the reference is the head's mean; the best is the best head so far).
  */
@@ -104,6 +139,13 @@ export function stateTooltip(s: EngineStateView): string[] {
     const dof = r.sigma !== null ? `, ${r.sigmaDof} dof` : '';
     const seeds = r.seeds.length ? ` on seeds ${r.seeds.join(', ')}` : '';
     lines.push(`reference ${formatReference(r)}${dof}${seeds}`);
+    const keeps = keepText(r);
+    if (keeps) {
+      lines.push(`${keeps}: the smallest improvement the judge can keep`);
+    }
+    if (r.advice) {
+      lines.push(r.advice);
+    }
   } else {
     lines.push('no reference yet: run the baseline');
   }

@@ -14,7 +14,7 @@ import { ProposalDocuments } from './diffView';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
-import { statusCommand, statusView } from './status';
+import { type Verdict, statusCommand, statusView, verdictNotice } from './status';
 import { EXP_SCHEME, ExperimentStore, describe, parseExpId } from './store';
 
 let controller: ServerController | undefined;
@@ -33,6 +33,31 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   const status = vscode.window.createStatusBarItem('sigmaloop.status', vscode.StatusBarAlignment.Left, 50);
   status.name = 'Sigmaloop';
   const watched = new Set<number>();
+  /** Verdicts already announced this session (an implausible gain, a tampered or over-budget run: once each). */
+  const announced = new Set<string>();
+  const announce = (e: ExperimentWire) => {
+    const notice = verdictNotice(e);
+    const key = `${e.id}:${e.status}:${String(e.reason ?? '')}`;
+    if (notice && !announced.has(key)) {
+      announced.add(key);
+      void show(notice).then((pick) => {
+        const command = notice.actions.find((a) => a.title === pick)?.command;
+        if (command) {
+          void vscode.commands.executeCommand(command, e.id);
+        }
+      });
+      return true;
+    }
+    return false;
+  };
+  const show = (n: Verdict) => {
+    const titles = n.actions.map((a) => a.title);
+    return n.level === 'error'
+      ? vscode.window.showErrorMessage(n.message, ...titles)
+      : n.level === 'warning'
+        ? vscode.window.showWarningMessage(n.message, ...titles)
+        : vscode.window.showInformationMessage(n.message, ...titles);
+  };
 
   const renderStatus = () => {
     const v = statusView(server.state, store);
@@ -70,9 +95,14 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
       store.upsert(e);
       panel.experimentUpdated(store.experiments.get(e.id) ?? e);
       refresh();
+      const full = store.experiments.get(e.id) ?? e;
+      // an implausible gain, a tampered or over-budget run is said whoever ran it (the loop too)
+      const said = announce(full);
       if (watched.has(e.id) && e.status !== 'proposed' && !ACTIVE_STATUSES.has(e.status)) {
         watched.delete(e.id);
-        void vscode.window.showInformationMessage(`Sigmaloop: experiment ${describe(e)}${e.verdict ? ` — ${e.verdict}` : ''}`);
+        if (!said) {
+          void vscode.window.showInformationMessage(`Sigmaloop: experiment ${describe(full)}${full.verdict ? ` — ${full.verdict}` : ''}`);
+        }
       }
     },
     onProgress: (p) => {

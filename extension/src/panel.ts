@@ -14,7 +14,7 @@ import {
   recordsToCurve,
   toPanelExperiment,
 } from './contract';
-import type { EngineStateView } from './engineState';
+import { type EngineStateView, referenceLine } from './engineState';
 import { selectCurves } from './panelModel';
 import type { ExperimentStore } from './store';
 
@@ -40,6 +40,8 @@ export class LossPanel implements vscode.Disposable {
   /** The project's metric and direction: the engine's state says (until it has, the defaults). */
   direction: Direction = 'minimize';
   metric = 'val_bpb';
+  /** The reference line with the noise advisor (from the engine's state). */
+  private reference = referenceLine(undefined);
 
   constructor(
     private readonly extensionUri: vscode.Uri,
@@ -133,6 +135,7 @@ export class LossPanel implements vscode.Disposable {
       metric: this.metric,
     });
     this.post({ type: 'serverState', state: this.deps.serverState() });
+    this.post({ type: 'reference', ...this.reference });
     void this.fetchSelected();
   }
 
@@ -146,6 +149,11 @@ export class LossPanel implements vscode.Disposable {
 
   /** The engine's state: a new metric name or direction redraws the panel (which run is best depends on it). */
   engineState(s: EngineStateView): void {
+    const ref = referenceLine(s);
+    if (ref.text !== this.reference.text || ref.advice !== this.reference.advice) {
+      this.reference = ref;
+      this.post({ type: 'reference', ...ref });
+    }
     if (s.direction === this.direction && s.metric === this.metric) {
       return;
     }

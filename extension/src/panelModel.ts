@@ -2,7 +2,7 @@
 // downsampling to the chart's pixel width, and alignment of several curves on one x axis for
 // uPlot. The webview and the unit tests and the bench all run this same code.
 
-import type { CurveData, Direction, PanelExperiment } from './contract';
+import { type CurveData, type Direction, type PanelExperiment, SELF_REPORTED, awaitsReview } from './contract';
 
 export type CurveRole = 'baseline' | 'best' | 'running';
 
@@ -247,4 +247,40 @@ export function fmt(v: number | null, digits = 4, signed = false): string {
   }
   const s = v.toFixed(digits);
   return signed && v > 0 ? `+${s}` : s;
+}
+
+/** How a row's status reads in the table, and the class that colours it. */
+export interface StatusCell {
+  text: string;
+  /** `status-<name>` for the row: tampered, overbudget, implausible, … (never `kept` unless kept). */
+  cls: string;
+  /** Row tooltip line: why the status reads as it does. */
+  note: string;
+}
+
+/**
+ * The table's status cell: a tampered or over-budget run gets its own marker and colour (never a
+ * keep's), an implausible gain says it waits for a look, a reviewed one says it was looked at.
+ */
+export function statusCell(e: PanelExperiment): StatusCell {
+  const confirms = e.confirms !== null ? ` (confirms #${e.confirms})` : '';
+  const plain = (text: string, note = '') => ({ text: text + confirms, cls: `status-${e.status.replace(/[^a-z]/g, '')}`, note });
+  if (e.status === 'tampered') {
+    return { text: `✗ tampered${confirms}`, cls: 'status-tampered', note: "its result can't be trusted" };
+  }
+  if (e.status === 'over_budget') {
+    return { text: `⏱ over budget${confirms}`, cls: 'status-overbudget', note: 'trained past its budget: never kept' };
+  }
+  if (awaitsReview(e)) {
+    return { text: `⚠ implausible: look${confirms}`, cls: 'status-implausible', note: 'an implausibly large gain: accept or reject its result' };
+  }
+  if (e.reason === 'result_accepted' || e.reason === 'result_rejected') {
+    return plain(`${e.status} after a look`);
+  }
+  return plain(e.status);
+}
+
+/** The source cell: the source, and "self-reported metric" when the number is what the script printed. */
+export function sourceCell(e: PanelExperiment): string {
+  return e.evaluator === SELF_REPORTED ? `${e.source} · self-reported metric` : e.source;
 }

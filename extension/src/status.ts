@@ -2,6 +2,7 @@
 // engine's state (`sigmaloop/state`: reference ± σ, best, loop, config error) and the live
 // progress of running trials.
 
+import { type ExperimentWire, SELF_REPORTED, awaitsReview } from './contract';
 import { stateSummary, stateTooltip } from './engineState';
 import type { ExperimentStore, ServerState } from './store';
 
@@ -104,4 +105,35 @@ export function stoppedMessage(stopped: number[], before: ReadonlyMap<number, st
   }
   const list = items.length === 1 ? items[0] : `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;
   return `Sigmaloop: stopped ${list}.`;
+}
+
+/** A verdict worth a notification of its own, with the buttons it offers (command ids, called with the experiment's id). */
+export interface Verdict {
+  level: 'info' | 'warning' | 'error';
+  message: string;
+  actions: { title: string; command: string }[];
+}
+
+/**
+ * The notification for an implausible gain (warning: accept or reject its result), a tampered
+ * run (error) or an over-budget run (warning); undefined for every other status.
+ */
+export function verdictNotice(e: ExperimentWire): Verdict | undefined {
+  const verdict = typeof e.verdict === 'string' && e.verdict ? ` — ${e.verdict}` : '';
+  const self = e.evaluator === SELF_REPORTED ? ' (self-reported metric)' : '';
+  const diff = { title: 'Show Diff', command: 'sigmaloop.showExperiment' };
+  if (awaitsReview(e)) {
+    return {
+      level: 'warning',
+      message: `Sigmaloop: #${e.id} cleared the bar by an implausible margin${self}; it is not kept until you look${verdict}`,
+      actions: [diff, { title: 'Accept Result', command: 'sigmaloop.acceptResult' }, { title: 'Reject Result', command: 'sigmaloop.rejectResult' }],
+    };
+  }
+  if (e.status === 'tampered') {
+    return { level: 'error', message: `Sigmaloop: #${e.id} tampered: its result can't be trusted${verdict}`, actions: [diff] };
+  }
+  if (e.status === 'over_budget') {
+    return { level: 'warning', message: `Sigmaloop: #${e.id} over budget: not kept${verdict}`, actions: [diff] };
+  }
+  return undefined;
 }

@@ -2,7 +2,7 @@
 // trials, the engine's state (`sigmaloop/state`). Pure (no vscode), so the status bar text, the
 // quick picks and the panel feed are unit-tested without an editor.
 
-import { ACTIVE_STATUSES, type ExperimentWire, type TrialProgressParams } from './contract';
+import { ACTIVE_STATUSES, type ExperimentWire, type TrialProgressParams, awaitsReview } from './contract';
 import type { EngineStateView } from './engineState';
 import type { Busy } from './restart';
 
@@ -53,6 +53,11 @@ export class ExperimentStore {
 
   proposed(): ExperimentWire[] {
     return [...this.experiments.values()].filter((e) => e.status === 'proposed').sort((a, b) => b.id - a.id);
+  }
+
+  /** Implausibly large gains waiting for a look (accept or reject their result), newest first. */
+  awaitingReview(): ExperimentWire[] {
+    return [...this.experiments.values()].filter(awaitsReview).sort((a, b) => b.id - a.id);
   }
 
   kept(): ExperimentWire[] {

@@ -18,7 +18,7 @@ import {
   type PanelToHost,
   isHostToPanel,
 } from '../src/contract';
-import { CurveStore, buildPlotData, fmt, selectCurves, type SelectedCurve } from '../src/panelModel';
+import { CurveStore, buildPlotData, fmt, selectCurves, type SelectedCurve, sourceCell, statusCell } from '../src/panelModel';
 
 interface VsCodeApi {
   postMessage(msg: PanelToHost): void;
@@ -106,7 +106,13 @@ const header = el('div', 'rl-header');
 const title = el('span', 'rl-title', 'Loss');
 const legend = el('span', 'rl-legend');
 const stateLine = el('span', 'rl-state');
-header.append(title, legend, stateLine);
+// the reference ± σ and the smallest improvement the judge can keep (the noise advisor)
+const referenceLine = el('span', 'rl-reference');
+referenceLine.id = 'rl-reference';
+header.append(title, referenceLine, legend, stateLine);
+const adviceLine = el('div', 'rl-advice');
+adviceLine.id = 'rl-advice';
+adviceLine.hidden = true;
 const chartBox = el('div', 'rl-chart');
 chartBox.id = 'rl-chart';
 chartBox.dataset.points = '0';
@@ -127,7 +133,7 @@ const tbody = el('tbody');
 table.append(thead, tbody);
 const tableBox = el('div', 'rl-table-box');
 tableBox.append(table);
-root.append(header, chartBox, tableBox);
+root.append(header, adviceLine, chartBox, tableBox);
 
 tbody.addEventListener('click', (ev) => {
   const row = (ev.target as HTMLElement).closest('tr');
@@ -389,24 +395,17 @@ function markBest(): void {
 }
 
 function fillRow(tr: HTMLTableRowElement, e: PanelExperiment): void {
-  tr.className = `status-${e.status.replace(/[^a-z]/g, '')}`;
+  const status = statusCell(e);
+  tr.className = status.cls;
   if (persisted.selectedId === e.id) {
     tr.classList.add('selected');
   }
   if (bestId === e.id) {
     tr.classList.add('best');
   }
-  tr.title = e.hypothesis;
+  tr.title = status.note ? `${e.hypothesis}\n${status.note}` : e.hypothesis;
   const cells = tr.children;
-  const text = [
-    `#${e.id}`,
-    e.confirms !== null ? `${e.status} (confirms #${e.confirms})` : e.status,
-    fmt(e.delta, 4, true),
-    fmt(e.sigma, 4),
-    fmt(e.z, 2, true),
-    e.source,
-    e.hypothesis,
-  ];
+  const text = [`#${e.id}`, status.text, fmt(e.delta, 4, true), fmt(e.sigma, 4), fmt(e.z, 2, true), sourceCell(e), e.hypothesis];
   for (let i = 0; i < text.length; i++) {
     if (cells[i].textContent !== text[i]) {
       cells[i].textContent = text[i];
@@ -503,6 +502,11 @@ function handle(msg: HostToPanel): void {
     case 'serverState':
       debug.serverState = msg.state;
       stateLine.textContent = msg.state === 'running' ? '' : `server ${msg.state}`;
+      return;
+    case 'reference':
+      referenceLine.textContent = msg.text;
+      adviceLine.textContent = msg.advice ?? '';
+      adviceLine.hidden = !msg.advice;
       return;
   }
   schedule();

@@ -30,6 +30,8 @@ test('every fixed command is contributed with its title, in category "Sigmaloop"
     'sigmaloop.accept': 'Accept…',
     'sigmaloop.reject': 'Reject…',
     'sigmaloop.adopt': 'Adopt…',
+    'sigmaloop.acceptResult': 'Accept Implausible Result…',
+    'sigmaloop.rejectResult': 'Reject Implausible Result…',
   };
   for (const [id, title] of Object.entries(titles)) {
     assert.equal(commands.get(id)?.title, title, id);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { PanelExperiment } from '../../extension/src/contract';
-import { CurveStore, alignCurves, buildPlotData, downsampleMinMax, fmt, selectCurves } from '../../extension/src/panelModel';
+import { CurveStore, alignCurves, buildPlotData, downsampleMinMax, fmt, selectCurves, sourceCell, statusCell } from '../../extension/src/panelModel';
 
 function e(id: number, status: string, source = 'tune', metric: number | null = null, confirms: number | null = null): PanelExperiment {
   return { id, status, source, hypothesis: '', metric, delta: null, sigma: null, z: null, confirms };
@@ -105,4 +105,41 @@ test('fmt', () => {
   assert.equal(fmt(0.0123, 3, true), '+0.012');
   assert.equal(fmt(-0.5, 1, true), '-0.5');
   assert.equal(fmt(0.25, 2), '0.25');
+});
+
+test('status cells: tampered and over budget get their own marker and class (never a keep), an implausible gain waits for a look', () => {
+  const row = (status: string, reason = '', evaluator = ''): PanelExperiment => ({ ...e(9, status), reason, evaluator });
+  assert.deepEqual(statusCell(row('tampered', 'metric_mismatch')), { text: '✗ tampered', cls: 'status-tampered', note: "its result can't be trusted" });
+  assert.equal(statusCell(row('over_budget', 'over_budget')).text, '⏱ over budget');
+  assert.equal(statusCell(row('over_budget', 'over_budget')).cls, 'status-overbudget');
+  const held = statusCell(row('discarded', 'implausible'));
+  assert.equal(held.text, '⚠ implausible: look');
+  assert.equal(held.cls, 'status-implausible');
+  assert.equal(statusCell(row('kept', 'result_accepted')).text, 'kept after a look');
+  assert.equal(statusCell(row('kept', 'result_accepted')).cls, 'status-kept');
+  assert.equal(statusCell(row('discarded', 'result_rejected')).text, 'discarded after a look');
+  assert.deepEqual(statusCell(row('kept', 'improved')), { text: 'kept', cls: 'status-kept', note: '' });
+  assert.equal(statusCell({ ...row('kept'), confirms: 4 }).text, 'kept (confirms #4)');
+  for (const s of ['tampered', 'over_budget']) {
+    assert.ok(!statusCell(row(s)).cls.includes('kept'), s);
+  }
+  // older hosts and the bench send no reason/evaluator: the bare status
+  assert.equal(statusCell(e(3, 'discarded')).text, 'discarded');
+});
+
+test('a metric the script printed itself says so in the source cell', () => {
+  assert.equal(sourceCell({ ...e(1, 'kept', 'tune'), evaluator: 'self-reported' }), 'tune · self-reported metric');
+  assert.equal(sourceCell({ ...e(1, 'kept', 'tune'), evaluator: 'prepare:0a1b' }), 'tune');
+  assert.equal(sourceCell(e(1, 'kept', 'baseline')), 'baseline');
+});
+
+test('a tampered or over-budget run is never the best curve', () => {
+  const list = [e(1, 'kept', 'baseline', 1.0), e(2, 'tampered', 'tune', 0.5), e(3, 'over_budget', 'tune', 0.6), e(4, 'kept', 'tune', 0.9)];
+  assert.deepEqual(
+    selectCurves(list, 'minimize').map((s) => [s.expId, s.role]),
+    [
+      [1, 'baseline'],
+      [4, 'best'],
+    ],
+  );
 });

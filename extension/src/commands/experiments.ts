@@ -1,4 +1,5 @@
-// Commands on one experiment: propose, accept, reject, show (the diff view), adopt.
+// Commands on one experiment: propose, accept, reject, show (the diff view), adopt, and the
+// second look at an implausibly large gain (accept or reject its result).
 
 import * as vscode from 'vscode';
 import type { AdoptResult, ExperimentWire, ShowExperimentResult } from '../contract';
@@ -67,6 +68,41 @@ export function registerExperimentCommands(c: CommandContext): vscode.Disposable
       if (e) {
         upsert(e);
         vscode.window.setStatusBarMessage(`Sigmaloop: rejected #${id}`, 5000);
+      }
+    }),
+
+    vscode.commands.registerCommand('sigmaloop.acceptResult', async (arg?: unknown) => {
+      const id = idOrActive(arg) ?? (await pickExperiment('Keep which implausible result?', store.awaitingReview()));
+      if (id === undefined) {
+        return;
+      }
+      const e = await forward<ExperimentWire>(c, 'sigmaloop.acceptResult', [id]);
+      if (e) {
+        upsert(e);
+        void vscode.window.showInformationMessage(`Sigmaloop: kept #${id} after a look${e.verdict ? ` — ${e.verdict}` : ''}`);
+      }
+    }),
+
+    vscode.commands.registerCommand('sigmaloop.rejectResult', async (arg?: unknown, reasonArg?: unknown) => {
+      const id = idOrActive(arg) ?? (await pickExperiment('Reject which implausible result?', store.awaitingReview()));
+      if (id === undefined) {
+        return;
+      }
+      let reason = typeof reasonArg === 'string' ? reasonArg : undefined;
+      if (reason === undefined) {
+        reason = await vscode.window.showInputBox({
+          title: `Reject the result of experiment #${id}`,
+          prompt: 'Why is the gain not real? (optional; kept with its verdict)',
+          placeHolder: 'reason (optional)',
+        });
+        if (reason === undefined) {
+          return; // Escape cancels
+        }
+      }
+      const e = await forward<ExperimentWire>(c, 'sigmaloop.rejectResult', reason.trim() ? [id, reason.trim()] : [id]);
+      if (e) {
+        upsert(e);
+        vscode.window.setStatusBarMessage(`Sigmaloop: rejected the result of #${id}; it stays discarded`, 5000);
       }
     }),
 

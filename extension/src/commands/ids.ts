@@ -6,6 +6,9 @@ export const CLIENT_OWNED_COMMANDS = new Set([
   'sigmaloop.propose',
   'sigmaloop.accept',
   'sigmaloop.reject',
+  // the second look at an implausibly large gain: keep it, or refuse it for good
+  'sigmaloop.acceptResult',
+  'sigmaloop.rejectResult',
   'sigmaloop.startLoop',
   'sigmaloop.stopLoop',
   'sigmaloop.showExperiment',
