@@ -195,6 +195,8 @@ async function panelState() {
     }));
     return {
       title: document.querySelector('.rl-title')?.textContent ?? '',
+      reference: document.getElementById('rl-reference')?.textContent ?? '',
+      advice: document.getElementById('rl-advice')?.hidden ? '' : (document.getElementById('rl-advice')?.textContent ?? ''),
       legend: [...document.querySelectorAll('.rl-legend-item')].map((e) => e.textContent),
       ready: s.ready,
       initialized: s.initialized,
@@ -810,6 +812,17 @@ async function maximize() {
       throw new Error(`the table marks ${JSON.stringify(marked)} as the best run, expected [${arranged.best}]`);
     }
     return { title: st.title, legend: st.legend, best, bestRow: marked[0], kept: arranged.kept };
+  });
+
+  await step('the panel shows the reference with the smallest improvement the judge can keep (the noise advisor)', async () => {
+    const st = await waitFor('the reference line with "keeps ≥"', async () => {
+      const s = await panelState();
+      return s && /keeps ≥/.test(s.reference) ? s : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    if (!/^val_acc \d+\.\d+ ± \d+\.\d+ \(\d+ seeds?\) · keeps ≥ \S+ \(\d+\.\d%\)$/.test(st.reference)) {
+      throw new Error(`the panel's reference line reads "${st.reference}"`);
+    }
+    return { reference: st.reference, advice: st.advice };
   });
 }
 
