@@ -564,7 +564,7 @@ async function full() {
     await step('baseline finishes (kept rows in the panel, status idle)', async () => {
       const st = await waitFor('two kept baseline rows', async () => {
         const s = await panelState();
-        const kept = s?.rows.filter((r) => r.cells[1]?.startsWith('kept') && r.cells[5] === 'baseline') ?? [];
+        const kept = s?.rows.filter((r) => r.cells[1]?.startsWith('kept') && r.cells[5]?.startsWith('baseline')) ?? [];
         return kept.length >= 2 ? s : undefined;
       }, { timeout: 120_000, interval: 300 });
       await waitFor('status bar idle', async () => /\bidle\b/.test(await statusBarText()), { timeout: 60_000 });
