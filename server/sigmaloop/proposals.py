@@ -1,7 +1,10 @@
 """Proposals: ask a proposer (or take the user's edit), validate it, record it; tell proposers results.
 
 An edit that cannot run (does not apply, does not parse, changes nothing, only the seed) is
-recorded as ``rejected`` with the reason, never run.
+recorded as ``rejected`` with the reason, never run. So is an edit the guard refuses
+(:mod:`sigmaloop.guard`: reaching into the fixed evaluation, forging the summary, a run-time
+route around either), whatever its source: the tuner, an LLM or the user; its detail is the
+guard's message, prefixed with "guard: ".
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from . import guard
 from .core import Core
 from .diff import EditError, apply_unified_diff, unified_diff
 from .edits import validate_source
@@ -113,8 +117,10 @@ class Proposals:
         )
         try:
             validate_source(proposal.new_source, old)
+            guard.check_edit(old, proposal.new_source, core.config.experiment.metric)
         except EditError as exc:
-            exp = core.create(status=Status.REJECTED, reason=Reason.INVALID_EDIT, detail=str(exc), **fields)
+            detail = f"guard: {exc}" if isinstance(exc, guard.GuardViolation) else str(exc)
+            exp = core.create(status=Status.REJECTED, reason=Reason.INVALID_EDIT, detail=detail, **fields)
             self.observe(exp)
             return exp
         return core.create(status=Status.PROPOSED, **fields)

@@ -11,8 +11,9 @@ from fakeopenai import KEY, FakeOpenAI, completion, error, proposal
 
 from sigmaloop import secret
 from sigmaloop.edits import EditError
+from sigmaloop.guard import check_edit
 from sigmaloop.proposers import ProposalContext, ProposalError, make_proposer
-from sigmaloop.proposers.llm import LLMProposalError, LLMProposer, check_protected, parse_answer
+from sigmaloop.proposers.llm import LLMProposalError, LLMProposer, parse_answer
 
 from enginekit import FAKE_TRAIN
 
@@ -87,6 +88,15 @@ def test_edit_touching_prepare_is_rejected(fake, edit):
     fake.script(proposal(edit))
     with pytest.raises(ProposalError, match="prepare"):
         llm(fake, max_retries=0).propose(ctx())
+
+
+def test_a_guard_refusal_is_shown_to_the_model_and_retried(fake):
+    forged = [("BIAS = 0.0", 'BIAS = 0.0\nprint("val_" + "bpb:          0.1")')]
+    fake.script(proposal(forged), proposal(GOOD))
+    p = llm(fake).propose(ctx())
+    assert "BIAS = -0.1" in p.new_source and p.params["attempts"] == 2
+    feedback = fake.requests[1].messages[-1]["content"]
+    assert "rule 'summary', line 8" in feedback and "printing val_bpb" in feedback
 
 
 def test_edit_naming_another_file_is_rejected(fake):
@@ -255,10 +265,10 @@ print(f"val_bpb:          {val_bpb:.6f}")
 ])
 def test_protected_evaluation_rule(old, new, why):
     with pytest.raises(EditError, match=why.replace("(", r"\(")):
-        check_protected(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace(old, new, 1))
+        check_edit(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace(old, new, 1))
 
 
 def test_protected_rule_allows_training_changes_and_moving_code():
-    check_protected(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace("LR = 0.1", "LR = 0.05\nWD = 0.1"))
-    check_protected(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace(
+    check_edit(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace("LR = 0.1", "LR = 0.05\nWD = 0.1"))
+    check_edit(TRAIN_WITH_EVAL, TRAIN_WITH_EVAL.replace(
         "LR = 0.1\n", "LR = 0.1\n\ndef evaluate_train_loss():\n    return 1.0\n"))

@@ -16,9 +16,11 @@ One proposal:
    replace}]}`` requested with ``response_format`` json_schema; a server that rejects that (a
    400 naming response_format) is asked for json_object, then for a fenced ```json block.
 3. **Validation** before anything runs (:func:`check_answer`): every search text occurs once,
-   the result parses, changes code (not only the seed), and leaves the fixed evaluation alone
-   (:func:`check_protected`). A failed answer is shown back to the model with the problem, at
-   most ``llm.max_retries`` times, then :class:`LLMProposalError` (the engine records a
+   the result parses, changes code (not only the seed), and passes the guard every proposal
+   passes (:func:`sigmaloop.guard.check_edit`: the fixed evaluation left alone, no forged
+   summary, no run-time route around either). A failed answer is shown back to the model with
+   the problem (the guard's message names the rule and the line), at most
+   ``llm.max_retries`` times, then :class:`LLMProposalError` (the engine records a
    rejected "no valid proposal" experiment and the loop goes on).
 4. **Transport**: the client's own retries are off; 429 and 5xx are retried here with
    backoff honouring ``Retry-After`` (at most ``llm.max_retries`` times per request); a timeout
@@ -30,9 +32,7 @@ which the engine stores as ``Experiment.usage``.
 
 from __future__ import annotations
 
-import ast
 import email.utils
-import functools
 import hashlib
 import json
 import logging
@@ -40,13 +40,12 @@ import math
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sigmaloop import secret
+from sigmaloop import guard, secret
 from sigmaloop.edits import EditError, apply_search_replace, validate_source
 from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Experiment, Proposal, Status
@@ -60,7 +59,6 @@ __all__ = [
     "Usage",
     "build_messages",
     "check_answer",
-    "check_protected",
     "estimate_tokens",
     "parse_answer",
     "set_api_key",
@@ -509,162 +507,6 @@ def _apply(source: str, blocks: list[tuple[str, str]]) -> str:
         raise AnswerError(str(first)) from None
 
 
-# -- the fixed evaluation ------------------------------------------------------------------
-
-PROTECTED_MODULE = "prepare"
-
-
-def _is_eval_name(name: str) -> bool:
-    return name.lower().startswith(("evaluate", "eval_"))
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """What :func:`check_protected` compares, from one parse and two walks of a script."""
-
-    imports: tuple[str, ...]  # dumps of the statements importing prepare
-    modules: frozenset[str]  # names the prepare module is bound to ("prepare")
-    names: frozenset[str]  # names imported from prepare
-    bindings: Counter[str]  # how often each name is bound (def, class, assign, import, ...)
-    module_writes: int  # assignments/deletions/setattr of attributes of prepare
-    eval_attrs: frozenset[str]  # e.g. {"evaluate_bpb"} of prepare.evaluate_bpb
-    eval_targets: frozenset[str]  # names assigned from the evaluation (val_bpb)
-    statements: tuple[str, ...]  # dumps of statements calling the evaluation / printing the metric
-
-
-@functools.lru_cache(maxsize=16)
-def _facts(source: str, metric: str) -> _Facts | None:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    nodes = list(ast.walk(tree))
-    imports, modules, names = [], set(), set()
-    bindings: Counter[str] = Counter()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            hit = [a for a in node.names if a.name.split(".")[0] == PROTECTED_MODULE]
-            if hit:
-                imports.append(ast.dump(node))
-                modules.update((a.asname or a.name.split(".")[0]) for a in hit)
-        elif (
-            isinstance(node, ast.ImportFrom)
-            and (node.module or "").split(".")[0] == PROTECTED_MODULE
-        ):
-            imports.append(ast.dump(node))
-            names.update((a.asname or a.name) for a in node.names)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bindings[node.name] += 1
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            bindings[node.id] += 1
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for a in node.names:
-                bindings[a.asname or a.name.split(".")[0]] += 1
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            for n in node.names:
-                bindings[n] += 1
-
-    def eval_ref(node: ast.AST) -> bool:  # prepare.evaluate_x, or evaluate_x from prepare
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            return node.value.id in modules and _is_eval_name(node.attr)
-        return isinstance(node, ast.Name) and node.id in names and _is_eval_name(node.id)
-
-    marker = f"{metric}:" if metric else None
-    writes = 0
-    eval_attrs: set[str] = set()
-    targets: set[str] = set()
-    statements = []
-    for node in nodes:
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.ctx, (ast.Store, ast.Del))
-            and isinstance(node.value, ast.Name)
-            and node.value.id in modules
-        ) or (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("setattr", "delattr")
-            and node.args
-            and isinstance(node.args[0], ast.Name)
-            and node.args[0].id in modules
-        ):
-            writes += 1
-        if isinstance(node, ast.Attribute) and eval_ref(node):
-            eval_attrs.add(node.attr)
-        if not isinstance(node, ast.stmt) or hasattr(node, "body"):
-            continue  # simple statements only: they never nest, so each node is seen once more
-        calls_eval = prints = False
-        for sub in ast.walk(node):
-            if eval_ref(sub):
-                calls_eval = True
-            elif (
-                marker
-                and isinstance(sub, ast.Constant)
-                and isinstance(sub.value, str)
-                and marker in sub.value
-            ):
-                prints = True
-        if calls_eval or prints:
-            statements.append(ast.dump(node))
-        if calls_eval and isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                targets.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
-    return _Facts(
-        tuple(sorted(imports)),
-        frozenset(modules),
-        frozenset(names),
-        bindings,
-        writes,
-        frozenset(eval_attrs),
-        frozenset(targets),
-        tuple(sorted(statements)),
-    )
-
-
-def check_protected(old: str, new: str, metric: str = "val_bpb") -> None:
-    """Raise EditError when an edit reaches into the fixed data/evaluation (prepare.py).
-
-    The rule (a guard against accidents and obvious gaming, not a sandbox):
-      1. no new mention of ``prepare.py`` (opening, copying or rewriting it);
-      2. the statements importing ``prepare`` stay exactly as they are;
-      3. nothing new is bound to a name imported from prepare, the module's own name, or the
-         name of the evaluation it calls, e.g. ``evaluate_bpb`` (no redefinition or shadowing);
-      4. no new assignment/deletion/setattr of attributes of the prepare module (monkeypatching);
-      5. the statements that call the evaluation or print ``<metric>:`` stay the same (they may
-         move, not change), and the variable they assign is not assigned anywhere new.
-    """
-    if new.count("prepare.py") > old.count("prepare.py"):
-        raise EditError(
-            "the edit mentions prepare.py; prepare.py (data, tokenizer, metric) is fixed: edit "
-            "only the train script"
-        )
-    was, now = _facts(old, metric), _facts(new, metric)
-    if was is None or now is None:
-        return  # validate_source reports syntax errors
-    if was.imports != now.imports:
-        raise EditError(
-            "the edit changes the imports from prepare (the fixed data and metric); leave them "
-            "as they are"
-        )
-    guarded = was.modules | was.names | {PROTECTED_MODULE} | was.eval_attrs | was.eval_targets
-    for name in sorted(guarded):
-        if now.bindings[name] > was.bindings[name]:
-            raise EditError(
-                f"the edit (re)defines {name!r}, which belongs to the fixed evaluation; "
-                "the metric must come from prepare.py unchanged"
-            )
-    if now.module_writes > was.module_writes:
-        raise EditError(
-            "the edit assigns to attributes of the prepare module (monkeypatching the fixed "
-            "data or metric); leave prepare alone"
-        )
-    if was.statements != now.statements:
-        raise EditError(
-            f"the edit changes the evaluation call or the line printing {metric}; those are "
-            "fixed: change the training, not the measurement"
-        )
-
-
 def check_answer(
     data: dict[str, Any], source: str, script_name: str = "train.py", metric: str = "val_bpb"
 ) -> tuple[str, str, float, str]:
@@ -693,7 +535,7 @@ def check_answer(
     new = _apply(source, blocks)
     try:
         validate_source(new, source)
-        check_protected(source, new, metric)
+        guard.check_edit(source, new, metric)
     except EditError as exc:
         raise AnswerError(str(exc)) from None
     return new, hypothesis.strip(), float(predicted), rationale.strip()
