@@ -436,7 +436,7 @@ def _src(node: ast.AST, limit: int = 70) -> str:
 
 
 _EXIT_CALLS = {"sys.exit", "os._exit", "exit", "quit", "os.abort", "os.kill", "os.killpg",
-               "signal.raise_signal", "os.kill()", "_thread.interrupt_main"}
+               "signal.raise_signal", "_thread.interrupt_main"}
 _MUTATORS = {"update", "clear", "pop", "popitem", "setdefault", "__setitem__", "__delitem__",
              "__setattr__", "__delattr__", "append", "extend", "insert", "remove", "fill",
              "fill_", "zero_", "copy_", "put", "resize", "sort", "reverse"}
@@ -453,40 +453,40 @@ def _prefixed(q: str, *modules: str) -> bool:
     return any(q == m or q.startswith((m + ".", m + "(", m + "[")) for m in modules)
 
 
-def _route(q: str) -> tuple[str, str] | None:
-    """(rule, what it does) for a dotted name that is a run-time route, else None."""
+def _route(q: str) -> str | None:
+    """The rule a dotted name belongs to when it is a run-time route, else None."""
     if _prefixed(q, "sys.modules"):
-        return "sys.modules", "reaches into sys.modules (the loaded modules, prepare among them)"
+        return "sys.modules"
     if _prefixed(q, "importlib", "imp", "runpy", "zipimport", "pkgutil", "reload",
                  "sys.path", "sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"):
-        return "importlib", "loads, reloads or redirects modules at run time"
+        return "importlib"
     if _prefixed(q, "builtins", "__builtins__", "sys._getframe", "inspect.currentframe",
                  "inspect.stack", "inspect.getouterframes", "gc.get_referrers", "gc.get_objects"):
-        return "builtins", "reaches the interpreter's builtins or frames"
+        return "builtins"
     if q in ("exec", "eval", "compile", "__import__"):
-        return "exec", f"runs code the guard cannot read ({q})"
+        return "exec"
     if _prefixed(q, "ctypes", "_ctypes", "cffi"):
-        return "ctypes", "calls native code through ctypes"
+        return "ctypes"
     if (_prefixed(q, "subprocess", "pty", "pexpect", "os.system", "os.popen", "os.fork",
                   "os.forkpty", "os.posix_spawn", "os.posix_spawnp", "multiprocessing",
                   "concurrent.futures.ProcessPoolExecutor")
             or q.startswith(("os.exec", "os.spawn"))):
-        return "subprocess", "starts another process"
+        return "subprocess"
     if _prefixed(q, "socket", "http", "urllib", "requests", "ssl", "ftplib", "smtplib",
                  "xmlrpc", "httpx", "aiohttp", "websocket", "websockets"):
-        return "socket", "opens a network connection"
+        return "socket"
     if _prefixed(q, "signal", "atexit", "sys.settrace", "sys.setprofile", "sys.addaudithook",
                  "threading.settrace", "threading.setprofile", "sys.excepthook",
                  "sys.unraisablehook", "faulthandler"):
-        return "signal", "installs a signal, exit or trace hook"
+        return "signal"
     return None
 
 
 def _facts(source: str, metric: str) -> _Facts | None:
     try:
         tree = ast.parse(source)
-    except SyntaxError:
-        return None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # validate_source says why
     reader = _Reader(tree)
     parents = _parents(tree)
     f = _Facts()
@@ -609,11 +609,10 @@ def _facts(source: str, metric: str) -> _Facts | None:
                 if found is None and isinstance(node, ast.Attribute) and node.attr in (
                         "__builtins__", "__globals__", "__subclasses__", "__code__",
                         "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame"):
-                    found = ("builtins", "reaches the interpreter's internals")
-                if found is not None and not (found[0] == "exec" and not isinstance(
-                        node, ast.Name)):
+                    found = "builtins"
+                if found is not None:
                     key = parent if isinstance(parent, ast.Call) and name == "func" else node
-                    hit(found[0], node, key)
+                    hit(found, node, key)
                 if q in _EXIT_CALLS and isinstance(parent, ast.Call) and name == "func":
                     f.exits.append((ast.dump(parent), node.lineno, _failure_exit(parent, reader)))
                 if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del)):
@@ -641,11 +640,9 @@ def _facts(source: str, metric: str) -> _Facts | None:
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""])
-            for n in names:
-                found = _route(n)
-                if found is not None:
-                    hit(found[0], node)
-                    break
+            found = next((r for r in map(_route, names) if r is not None), None)
+            if found is not None:
+                hit(found, node)
         if isinstance(node, ast.Subscript) and isinstance(node.ctx, (ast.Store, ast.Del)):
             value = node.value
             if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and \
@@ -720,8 +717,8 @@ def _calls(node: ast.Call, reader: _Reader, f: _Facts, hit, prepare_rooted,
         name = reader.text(args[1])
         if name in ("val", "is_val") and uses_prepare:
             hit("validation", node)
-        elif name and name != _UNKNOWN and _route(f"{reader.qual(args[0])}.{name}"):
-            hit(_route(f"{reader.qual(args[0])}.{name}")[0], node)
+        elif name and _UNKNOWN not in name and _route(f"{reader.qual(args[0])}.{name}"):
+            hit(_route(f"{reader.qual(args[0])}.{name}"), node)
         elif name in ("__builtins__", "__globals__", "__dict__", "__subclasses__"):
             hit("builtins", node)
     # documents("val") / documents(split="val")
