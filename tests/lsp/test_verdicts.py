@@ -178,4 +178,3 @@ async def test_tampered_and_over_budget_are_flagged_and_the_noise_advisor_speaks
     keeps = f"keeps ≥ {ref['keepThreshold']:.2g} ({100 * ref['keepThreshold'] / ref['value']:.1f}%)"
     assert top[0].title.startswith("val_bpb ↓ ") and f"(#1, 2 seeds) · {keeps} · kept 0 / 0 run" in top[0].title
     assert top[-1].title == f"$(warning) {ref['advice']}" and top[0].tooltip == ref["advice"]
-    assert "More baseline seeds" in top[-1].title
