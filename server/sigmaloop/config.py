@@ -42,9 +42,11 @@ class ExperimentConfig:
 
 @dataclass
 class JudgeConfig:
-    seeds: list[int] = field(default_factory=lambda: [42, 43])  # baseline seeds (>= 2)
-    k: float = 2.0  # keep only when the improvement exceeds k sigma
-    confirm_margin: float = 1.0  # z in [k, k + margin) earns a confirmation rerun
+    # baseline seeds (>= 2); 6 give sigma 5 degrees of freedom before any candidate (judge.py)
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46, 47])
+    k: float = 2.0  # keep at the one-sided level of k sigma (Student's t on sigma's dof)
+    confirm_z: float = 1.0  # a first run this many sigma (of a paired difference) better earns a rerun
+    confirm_margin: float = 1.0  # unused since confirm_z; still read so older configs load
     min_sigma_rel: float = 0.0005  # sigma floor, relative to the reference metric
     # a gain this large (in sigma, or in % of the reference metric) is kept only after a look
     implausible_sigma: float = 30.0
@@ -167,6 +169,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"judge.seeds must be distinct, not {j.seeds!r}")
     if not j.k > 0:
         raise ConfigError(f"judge.k must be > 0, not {j.k}")
+    if not j.confirm_z >= 0:
+        raise ConfigError(f"judge.confirm_z must be >= 0, not {j.confirm_z}")
     if r.slots < 1:
         raise ConfigError(f"runner.slots must be >= 1, not {r.slots}")
     if r.sandbox not in ("auto", "on", "off"):
@@ -266,8 +270,8 @@ def _check_types(data: dict[str, Any], where: str) -> None:
 
 _REST_TOML = """\
 [judge]
-seeds = [42, 43]                 # baseline seeds; sigma comes from their spread
-k = 2.0                          # keep only improvements beyond k sigma
+seeds = [42, 43, 44, 45, 46, 47] # baseline seeds; sigma comes from their spread (fewer: see judge docs)
+k = 2.0                          # keep only improvements beyond k sigma (t-corrected for few seeds)
 
 [runner]
 slots = 1                        # trials at a time (one GPU each where there are GPUs)

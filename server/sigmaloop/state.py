@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .calibration import Calibration, calibrate
-from .judge import Judge, Reference, pooled_sigma
+from .judge import Judge, Reference, critical_value
 from .models import Experiment, Status
 
 
@@ -24,8 +24,9 @@ class ReferenceState:
     sigma_dof: int
     seeds: list[int]
     ids: list[int]
-    # the smallest improvement the judge can keep (k·√2·σ), and — when that is large against
-    # the metric — what would lower it ("optional": older servers do not send them)
+    # the smallest improvement the judge can keep (t_crit·σ: the mean of a candidate's two paired
+    # runs, Student's t on σ's dof), and — when that is large against the metric, or σ rests on
+    # too few repeats — what would lower it ("optional": older servers do not send them)
     keep_threshold: float | None = field(default=None, metadata={"optional": True})
     advice: str | None = field(default=None, metadata={"optional": True})
 
@@ -94,13 +95,27 @@ def _camel(d: dict[str, Any]) -> dict[str, Any]:
 #: a keep threshold above this fraction of the metric is worth a word: few real edits move a
 #: well-tuned metric by more than a percent or two.
 ADVICE_REL = 0.01
+#: σ on so few degrees of freedom that the critical value is this many times k is worth a word:
+#: at k = 2 that is dof <= 2 (t_crit 4.5 at dof 2, 14 at dof 1, against 3.3 at dof 3).
+ADVICE_DOF_PENALTY = 2.0
 
 
-def noise_advice(threshold: float | None, value: float, metric: str, seeds: int) -> str | None:
-    """What to do when the noise hides every realistic improvement (None when it does not)."""
-    if threshold is None or value == 0 or threshold / abs(value) <= ADVICE_REL:
+def noise_advice(threshold: float | None, value: float, metric: str, seeds: int,
+                 dof: int | None = None, k: float = 2.0) -> str | None:
+    """What to do when the noise, or too few repeats to know it, hides realistic improvements
+    (None when neither does). ``dof``: σ's degrees of freedom (None: σ known)."""
+    if threshold is None or value == 0:
         return None
+    penalty = critical_value(k, dof) / k
+    few = dof is not None and penalty >= ADVICE_DOF_PENALTY
     rel = 100 * threshold / abs(value)
+    if few:
+        return (f"the judge can only keep improvements of {threshold:.4g} {metric} or more ({rel:.1f}% of the "
+                f"reference): σ rests on {dof} degree{'s' if dof != 1 else ''} of freedom, so the bar is "
+                f"{penalty:.1f}× what a well-measured σ needs. More seeds lower it: more baseline seeds "
+                f"(now {seeds}; judge.seeds, e.g. sigmaloop baseline); every confirmation run adds one too")
+    if threshold / abs(value) <= ADVICE_REL:
+        return None
     return (f"the judge can only keep improvements of {threshold:.4g} {metric} or more ({rel:.1f}% of the "
             f"reference): run-to-run noise is large here. More baseline seeds (now {seeds}; judge.seeds), "
             "a longer budget, or fewer sources of nondeterminism in the script would lower it")
@@ -131,13 +146,13 @@ def engine_state(
     counts: dict[str, int] = {}
     for e in experiments:
         counts[e.status.value] = counts.get(e.status.value, 0) + 1
-    s, dof = pooled_sigma(experiments)
-    sigma = judge.sigma(experiments, ref) if s is not None else None
+    sigma, dof = judge.noise(experiments, ref)  # comparable with the head's reference only
     reference = best = None
     if ref.value is not None:
-        threshold = None if sigma is None else judge.keep_threshold(sigma)
+        threshold = None if sigma is None else judge.keep_threshold(sigma, dof)
+        advice = noise_advice(threshold, ref.value, metric, len(ref.by_seed), dof, judge.cfg.k)
         reference = ReferenceState(ref.value, sigma, dof, sorted(ref.by_seed), sorted(ref.ids),
-                                   threshold, noise_advice(threshold, ref.value, metric, len(ref.by_seed)))
+                                   threshold, advice)
         first = head_experiment(experiments, ref)
         if first is not None:
             best = BestState(first.id, ref.value, first.hypothesis)

@@ -51,14 +51,15 @@ def test_noise_sized_change_is_discarded_with_its_z():
 def test_clear_improvement_needs_a_confirmation_then_is_kept():
     judge = Judge(JudgeConfig(seeds=[42, 43], k=2.0))
     ref = reference_for(BASE, "base")
-    sigma = judge.sigma(BASE, ref)
-    first = judge.judge([(42, 1.40)], ref, sigma)
+    sigma = judge.sigma(BASE, ref)  # sigma taken as known here (no dof): the rule before t
+    first = judge.judge([(42, 1.45)], ref, sigma)
     assert first.status == Status.RUNNING and first.needs_confirmation
     assert judge.pick_seed(ref, exclude=[42]) == 43
-    final = judge.judge([(42, 1.40), (43, 1.42)], ref, sigma)
+    final = judge.judge([(42, 1.45), (43, 1.47)], ref, sigma)
     assert final.status == Status.KEPT
-    assert final.delta == pytest.approx(-0.10)
+    assert final.delta == pytest.approx(-0.05)  # 3.3% of the metric: plausible
     assert final.reason == Reason.IMPROVED and final.runs == 2
+    assert final.numbers == {"runs": 2, "t_crit": 2.0}
 
 
 def test_confirmation_that_does_not_improve_discards():
