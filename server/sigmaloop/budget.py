@@ -6,9 +6,12 @@ model — is learned from the comparable runs already measured (same budget, eva
 their median ``wall - budget``. A candidate is over budget when
 
     wall - budget  >  learned overhead + max(budget_tolerance_s, budget_tolerance x budget)
+                                        + 3 x the spread of those runs' overheads
 
 (it trained, or did anything else it shouldn't, for longer than the runs it is compared with),
-or when the training time it reports itself is past its budget by that tolerance. Baselines set
+or when the training time it reports itself is past its budget by more than the base tolerance
+and one of its own steps (a trainer checks the clock between steps; on a loaded CPU one step
+may take seconds). Baselines set
 the overhead and are not checked against it; with nothing measured yet only the reported time
 is checked (and the kill limit still ends a run that never stops).
 """
@@ -34,6 +37,8 @@ class BudgetCheck:
     runs: int
     tolerance: float
     reported: float | None  # the training seconds the script printed
+    step: float = 0.0  # one step's time as reported (reported / steps), at most the budget
+    base_tolerance: float = 0.0  # without the spread term: for the reported time
 
     @property
     def trained(self) -> float | None:
@@ -44,7 +49,11 @@ class BudgetCheck:
     def over(self) -> bool:
         if self.overhead is not None and self.wall - self.budget > self.overhead + self.tolerance:
             return True
-        return self.reported is not None and self.reported > self.budget + self.tolerance
+        return self.reported is not None and self.reported > self._reported_limit
+
+    @property
+    def _reported_limit(self) -> float:
+        return self.budget + self.base_tolerance + self.step
 
     def describe(self) -> str:
         if self.overhead is not None and self.wall - self.budget > self.overhead + self.tolerance:
@@ -52,7 +61,8 @@ class BudgetCheck:
                     f"(wall {self.wall:.1f}s − overhead {self.overhead:.1f}s learned from {self.runs} "
                     f"comparable runs; tolerance {self.tolerance:.1f}s)")
         return (f"reported {self.reported:.1f}s of training for a {self.budget:g}s budget "
-                f"(tolerance {self.tolerance:.1f}s)")
+                f"(allowed {self._reported_limit:.1f}s: tolerance {self.base_tolerance:.1f}s + one step "
+                f"{self.step:.1f}s)")
 
 
 def comparable(e: Experiment, budget: float, evaluator: str, device: str) -> bool:
@@ -61,7 +71,7 @@ def comparable(e: Experiment, budget: float, evaluator: str, device: str) -> boo
 
 
 def check(budget: float, wall: float, reported: float | None, evaluator: str, device: str,
-          history: Iterable[Experiment], cfg: JudgeConfig) -> BudgetCheck:
+          history: Iterable[Experiment], cfg: JudgeConfig, steps: float | None = None) -> BudgetCheck:
     """The over-budget decision for a finished trial against ``history`` (measured runs)."""
     overheads = [
         e.timings["wall"] - budget for e in history
@@ -69,7 +79,14 @@ def check(budget: float, wall: float, reported: float | None, evaluator: str, de
         and isinstance(e.timings.get("wall"), (int, float)) and math.isfinite(e.timings["wall"])
     ]
     overhead = statistics.median(overheads) if overheads else None
-    tolerance = max(cfg.budget_tolerance_s, cfg.budget_tolerance * budget)
+    tolerance = base = max(cfg.budget_tolerance_s, cfg.budget_tolerance * budget)
+    if len(overheads) >= 2:  # a loaded machine's start-up varies: that is not training
+        spread = statistics.median(abs(o - overhead) for o in overheads) * 1.4826  # robust σ
+        tolerance += 3 * spread
     if reported is not None and not math.isfinite(reported):
         reported = None
-    return BudgetCheck(budget, wall, overhead, len(overheads), tolerance, reported)
+    step = 0.0
+    if reported is not None:
+        n = steps if steps is not None and math.isfinite(steps) and steps >= 1 else 1.0
+        step = min(budget, reported / n)
+    return BudgetCheck(budget, wall, overhead, len(overheads), tolerance, reported, step, base)

@@ -7,10 +7,12 @@ journal) and every write is announced on the event bus.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
 from . import config as config_mod
+from . import evaluator
 from .config import Config
 from .diff import apply_unified_diff
 from .events import EventBus, ExperimentUpdated, Notice
@@ -86,10 +88,21 @@ class Core:
     def head_source(self) -> str:
         return self.ratchet.read_script(self.head())
 
-    def reference(self, experiments: list[Experiment] | None = None) -> Reference:
-        """The head's code as measured so far, per seed."""
+    def reference(self, experiments: list[Experiment] | None = None, budget: float | None = None) -> Reference:
+        """The head's code as measured so far, per seed, at ``budget`` (default: the configured
+        one) and with the head's evaluator; of those, on the data and device it last ran on."""
         exps = experiments if experiments is not None else self.journal.list()
-        return reference_for(exps, code_hash(self.head_source()))
+        budget = budget or self.config.experiment.budget
+        head = self.head()
+        code = code_hash(self.ratchet.read_script(head))
+        spec = evaluator.spec_for(self.ratchet, self.state_dir, head, self.config.experiment.metric,
+                                  self.config.experiment.evaluator)
+        ident = spec.identity if spec is not None else evaluator.SELF_REPORTED
+        last = max((e for e in exps if e.code_hash == code and e.evaluator == ident and e.metric is not None
+                    and e.budget is not None and math.isclose(e.budget, budget, rel_tol=1e-6)),
+                   key=lambda e: e.id, default=None)
+        data, device = (last.data, last.device) if last is not None else ("", "")
+        return reference_for(exps, code, budget=budget, evaluator=ident, data=data, device=device)
 
     def sigma(self, experiments: list[Experiment] | None = None) -> float | None:
         exps = experiments if experiments is not None else self.journal.list()

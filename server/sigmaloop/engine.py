@@ -275,7 +275,7 @@ class Engine:
 
     def ensure_baseline(self, budget: float | None = None) -> list[Experiment]:
         """Run whatever baseline seeds the current head lacks (none when it has them all)."""
-        ref = self.reference()
+        ref = self.core.reference(budget=budget)
         missing = [s for s in self.config.judge.seeds if s not in ref.by_seed]
         return self.run_baseline(missing, budget) if missing else []
 

@@ -22,12 +22,14 @@ installed, no user namespaces) — the runner then marks the trial unsandboxed.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +122,16 @@ def _gpu_devices() -> list[str]:
     return devs
 
 
+@functools.lru_cache(maxsize=1)
+def _empty_file() -> str:
+    """A private, empty, read-only file of this process (bound over what a trial must not read)."""
+    fd, path = tempfile.mkstemp(prefix="sigmaloop-empty-")
+    os.close(fd)
+    os.chmod(path, 0o444)
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    return path
+
+
 def wrap(argv: list[str], policy: Policy, cwd: str) -> list[str]:
     """``argv`` run in ``cwd`` as a bubblewrap command line under ``policy`` (the caller checked
     availability)."""
@@ -142,10 +154,10 @@ def wrap(argv: list[str], policy: Policy, cwd: str) -> list[str]:
             args += ["--ro-bind", path, SANDBOX_HOME + path[len(home):]]
     for f in policy.blank:
         f = os.path.realpath(f)
-        if os.path.isfile(f):
-            args += ["--ro-bind", "/dev/null", f]
+        if os.path.isfile(f):  # an empty regular file over it (a device node can't be opened: nodev)
+            args += ["--ro-bind", _empty_file(), f]
             if f.startswith(home + "/"):
-                args += ["--ro-bind", "/dev/null", SANDBOX_HOME + f[len(home):]]
+                args += ["--ro-bind", _empty_file(), SANDBOX_HOME + f[len(home):]]
     args += ["--bind", worktree, worktree]
     for f in policy.writable_files:
         args += ["--bind", f, f]

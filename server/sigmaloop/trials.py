@@ -190,7 +190,7 @@ class Trials:
         core = self.core
         cfg = core.config.experiment
         if exp.seed is None:
-            seed = core.judge.pick_seed(core.reference())
+            seed = core.judge.pick_seed(core.reference(budget=exp.budget))
             exp = core.update(exp.id, seed=seed if seed is not None else core.config.judge.seeds[0])
         budget = exp.budget or cfg.budget
         log_path = core.state_dir / "logs" / f"{exp.id}.log"
@@ -306,7 +306,8 @@ class Trials:
         if not exp.is_baseline:
             check = budget_rule.check(exp.budget or core.config.experiment.budget, result.wall_seconds,
                                       result.summary.get("training_seconds"), result.evaluator, result.device,
-                                      core.journal.by_status(*MEASURED), core.config.judge)
+                                      core.journal.by_status(*MEASURED), core.config.judge,
+                                      steps=result.summary.get("num_steps"))
             if check.over:
                 exp = core.move(exp.id, Status.OVER_BUDGET, metric=result.metric, phase=Phase.NONE,
                                 reason=Reason.OVER_BUDGET, detail=check.describe(), **common)
@@ -329,10 +330,18 @@ class Trials:
         if exp.confirms is not None:
             return exp  # measured (phase judging): the experiment it confirms decides
         exps = core.journal.list()
-        ref = reference_for(exps, code_hash(core.ratchet.read_script(exp.parent_commit)))
+        parent_code = code_hash(core.ratchet.read_script(exp.parent_commit))
+        # comparable or not compared: the same budget, evaluator, data and device
+        ref = reference_for(exps, parent_code, budget=exp.budget, evaluator=exp.evaluator, data=exp.data,
+                            device=exp.device)
         sigma = core.judge.sigma(exps, ref)
         if sigma is None or ref.value is None:
-            exp = core.move(exp.id, Status.DISCARDED, reason=Reason.NO_REFERENCE, phase=Phase.NONE)
+            elsewhere = reference_for(exps, parent_code)  # the same code under other conditions
+            if elsewhere.by_seed and not ref.by_seed:
+                exp = core.move(exp.id, Status.DISCARDED, reason=Reason.NOT_COMPARABLE, phase=Phase.NONE,
+                                detail=self._not_comparable(exp, [e for e in exps if e.id in elsewhere.ids]))
+            else:
+                exp = core.move(exp.id, Status.DISCARDED, reason=Reason.NO_REFERENCE, phase=Phase.NONE)
             self._after_finish(exp)
             return exp
         runs = [(exp.seed, exp.metric)]
@@ -394,6 +403,15 @@ class Trials:
                         core.move(conf.id, Status.KEPT, reason=Reason.CONFIRMATION)
         self._after_finish(exp)
         return exp
+
+    @staticmethod
+    def _not_comparable(exp: Experiment, others: list[Experiment]) -> str:
+        """What the base code was measured under, and what this run needs."""
+        def cond(e: Experiment) -> str:
+            return f"{e.budget:g}s on {e.device or '?'} ({e.evaluator or '?'}, data {e.data or '?'})"
+        seen = sorted({cond(e) for e in others})
+        return (f"this ran {cond(exp)}; its base code was measured only at {'; '.join(seen[:3])}: "
+                f"run the baseline at {exp.budget:g}s here to judge it")
 
     def _confirm(self, exp: Experiment, seed: int) -> Experiment:
         """Rerun a would-be keep's code on another paired seed; measured, it stays running
