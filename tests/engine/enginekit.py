@@ -71,6 +71,9 @@ CONFIG = textwrap.dedent('''\
     [judge]
     seeds = [42, 43]
     k = 2.0
+    # the stand-in's effects are large and exact: no second look unless a test asks for one
+    implausible_sigma = 1000.0
+    implausible_pct = 50.0
 ''')
 
 
