@@ -160,7 +160,7 @@ def critical_value(k: float, dof: int | None) -> float:
 
 # -- comparable runs, reference and noise -------------------------------------------------------
 
-ComparableKey = tuple[float | None, str, str, str]
+ComparableKey = tuple  # (budget, evaluator, data, device); in a wanted key, None = any
 
 
 def comparable_key(e: Experiment) -> ComparableKey:
@@ -171,8 +171,8 @@ def comparable_key(e: Experiment) -> ComparableKey:
 
 
 def _matches(key: ComparableKey, want: ComparableKey) -> bool:
-    """``want``'s budget None matches any budget; the rest must be equal ("" only matches "")."""
-    return (want[0] is None or key[0] == want[0]) and key[1:] == want[1:]
+    """Each field of ``want`` equal to the run's, or None (any); "" (unknown) only matches ""."""
+    return all(w is None or k == w for k, w in zip(key, want))
 
 
 @dataclass
@@ -184,9 +184,9 @@ class Reference:
     by_seed: dict[int, float] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)
     budget: float | None = None  # None: any budget
-    evaluator: str = ""
-    data: str = ""
-    device: str = ""
+    evaluator: str | None = ""  # None: any (likewise data, device); "": unknown, matches only ""
+    data: str | None = ""
+    device: str | None = ""
 
     @property
     def value(self) -> float | None:
@@ -268,12 +268,13 @@ def reference_for(
     code_hash: str | None,
     *,
     budget: float | None = None,
-    evaluator: str = "",
-    data: str = "",
-    device: str = "",
+    evaluator: str | None = "",
+    data: str | None = "",
+    device: str | None = "",
 ) -> Reference:
     """All measured runs of the given code under the given conditions, averaged per seed.
-    budget None: any budget; evaluator / data / device "" match only runs where it is unknown."""
+    budget None: any budget; evaluator / data / device "" match only runs where it is unknown,
+    None any (e.g. to find the same code under other conditions)."""
     ref = Reference(code_hash, budget=None if budget is None else float(budget),
                     evaluator=evaluator, data=data, device=device)
     per_seed: dict[int, list[float]] = defaultdict(list)

@@ -117,6 +117,8 @@ def test_runs_at_another_budget_device_evaluator_or_data_are_not_in_the_referenc
     assert unknown.ids == [14]  # budget None: any budget, but "" fields match only ""
     any_budget = reference_for(exps, "base", budget=None, **{k: v for k, v in WHERE.items() if k != "budget"})
     assert sorted(any_budget.ids) == [1, 2, 3, 10]
+    anywhere = reference_for(exps, "base", evaluator=None, data=None, device=None)
+    assert sorted(anywhere.ids) == [1, 2, 3, 10, 11, 12, 13, 14]
     assert comparable_key(exps[3]) == (30.0, "prepare:abc", "stdlib-v8192", "cpu")
 
 
