@@ -298,7 +298,7 @@ def cmd_init(args) -> int:
         say("next: prepare the data as the project says (e.g. [bold]uv run prepare.py[/]), then "
                       "[bold]sigmaloop baseline[/] and [bold]sigmaloop loop --iterations 10[/]")
     else:
-        say("next: [bold]sigmaloop baseline[/] (2 seeds → reference ± sigma), then "
+        say("next: [bold]sigmaloop baseline[/] (the judge's seeds → reference ± sigma), then "
                       "[bold]sigmaloop loop --iterations 10[/]")
     return 0
 
@@ -455,7 +455,7 @@ def cmd_demo(args) -> int:
 
     def go(engine) -> int:
         with LiveReporter(engine):
-            console.rule("baseline on 2 seeds")
+            console.rule(f"baseline on {len(engine.config.judge.seeds)} seeds")
             engine.run_baseline(budget=args.budget)
             console.rule(f"{args.iterations} tuned proposals")
             engine.loop(args.iterations, budget=args.budget, proposer="tune")
@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default=None, help='only sources starting with this, e.g. "llm"')
     s.set_defaults(fn=cmd_calibration)
 
-    s = sub.add_parser("demo", help="the embedded default: 2 baselines + N tuned proposals on CPU")
+    s = sub.add_parser("demo", help="the embedded default: the baseline seeds + N tuned proposals on CPU")
     s.add_argument("--dir", default=None, help="workspace folder (default: a new temporary one)")
     s.add_argument("--budget", type=float, default=15.0, help="training seconds per trial (default 15)")
     s.add_argument("--iterations", "-n", type=int, default=4)

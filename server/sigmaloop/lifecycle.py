@@ -185,8 +185,21 @@ def _numbers(e: Experiment, metric: str) -> str:
 _DISCARDS = (Reason.WITHIN_NOISE, Reason.WORSE, Reason.NOT_CONFIRMED, Reason.CONFIRMATION_FAILED)
 
 
+_JUDGED = frozenset({Reason.BASELINE, Reason.IMPROVED, Reason.IMPROVED_ONE_SEED, Reason.WITHIN_NOISE, Reason.WORSE,
+                     Reason.NOT_CONFIRMED, Reason.STALE, Reason.IMPLAUSIBLE, Reason.RESULT_ACCEPTED,
+                     Reason.RESULT_REJECTED, Reason.OVER_BUDGET})
+
+
 def describe(e: Experiment, metric: str = "val_bpb") -> str:
-    """One line a person reads: where the experiment is, or why it ended as it did."""
+    """One line a person reads: where the experiment is, or why it ended as it did; a number
+    the script printed itself (no fixed evaluator) says so."""
+    text = _describe(e, metric)
+    if e.evaluator == "self-reported" and e.reason in _JUDGED:
+        return f"{text} (self-reported metric)"
+    return text
+
+
+def _describe(e: Experiment, metric: str) -> str:
     if e.status in (Status.PROPOSED, Status.ACCEPTED, Status.QUEUED, Status.RUNNING):
         if e.phase == Phase.CONFIRMING:
             nums = _numbers(e, metric)

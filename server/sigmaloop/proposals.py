@@ -62,7 +62,10 @@ class Proposals:
     def context(self, source: str) -> ProposalContext:
         core = self.core
         exps = core.journal.list()
-        ref = reference_for(exps, code_hash(source))
+        if source == core.head_source():  # the head's reference, at the configured budget
+            ref = core.reference(exps)
+        else:  # the same code, under whatever conditions it ran
+            ref = reference_for(exps, code_hash(source), evaluator=None, data=None, device=None)
         best = head_experiment(exps, ref) if ref.value is not None else None
         if best is not None:  # "best so far" is the head's reference (its mean), not one seed
             best = replace(best, metric=ref.value)

@@ -334,9 +334,10 @@ class Trials:
         # comparable or not compared: the same budget, evaluator, data and device
         ref = reference_for(exps, parent_code, budget=exp.budget, evaluator=exp.evaluator, data=exp.data,
                             device=exp.device)
-        sigma = core.judge.sigma(exps, ref)
+        sigma, dof = core.judge.noise(exps, ref)
         if sigma is None or ref.value is None:
-            elsewhere = reference_for(exps, parent_code)  # the same code under other conditions
+            # the same code under other conditions?
+            elsewhere = reference_for(exps, parent_code, evaluator=None, data=None, device=None)
             if elsewhere.by_seed and not ref.by_seed:
                 exp = core.move(exp.id, Status.DISCARDED, reason=Reason.NOT_COMPARABLE, phase=Phase.NONE,
                                 detail=self._not_comparable(exp, [e for e in exps if e.id in elsewhere.ids]))
@@ -345,11 +346,13 @@ class Trials:
             self._after_finish(exp)
             return exp
         runs = [(exp.seed, exp.metric)]
-        verdict = core.judge.judge(runs, ref, sigma)
+        verdict = core.judge.judge(runs, ref, sigma, dof=dof)
         if verdict.needs_confirmation:
             seed = core.judge.pick_seed(ref, exclude=[exp.seed])
             if seed is None:  # the reference has one seed only: decide on one run
-                verdict.status, verdict.reason = Status.KEPT, Reason.IMPROVED_ONE_SEED
+                verdict = core.judge.judge(runs, ref, sigma, dof=dof, confirm=False)
+                if verdict.status == Status.KEPT and verdict.reason == Reason.IMPROVED:
+                    verdict.reason = Reason.IMPROVED_ONE_SEED
             elif self._stopping(exp.id):  # stopped before its confirmation started
                 verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
             else:
@@ -364,7 +367,8 @@ class Trials:
                     verdict.detail = f"confirmation #{conf.id} {conf.status.value}"
                 else:
                     runs.append((conf.seed, conf.metric))
-                    verdict = core.judge.judge(runs, ref, core.judge.sigma(core.journal.list(), ref))
+                    sigma, dof = core.judge.noise(core.journal.list(), ref)
+                    verdict = core.judge.judge(runs, ref, sigma, dof=dof)
         with core.lock:  # one ratchet move at a time
             if verdict.status == Status.KEPT:
                 try:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sigmaloop.config import JudgeConfig
+
 from enginekit import git
 
 CLI = [sys.executable, "-m", "sigmaloop.cli"]
@@ -80,10 +82,12 @@ def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
     ws = tmp_path / "demo"
     tsv = (ws / "results.tsv").read_text().splitlines()
     assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
-    assert sum("\tkeep\t" in line for line in tsv) >= 2  # the two baselines
+    seeds = len(JudgeConfig().seeds)
+    assert sum("\tkeep\t" in line for line in tsv) >= seeds  # the baselines
     rows = [json.loads(x) for x in rl("log", "--json", cwd=ws).stdout.splitlines()]
     baselines = [x for x in rows if x["source"] == "baseline"]
-    assert len(baselines) == 2 and all(x["metric"] and x["metric"] < 6 for x in baselines)
+    assert len(baselines) == seeds and all(x["metric"] and x["metric"] < 6 for x in baselines)
+    assert all(x["evaluator"].startswith("prepare:") and x["printed_metric"] is None for x in baselines)
     tuned = [x for x in rows if x["source"] == "tune" and x["confirms"] is None]
     assert len(tuned) == 1 and tuned[0]["status"] in ("kept", "discarded", "crashed", "rejected")
     assert "where everything is" in r.stdout

@@ -55,9 +55,9 @@ def test_the_share_of_the_metric_alone_decides_when_sigma_would_not(tmp_path):
     eng = Engine(make_workspace(tmp_path / "ws", config=config))
     try:
         eng.run_baseline()
-        modest = run_edit(eng, "BIAS = 0.0", "BIAS = -0.03")  # 3% of a metric of ~1.0
+        modest = run_edit(eng, "BIAS = 0.0", "BIAS = -0.045")  # 4.5% of a metric of ~1.0, ~20σ
         assert modest.status == Status.KEPT and modest.reason == "improved", modest.verdict
-        big = run_edit(eng, "BIAS = -0.03", "BIAS = -0.2")
+        big = run_edit(eng, "BIAS = -0.045", "BIAS = -0.2")
         assert big.status == Status.DISCARDED and big.reason == "implausible", big.verdict
         assert "%" in big.detail
     finally:
