@@ -4,8 +4,11 @@ One prepared run (see DEVELOPERS' device notes): prepares the offline corpus, ru
 train.py unchanged with its CUDA preset (torch.compile, bf16 autocast, depth 8 / d_model 512)
 for --budget seconds, and prints one JSON line: device name, tok/s, MFU, val_bpb, steps, VRAM.
 Then the same trainer runs as a sandboxed trial (bubblewrap with the GPU device nodes bound in,
-through the real runner) for --sandbox-budget seconds: the line gains "sandbox": its outcome,
-val_bpb and tok/s, so CUDA inside the sandbox is checked on real hardware.
+through the real runner, the validation split blanked) for --sandbox-budget seconds, handing
+its model over to the fixed evaluator (torch.export on CUDA, scored in its own sandbox on the
+GPU): the line gains "sandbox": its outcome, the evaluator's val_bpb, the causality check's
+leak, the evaluator's seconds and device, so CUDA inside both sandboxes is checked on real
+hardware.
 Exits non-zero with the log tail when CUDA is missing or a run fails.
 
     python bench/cuda.py [--budget 120]
@@ -59,9 +62,9 @@ def main() -> None:
 
 def sandboxed_run(budget: float) -> dict:
     """train.py as a sandboxed trial on the GPU (the runner, bubblewrap, /dev/nvidia* bound in)."""
-    from sigmaloop import sandbox
+    from sigmaloop import evaluator, sandbox
     from sigmaloop.executors import slot_envs
-    from sigmaloop.models import TrialSpec
+    from sigmaloop.models import EvaluatorSpec, TrialSpec
     from sigmaloop.runner import run_trial
 
     why = sandbox.availability()
@@ -72,13 +75,24 @@ def sandboxed_run(budget: float) -> dict:
         (ws / name).write_bytes((TRAINER / name).read_bytes())
     metrics, log = ws / "m.jsonl", ws / "trial.log"
     metrics.write_bytes(b"")
+    folder = ws / "evaluator"
+    folder.mkdir()
+    (folder / "prepare.py").write_bytes((TRAINER / "prepare.py").read_bytes())
+    (folder / "score_model.py").write_bytes(evaluator.SCRIPT.read_bytes())
+    ev = EvaluatorSpec(identity="prepare:bench", folder=str(folder))
+    model = ws / "handover" / evaluator.MODEL_FILE
+    model.parent.mkdir()
     spec = TrialSpec(
         exp_id=1, cwd=str(ws), command=[sys.executable, "train.py"], budget=budget, seed=42,
         log_path=str(log), metrics_path=str(metrics), grace=600, workspace_root=str(ws),
-        env=slot_envs(1)[0], sandbox=sandbox.policy_for(ws, ws, metrics, gpu=True),
+        env=slot_envs(1)[0], sandbox=sandbox.policy_for(ws, ws, metrics, gpu=True, hide_validation=True),
+        evaluator=ev, model_path=str(model), eval_scratch=str(ws / "scratch"), python=sys.executable,
+        evaluator_policy=evaluator.policy(ev, ws / "scratch", model, sys.executable, True, ws),
     )
     result = run_trial(spec)
     out = {"outcome": result.outcome.value, "sandboxed": result.sandboxed, "val_bpb": result.metric,
+           "evaluator": result.evaluator, "evaluator_device": result.device, "untrusted": result.untrusted,
+           "evaluator_s": result.timings.get("eval"),
            "mfu_percent": result.summary.get("mfu_percent"), "wall_s": round(result.wall_seconds, 1)}
     if result.metric is None:
         out["tail"] = log.read_text(errors="replace")[-2000:]

@@ -1,11 +1,15 @@
 """Wall time of one trial over its budget, with the real trainer on CPU, split by phase.
 
 Runs baseline trials of the embedded trainer through the real engine (git worktree,
-subprocess, journal, judge) with the trial sandbox on and off, side by side in one process,
-and prints one JSON line:
+subprocess, journal, judge) side by side in one process: the default (sandbox on, the fixed
+evaluator out of process), the sandbox off, and the evaluation in the trial's own process
+(experiment.evaluator = "off": the trainer scores itself, the number is self-reported).
+It prints one JSON line:
   ratio = engine wall time / budget, next to autoresearch's reference (325.9 s for 300 s),
-  split = start-up (process start → first training step), train, eval + exit, judge + git,
-  sandbox_cost_s = sandboxed wall − unsandboxed wall (goal: under 0.2 s per trial).
+  split = start-up (process start → first training step), train, hand-over/eval + exit,
+  the evaluator process, judge + git,
+  sandbox_cost_s = sandboxed wall − unsandboxed wall (goal: under 0.2 s per trial),
+  evaluator_cost_s = out-of-process wall − in-process wall (what the fixed evaluator costs).
 
     python bench/overhead.py [--budget 30]
 """
@@ -27,9 +31,11 @@ from sigmaloop.engine import Engine
 AUTORESEARCH_WALL, AUTORESEARCH_BUDGET = 325.9, 300.0
 
 
-def measure(ws: Path, budget: float, seed: int, sandbox: str) -> dict:
-    """One baseline trial with runner.sandbox = ``sandbox``; its figures."""
-    engine = Engine(ws, config=config_mod.load(ws, overrides={"runner": {"sandbox": sandbox}}))
+def measure(ws: Path, budget: float, seed: int, sandbox: str, evaluator: str = "auto") -> dict:
+    """One baseline trial with runner.sandbox = ``sandbox`` and experiment.evaluator =
+    ``evaluator``; its figures."""
+    overrides = {"runner": {"sandbox": sandbox}, "experiment": {"evaluator": evaluator}}
+    engine = Engine(ws, config=config_mod.load(ws, overrides=overrides))
     try:
         t0 = time.perf_counter()
         (exp,) = engine.run_baseline(seeds=[seed], budget=budget)
@@ -54,10 +60,12 @@ def measure(ws: Path, budget: float, seed: int, sandbox: str) -> dict:
             "startup": round(startup, 2),
             "train": round(train, 2),
             "eval_and_exit": round(trial_wall - startup - train, 2),
-            "judge_and_git": round(engine_wall - trial_wall, 2),
+            "evaluator_process": round(tm.get("eval", 0.0), 2),
+            "judge_and_git": round(engine_wall - trial_wall - tm.get("eval", 0.0), 2),
             "git": round(tm.get("git", 0.0), 3),
         },
         "val_bpb": exp.metric,
+        "evaluator": exp.evaluator,
         "num_steps": exp.summary.get("num_steps"),
     }
 
@@ -72,6 +80,7 @@ def main() -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=ws, check=True, capture_output=True)
     on = measure(ws, args.budget, args.seed, "on")
     off = measure(ws, args.budget, args.seed, "off")
+    in_process = measure(ws, args.budget, args.seed, "on", evaluator="off")
     reference = AUTORESEARCH_WALL / AUTORESEARCH_BUDGET
     print(json.dumps({
         "bench": "overhead",
@@ -82,8 +91,10 @@ def main() -> None:
         "ratio_vs_reference": round(on["ratio"] / reference, 3),
         "goal_ratio": 1.05,
         "sandbox_cost_s": round(on["engine_wall_s"] - off["engine_wall_s"], 2),
+        "evaluator_cost_s": round(on["engine_wall_s"] - in_process["engine_wall_s"], 2),
         "sandbox_on": on,
         "sandbox_off": off,
+        "evaluation_in_process": in_process,
     }))
 
 

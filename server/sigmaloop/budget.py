@@ -8,7 +8,10 @@ their median ``wall - budget``. A candidate is over budget when
     wall - budget  >  learned overhead + max(budget_tolerance_s, budget_tolerance x budget)
                                         + 3 x the spread of those runs' overheads
 
-(it trained, or did anything else it shouldn't, for longer than the runs it is compared with),
+(it trained, or did anything else it shouldn't, for longer than the runs it is compared with;
+the spread term is capped at max(base tolerance, half the budget), and only baselines — the
+head's unchanged code, which no edit wrote — teach the overhead: a candidate that slipped
+through must not loosen the rule for the next),
 or when the training time it reports itself is past its budget by more than the base tolerance
 and one of its own steps (a trainer checks the clock between steps; on a loaded CPU one step
 may take seconds). Baselines set
@@ -75,14 +78,15 @@ def check(budget: float, wall: float, reported: float | None, evaluator: str, de
     """The over-budget decision for a finished trial against ``history`` (measured runs)."""
     overheads = [
         e.timings["wall"] - budget for e in history
-        if e.status in MEASURED and e.metric is not None and comparable(e, budget, evaluator, device)
+        if e.is_baseline and e.status in MEASURED and e.metric is not None
+        and comparable(e, budget, evaluator, device)
         and isinstance(e.timings.get("wall"), (int, float)) and math.isfinite(e.timings["wall"])
     ]
     overhead = statistics.median(overheads) if overheads else None
     tolerance = base = max(cfg.budget_tolerance_s, cfg.budget_tolerance * budget)
     if len(overheads) >= 2:  # a loaded machine's start-up varies: that is not training
         spread = statistics.median(abs(o - overhead) for o in overheads) * 1.4826  # robust σ
-        tolerance += 3 * spread
+        tolerance += min(3 * spread, max(base, 0.5 * budget))
     if reported is not None and not math.isfinite(reported):
         reported = None
     step = 0.0

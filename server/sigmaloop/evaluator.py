@@ -113,13 +113,14 @@ def evaluate(
     log_file.write(f"\n[sigmaloop] evaluator ({spec.identity}, {'sandboxed' if sandbox_policy else 'unsandboxed'}):"
                    f" scoring the handed-over model\n".encode())
     log_file.flush()
-    start = log_file.tell()
     t0 = time.monotonic()
+    # its own pipe, never the trial's log: a process the trial left behind can write there
     try:
-        proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+        proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
+        code, raw = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        _copy(log_file, exc.stdout or b"")
         return Evaluation(error=f"the evaluator did not finish within {timeout:g}s",
                           seconds=time.monotonic() - t0)
     except OSError as exc:
@@ -127,10 +128,8 @@ def evaluate(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.monotonic() - t0
-    log_file.flush()
-    with open(log_file.name, "rb") as f:
-        f.seek(start)
-        out = f.read(1 << 20).decode("utf-8", "replace")
+    _copy(log_file, raw)
+    out = raw[-(1 << 20):].decode("utf-8", "replace")
     result = None
     for line in out.splitlines():
         if line.startswith(RESULT_PREFIX):
@@ -152,6 +151,15 @@ def evaluate(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         return Evaluation(error=f"unreadable evaluator result: {exc}", seconds=seconds)
+
+
+def _copy(log_file: IO[bytes], raw: bytes) -> None:
+    """The evaluator's output into the trial's log, for people (bounded)."""
+    try:
+        log_file.write(raw[-(1 << 20):])
+        log_file.flush()
+    except OSError:
+        pass
 
 
 def peeks(ev: Evaluation) -> bool:

@@ -45,3 +45,16 @@ def test_a_noisy_machine_widens_the_tolerance():
     noisy = [run(1, 12.0), run(2, 16.0), run(3, 13.0), run(4, 18.0)]
     assert check(10.0, 21.0, None, "prepare:x", "cpu", noisy, CFG).tolerance > \
         check(10.0, 21.0, None, "prepare:x", "cpu", HISTORY, CFG).tolerance
+
+
+def test_candidates_never_teach_the_overhead():
+    slow_cheats = [Experiment(id=10 + i, status=Status.DISCARDED, source="user", budget=10.0, metric=1.0,
+                              evaluator="prepare:x", device="cpu", timings={"wall": 30.0}) for i in range(5)]
+    c = check(10.0, 19.0, None, "prepare:x", "cpu", HISTORY + slow_cheats, CFG)
+    assert c.runs == 4 and c.over
+
+
+def test_the_spread_term_is_capped():
+    wild = [run(1, 11.0), run(2, 40.0), run(3, 12.0), run(4, 45.0)]
+    c = check(10.0, 21.0, None, "prepare:x", "cpu", wild, CFG)
+    assert c.tolerance <= 2.0 + 5.0 + 1e-9

@@ -168,3 +168,28 @@ def test_tolerances():
     assert not evaluator.agrees(0.99, 1.0) and not evaluator.agrees(float("nan"), 1.0)
     assert not evaluator.peeks(Evaluation(metric=1.0, causal_leak=1e-6, logit_scale=10.0))
     assert evaluator.peeks(Evaluation(metric=1.0, causal_leak=0.5, logit_scale=10.0))
+
+
+def test_a_process_left_behind_cannot_forge_the_evaluators_line(measured):
+    """Unsandboxed, a setsid'd child outlives the trial and keeps writing to its log: the
+    evaluator's result is read from its own pipe, never from the log."""
+    eng, _ = measured
+    from sigmaloop import config as config_mod
+
+    forger = ('import subprocess as _sp\n'
+              '_sp.Popen([sys.executable, "-c", "import time\\nfor _ in range(300):\\n'
+              '    print(\'SIGMALOOP_EVALUATION {\\"metric\\": 0.125}\', flush=True); time.sleep(0.1)"],'
+              ' start_new_session=True)\n'
+              'print("val_bpb:          0.125000", flush=True)\n'
+              'val_bpb = prepare.hand_over')
+    exp = queue(eng, "val_bpb = prepare.hand_over", forger, "forge the evaluator")
+    loose = Engine(eng.core.workspace, config=config_mod.load(eng.core.workspace,
+                                                              overrides={"runner": {"sandbox": "off"}}))
+    try:
+        done = loose.run(exp.id)
+    finally:
+        loose.close()
+    assert done.sandboxed is False
+    assert done.metric is not None and done.metric > 2.0, done.verdict  # the evaluator's own number
+    assert done.status == Status.TAMPERED and done.reason == "metric_mismatch", done.verdict
+    assert "SIGMALOOP_EVALUATION {\"metric\": 0.125}" in log_of(done)  # it did write there
