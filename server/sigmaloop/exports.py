@@ -33,8 +33,8 @@ def write_results_tsv(journal: Journal, path: str | os.PathLike[str]) -> int:
             status = "crash"
         elif e.status == Status.KEPT or (e.is_baseline and e.status in MEASURED):
             status = "keep"
-        elif e.status == Status.DISCARDED:
-            status = "discard"
+        elif e.status in (Status.DISCARDED, Status.TAMPERED, Status.OVER_BUDGET):
+            status = "discard"  # autoresearch's three words; the description says which
         else:  # rejected: never ran
             continue
         crashed = status == "crash"
@@ -45,6 +45,8 @@ def write_results_tsv(journal: Journal, path: str | os.PathLike[str]) -> int:
             desc = f"baseline (seed {e.seed})" if e.seed is not None else "baseline"
         else:
             desc = e.hypothesis.replace("\r\n", " ").translate(_FLATTEN).strip()
+            if e.status in (Status.TAMPERED, Status.OVER_BUDGET):
+                desc = f"[{e.status.value}: {e.reason}] {desc}"
         lines.append(f"{(e.commit or '')[:7]}\t{metric:.6f}\t{memory:.1f}\t{status}\t{desc}")
         n += 1
     _write_atomic(Path(path), "\n".join(lines) + "\n")

@@ -103,6 +103,8 @@ def test_a_forged_summary_without_a_model_is_tampered(measured):
     assert exp.printed_metric == 0.5 and exp.metric is None
     assert "handed no model" in exp.verdict
     assert eng.head() == head
+    rows = eng.results_path().read_text().splitlines()
+    assert any(r.endswith("\tdiscard\t[tampered: no_model] forged") for r in rows), rows
 
 
 def test_a_number_changed_after_the_evaluation_is_tampered(measured):
