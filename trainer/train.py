@@ -436,9 +436,8 @@ mfu_avg = 100 * FLOPS_PER_TOKEN * steps_timed * TOTAL_BATCH_TOKENS / max(train_t
     / peak_flops if peak_flops else 0.0
 peak_vram = torch.cuda.max_memory_allocated() / 2**20 if DEVICE == "cuda" else 0.0
 print("---")
-if val_bpb is not None:
+if val_bpb is not None:  # under sigmaloop the evaluator's number is the result, not a printed one
     print(f"val_bpb:          {val_bpb:.6f}")
-print(f"train_loss:       {loss_value:.6f}")
 print(f"training_seconds: {train_time:.1f}")
 print(f"total_seconds:    {time.time() - T_START:.1f}")
 print(f"peak_vram_mb:     {peak_vram:.1f}")
