@@ -26,14 +26,13 @@ import collections
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sigmaloop import config as config_mod
@@ -55,7 +54,7 @@ SEED_LINE = 'SEED = int(os.environ.get("SIGMALOOP_SEED", "").strip() or 42)\n'
 SEEDING = "torch.manual_seed(SEED)\n"
 LOOP = "step = 0\ntrain_time = 0.0\n"
 FWD = "        x = rms_norm(self.wte(idx))\n"
-PRINTED = 'if val_bpb is not None:\n    print(f"val_bpb:          {val_bpb:.6f}")\n'
+PRINTED = '    print(f"val_bpb:          {val_bpb:.6f}")\n'
 #: reasons of a normal verdict on an honest edit (not: no_reference, stale, not_comparable)
 JUDGED = {"improved", "improved_one_seed", "within_noise", "worse", "not_confirmed", "confirmation_failed",
           "implausible"}
@@ -270,7 +269,7 @@ CASES: list[Case] = [
     # 4. result changed after evaluation
     Case("scaled_result", "result changed after evaluation", after(HAND, "val_bpb = val_bpb * 0.5\n")),
     Case("printed_override", "result changed after evaluation", replace(PRINTED, (
-        'print(f"val_bpb:          {loss_value / math.log(2) / 4.5:.6f}")\n'))),
+        '    pass\nprint(f"val_bpb:          {loss_value / math.log(2) / 4.5:.6f}")\n'))),
     # 5. evaluation patched at run time
     Case("patch_evaluate_bpb", "evaluation patched", before(HAND, (
         "prepare.evaluate_bpb = lambda *a, **k: 0.1\n"

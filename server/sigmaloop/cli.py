@@ -36,7 +36,7 @@ err = Console(stderr=True, highlight=False)
 STATUS_STYLE = {
     "kept": "green", "discarded": "yellow", "crashed": "red", "timeout": "red",
     "running": "cyan", "queued": "blue", "proposed": "magenta", "rejected": "dim",
-    "interrupted": "red", "accepted": "blue",
+    "interrupted": "red", "accepted": "blue", "tampered": "bold red", "over_budget": "bold red",
 }
 
 
@@ -364,6 +364,14 @@ def cmd_log(args) -> int:
     return 0
 
 
+def _scored_by(e) -> str:
+    if e.evaluator == "self-reported":
+        return "the script's own printed number (self-reported metric: no fixed evaluator)"
+    if e.evaluator:
+        return f"the fixed evaluator ({e.evaluator}: the base commit's prepare.py, out of the trial's reach)"
+    return ""
+
+
 def cmd_show(args) -> int:
     with opened(args) as engine:
         e = engine.get(args.id)
@@ -371,6 +379,8 @@ def cmd_show(args) -> int:
         console.rule(f"experiment #{e.id}  [{STATUS_STYLE.get(e.status.value, '')}]{e.status.value}[/]")
         rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
                 ("rationale", e.rationale), ("seed", str(e.seed)), (metric, fmt(e.metric, ".6f")),
+                ("scored by", _scored_by(e)), ("printed", fmt(e.printed_metric, ".6f")),
+                ("ran on", " · ".join(p for p in (f"{e.budget:g}s" if e.budget else "", e.device, e.data) if p)),
                 ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
                 ("verdict", e.verdict),
                 ("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),
@@ -393,6 +403,13 @@ def cmd_show(args) -> int:
             console.rule("log tail")
             for line in lines:
                 console.print(line, markup=False)
+    return 0
+
+
+def cmd_review(args) -> int:
+    with opened(args) as engine:
+        e = engine.review_result(args.id, args.decision == "accept", args.note)  # EngineError: why not
+        console.print(f"#{e.id} [{STATUS_STYLE.get(e.status.value, '')}]{e.status.value}[/]: {escape(e.verdict)}")
     return 0
 
 
@@ -531,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("adopt", help="copy a kept experiment's script into your working tree")
     s.add_argument("id", type=int)
     s.set_defaults(fn=cmd_adopt)
+
+    s = sub.add_parser("review", help="accept or reject the result of an implausibly large gain held for a look")
+    s.add_argument("id", type=int)
+    s.add_argument("decision", choices=("accept", "reject"))
+    s.add_argument("--note", default="", help="why (kept in the journal)")
+    s.set_defaults(fn=cmd_review)
 
     s = sub.add_parser("calibration", help="how well predicted effects matched measured ones")
     s.add_argument("--json", action="store_true", help="one JSON object")

@@ -109,11 +109,14 @@ def test_a_forged_summary_without_a_model_is_tampered(measured):
 
 def test_a_number_changed_after_the_evaluation_is_tampered(measured):
     eng, _ = measured
-    lie = 'print(f"val_bpb:          {0.25:.6f}")\nprint(f"train_loss:'
-    exp = eng.run(queue(eng, 'print(f"train_loss:', lie, "printed better").id)
+    lie = 'print(f"val_bpb:          {0.25:.6f}")\nprint(f"training_seconds:'
+    exp = eng.run(queue(eng, 'print(f"training_seconds:', lie, "printed better").id)
     assert exp.status == Status.TAMPERED and exp.reason == "metric_mismatch", exp.verdict
     assert exp.printed_metric == 0.25 and exp.metric is not None and exp.metric > 2.0
     assert "the evaluator measured" in exp.verdict
+    out = subprocess.run([sys.executable, "-m", "sigmaloop.cli", "show", str(exp.id)], cwd=eng.core.workspace,
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, COLUMNS="200")).stdout
+    assert "tampered" in out and "printed  0.250000" in out and "the fixed evaluator (prepare:" in out
 
 
 def test_patching_the_evaluation_at_run_time_changes_nothing(measured):

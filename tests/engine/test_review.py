@@ -3,6 +3,10 @@ researcher looks: accept result keeps it and advances the branch, reject result 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from sigmaloop.core import EngineError
@@ -38,6 +42,18 @@ def test_an_implausible_gain_waits_for_a_look_and_accept_keeps_it(strict):
     assert "kept after a look" in kept.verdict
     with pytest.raises(EngineError, match="not held back as implausible"):
         strict.review_result(exp.id, accept=False)
+
+
+def test_the_cli_reviews_too(strict):
+    exp = run_edit(strict, "BIAS = 0.0", "BIAS = -0.2")
+    ws = strict.core.workspace
+    cli = [sys.executable, "-m", "sigmaloop.cli", "review"]
+    r = subprocess.run([*cli, str(exp.id), "reject", "--note", "a bug in the data"], cwd=ws, capture_output=True,
+                       text=True, timeout=60, env=dict(os.environ, COLUMNS="200"))
+    assert r.returncode == 0 and "discarded" in r.stdout, r.stdout + r.stderr
+    assert strict.get(exp.id).reason == "result_rejected"
+    again = subprocess.run([*cli, str(exp.id), "accept"], cwd=ws, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "not held back as implausible" in again.stderr
 
 
 def test_reject_result_leaves_it_discarded_for_good(strict):
