@@ -117,8 +117,9 @@ def noise_advice(threshold: float | None, value: float, metric: str, seeds: int,
     if threshold / abs(value) <= ADVICE_REL:
         return None
     return (f"the judge can only keep improvements of {threshold:.4g} {metric} or more ({rel:.1f}% of the "
-            f"reference): run-to-run noise is large here. More baseline seeds (now {seeds}; judge.seeds), "
-            "a longer budget, or fewer sources of nondeterminism in the script would lower it")
+            f"reference): run-to-run noise is large here. More baseline seeds (now {seeds} on this code; "
+            "judge.seeds, and sigmaloop baseline runs the missing ones), a longer budget, or fewer sources "
+            "of nondeterminism in the script would lower it")
 
 
 _RAN = (Status.KEPT, Status.DISCARDED, Status.CRASHED, Status.TIMEOUT)
