@@ -160,13 +160,13 @@ def night(rule: Rule, pool: list[float], sd: float, effect: float, n: int, rng: 
         seed = cfg.seeds[0]  # trials.py: a candidate runs on the first configured seed
         runs = [(seed, rng.choice(pool) + cand_shift)]
         v = judge.judge(runs, ref, sigma, dof=dof_arg)
-        if v.needs_confirmation:
-            seed2 = judge.pick_seed(ref, exclude=[seed])
+        while v.needs_confirmation:  # trials.py: a confirmation, and one more seed when borderline
+            seed2 = judge.pick_seed(ref, exclude=[s for s, _ in runs])
             if seed2 is None:
                 v = judge.judge(runs, ref, sigma, dof=dof_arg, confirm=False)
-            else:
-                runs.append((seed2, rng.choice(pool) + cand_shift))
-                v = judge.judge(runs, ref, sigma, dof=dof_arg)  # its own runs are not in sigma yet
+                break
+            runs.append((seed2, rng.choice(pool) + cand_shift))
+            v = judge.judge(runs, ref, sigma, dof=dof_arg)  # its own runs are not in sigma yet
         kept = v.status == Status.KEPT
         flagged = v.reason == Reason.IMPLAUSIBLE
         t.candidates += 1
@@ -261,8 +261,9 @@ def bench(args: argparse.Namespace) -> None:
     default = JudgeConfig()
     effects = [float(e) for e in args.effects.split(",")]
     rules = [
-        Rule("old: z >= k, sigma as if known, 2 seeds", JudgeConfig(seeds=[42, 43], k=args.k, confirm_z=args.k, **off),
-             use_t=False),
+        Rule("old: z >= k, sigma as if known, 2 seeds", JudgeConfig(seeds=[42, 43], k=args.k, confirm_z=args.k,
+                                                                     max_runs=2, **off), use_t=False),
+        Rule("new without the borderline rerun (max_runs 2)", replace(default, k=args.k, max_runs=2, **off)),
         Rule("new: Student t on sigma's dof (defaults)", replace(default, k=args.k, **off)),
     ]
     for rule in rules:

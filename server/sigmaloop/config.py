@@ -46,6 +46,8 @@ class JudgeConfig:
     seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46, 47])
     k: float = 2.0  # keep at the one-sided level of k sigma (Student's t on sigma's dof)
     confirm_z: float = 1.0  # a first run this many sigma (of a paired difference) better earns a rerun
+    max_runs: int = 3  # a would-be keep just short of the bar after its confirmation earns one more seed
+    borderline: float = 1.0  # ... when its z is within this of the critical value
     confirm_margin: float = 1.0  # unused since confirm_z; still read so older configs load
     min_sigma_rel: float = 0.0005  # sigma floor, relative to the reference metric
     # a gain this large (in sigma, or in % of the reference metric) is kept only after a look
@@ -169,6 +171,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"judge.seeds must be distinct, not {j.seeds!r}")
     if not j.k > 0:
         raise ConfigError(f"judge.k must be > 0, not {j.k}")
+    if j.max_runs < 2:
+        raise ConfigError(f"judge.max_runs must be >= 2 (a run and its confirmation), not {j.max_runs}")
+    if not j.borderline >= 0:
+        raise ConfigError(f"judge.borderline must be >= 0, not {j.borderline}")
     if not j.confirm_z >= 0:
         raise ConfigError(f"judge.confirm_z must be >= 0, not {j.confirm_z}")
     if r.slots < 1:

@@ -347,28 +347,30 @@ class Trials:
             return exp
         runs = [(exp.seed, exp.metric)]
         verdict = core.judge.judge(runs, ref, sigma, dof=dof)
-        if verdict.needs_confirmation:
-            seed = core.judge.pick_seed(ref, exclude=[exp.seed])
-            if seed is None:  # the reference has one seed only: decide on one run
+        while verdict.needs_confirmation:  # a would-be keep (or a borderline one) earns another seed
+            seed = core.judge.pick_seed(ref, exclude=[s for s, _ in runs])
+            if seed is None:  # no seed left to confirm on: decide on the runs there are
                 verdict = core.judge.judge(runs, ref, sigma, dof=dof, confirm=False)
-                if verdict.status == Status.KEPT and verdict.reason == Reason.IMPROVED:
+                if len(runs) == 1 and verdict.status == Status.KEPT and verdict.reason == Reason.IMPROVED:
                     verdict.reason = Reason.IMPROVED_ONE_SEED
-            elif self._stopping(exp.id):  # stopped before its confirmation started
+                break
+            if self._stopping(exp.id):  # stopped before its confirmation started
                 verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
-            else:
-                core.update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z, numbers=verdict.numbers,
-                            phase=Phase.CONFIRMING)
-                conf = self._confirm(exp, seed)
-                if conf.status == Status.INTERRUPTED:  # stopped, not refuted: no verdict either way
-                    verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
-                    verdict.detail = f"confirmation #{conf.id}"
-                elif conf.metric is None or conf.status != Status.RUNNING:
-                    verdict.status, verdict.reason = Status.DISCARDED, Reason.CONFIRMATION_FAILED
-                    verdict.detail = f"confirmation #{conf.id} {conf.status.value}"
-                else:
-                    runs.append((conf.seed, conf.metric))
-                    sigma, dof = core.judge.noise(core.journal.list(), ref)
-                    verdict = core.judge.judge(runs, ref, sigma, dof=dof)
+                break
+            core.update(exp.id, delta=verdict.delta, sigma=sigma, z=verdict.z, numbers=verdict.numbers,
+                        phase=Phase.CONFIRMING)
+            conf = self._confirm(exp, seed)
+            if conf.status == Status.INTERRUPTED:  # stopped, not refuted: no verdict either way
+                verdict.status, verdict.reason = Status.INTERRUPTED, Reason.STOPPED_IN_CONFIRMATION
+                verdict.detail = f"confirmation #{conf.id}"
+                break
+            if conf.metric is None or conf.status != Status.RUNNING:
+                verdict.status, verdict.reason = Status.DISCARDED, Reason.CONFIRMATION_FAILED
+                verdict.detail = f"confirmation #{conf.id} {conf.status.value}"
+                break
+            runs.append((conf.seed, conf.metric))
+            sigma, dof = core.judge.noise(core.journal.list(), ref)
+            verdict = core.judge.judge(runs, ref, sigma, dof=dof)
         with core.lock:  # one ratchet move at a time
             if verdict.status == Status.KEPT:
                 try:

@@ -276,3 +276,25 @@ def test_stop_while_proposing_runs_nothing(engine):
     engine.propose = propose_then_stop
     done = engine.loop(3, proposer="tune")
     assert len(done) == 1 and done[0].status == Status.PROPOSED
+
+
+def test_a_borderline_keep_earns_a_third_seed(tmp_path):
+    """Just short of the bar after its confirmation (z within judge.borderline of t_crit), a
+    would-be keep runs on one more paired seed; the verdict is taken on all three."""
+    from enginekit import CONFIG, make_workspace
+
+    ws = make_workspace(tmp_path / "ws", config=CONFIG.replace("seeds = [42, 43]", "seeds = [42, 43, 44]"))
+    eng = Engine(ws)
+    try:
+        eng.run_baseline()
+        sigma = eng.sigma()
+        crit = eng.core.judge.critical_value(2)
+        delta = (crit - 0.5) * sigma  # the stand-in's noise is per seed: paired deltas are exactly -delta
+        exp = user_edit(eng, "BIAS = 0.0", f"BIAS = {-delta!r}", "a borderline gain")
+        exp = eng.run(exp.id)
+        confirmations = [e for e in eng.experiments() if e.confirms == exp.id]
+        assert len(confirmations) == 2 and sorted(c.seed for c in confirmations) == [43, 44]
+        assert exp.status == Status.KEPT and exp.numbers["runs"] == 3, exp.verdict
+        assert "over 3 seeds" in exp.verdict
+    finally:
+        eng.close()

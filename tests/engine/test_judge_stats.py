@@ -187,3 +187,24 @@ def test_the_keep_threshold_grows_at_low_dof_and_the_advice_asks_for_seeds():
     assert low is not None and "1 degree of freedom" in low and "More seeds" in low and "now 2" in low
     assert noise_advice(t[2], 2.0, "val_bpb", 3, dof=2, k=2.0) is not None  # t_crit 4.5: > 2× k
     assert noise_advice(t[5], 10.0, "val_bpb", 6, dof=5, k=2.0) is None  # 0.3% of the metric, dof 5
+
+
+def test_a_borderline_verdict_earns_one_more_seed_up_to_max_runs():
+    exps = journal(6, spread=0.02)
+    judge = Judge(JudgeConfig(seeds=list(range(42, 48)), k=2.0, implausible_pct=100.0))
+    ref = reference_for(exps, "base", **WHERE)
+    sigma, dof = judge.noise(exps, ref)
+    crit = judge.critical_value(dof)
+
+    def runs(n: int, z: float) -> list[tuple[int, float]]:  # n paired runs whose mean gain is z noise units
+        gain = z * math.sqrt(2.0) * sigma / math.sqrt(n)
+        return [(s, ref.by_seed[s] - gain) for s in list(ref.by_seed)[:n]]
+
+    near = judge.judge(runs(2, crit - 0.5), ref, sigma, dof=dof)
+    assert near.needs_confirmation and near.status == Status.RUNNING and "borderline" in near.detail
+    far = judge.judge(runs(2, crit - 1.5), ref, sigma, dof=dof)  # outside the band: decided now
+    assert not far.needs_confirmation and far.reason == Reason.WITHIN_NOISE
+    capped = judge.judge(runs(3, crit - 0.5), ref, sigma, dof=dof)  # max_runs reached: decided
+    assert not capped.needs_confirmation and capped.status == Status.DISCARDED
+    assert not Judge(JudgeConfig(seeds=list(range(42, 48)), max_runs=2)).judge(
+        runs(2, crit - 0.5), ref, sigma, dof=dof).needs_confirmation
