@@ -20,10 +20,12 @@ This module never imports torch; ``score_model.py`` does, in its own process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path, PurePosixPath
@@ -94,6 +96,76 @@ def policy(spec: EvaluatorSpec, scratch: Path, model_path: Path, python: str, gp
     )
 
 
+class Pending:
+    """An evaluator started while its trial trains: interpreter, torch and the data loaded, it
+    waits for ``go`` (the trial has ended and handed its model over). :meth:`finish` scores;
+    :meth:`cancel` ends it when there is nothing to score."""
+
+    def __init__(self, spec: EvaluatorSpec, argv: list[str], scratch: Path, env: dict[str, str],
+                 sandboxed: bool) -> None:
+        self.spec, self.scratch, self.sandboxed = spec, scratch, sandboxed
+        self.t0 = time.monotonic()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error = ""
+        try:
+            self.proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            self.error = f"could not start the evaluator: {exc}"
+
+    def finish(self, log_file: IO[bytes], timeout: float = EVAL_TIMEOUT_S) -> Evaluation:
+        """Score the handed-over model; its output goes to the trial's log after a header line
+        (read from its own pipe, never from the log: a process the trial left behind can write
+        there)."""
+        log_file.write(f"\n[sigmaloop] evaluator ({self.spec.identity}, "
+                       f"{'sandboxed' if self.sandboxed else 'unsandboxed'}): scoring the handed-over model\n".encode())
+        log_file.flush()
+        t_go = time.monotonic()
+        if self.proc is None:
+            return Evaluation(error=self.error, seconds=0.0)
+        try:
+            raw, _ = self.proc.communicate(b"go\n", timeout=timeout)
+            code = self.proc.returncode
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            return Evaluation(error=f"the evaluator did not finish within {timeout:g}s",
+                              seconds=time.monotonic() - t_go)
+        except OSError as exc:  # it died before reading "go" (e.g. the data failed to load)
+            raw, code = (self.proc.stdout.read() if self.proc.stdout else b""), self.proc.wait()
+            if not raw:
+                raw = f"evaluator: {exc}".encode()
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        seconds = time.monotonic() - t_go
+        _copy(log_file, raw)
+        return _parse(raw, code, seconds)
+
+    def cancel(self) -> None:
+        """No model to score (the trial failed or was stopped): end it, leave nothing behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start(
+    spec: EvaluatorSpec,
+    model_path: Path,
+    python: str,
+    env: dict[str, str],
+    scratch: Path,
+    sandbox_policy: sandbox.Policy | None,
+) -> Pending:
+    """Start the evaluator for a trial that is about to train: it warms up meanwhile."""
+    argv = [python, str(Path(spec.folder) / SCRIPT.name), "--model", str(model_path),
+            "--prepare-dir", spec.folder, "--wait"]
+    scratch.mkdir(parents=True, exist_ok=True)
+    if sandbox_policy is not None:
+        argv = sandbox.wrap(argv, sandbox_policy, str(scratch))
+    return Pending(spec, argv, scratch, env, sandbox_policy is not None)
+
+
 def evaluate(
     spec: EvaluatorSpec,
     model_path: Path,
@@ -104,31 +176,11 @@ def evaluate(
     sandbox_policy: sandbox.Policy | None,
     timeout: float = EVAL_TIMEOUT_S,
 ) -> Evaluation:
-    """Score the handed-over model; its output goes to the trial's log after a header line."""
-    argv = [python, str(Path(spec.folder) / SCRIPT.name), "--model", str(model_path),
-            "--prepare-dir", spec.folder]
-    scratch.mkdir(parents=True, exist_ok=True)
-    if sandbox_policy is not None:
-        argv = sandbox.wrap(argv, sandbox_policy, str(scratch))
-    log_file.write(f"\n[sigmaloop] evaluator ({spec.identity}, {'sandboxed' if sandbox_policy else 'unsandboxed'}):"
-                   f" scoring the handed-over model\n".encode())
-    log_file.flush()
-    t0 = time.monotonic()
-    # its own pipe, never the trial's log: a process the trial left behind can write there
-    try:
-        proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
-        code, raw = proc.returncode, proc.stdout
-    except subprocess.TimeoutExpired as exc:
-        _copy(log_file, exc.stdout or b"")
-        return Evaluation(error=f"the evaluator did not finish within {timeout:g}s",
-                          seconds=time.monotonic() - t0)
-    except OSError as exc:
-        return Evaluation(error=f"could not start the evaluator: {exc}", seconds=time.monotonic() - t0)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    seconds = time.monotonic() - t0
-    _copy(log_file, raw)
+    """Start the evaluator and score at once (nothing to overlap with)."""
+    return start(spec, model_path, python, env, scratch, sandbox_policy).finish(log_file, timeout)
+
+
+def _parse(raw: bytes, code: int | None, seconds: float) -> Evaluation:
     out = raw[-(1 << 20):].decode("utf-8", "replace")
     result = None
     for line in out.splitlines():

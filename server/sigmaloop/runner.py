@@ -254,16 +254,24 @@ def run_trial(
         return TrialResult(
             spec.exp_id, Outcome.CRASHED, error=f"could not create trial files: {exc}"
         )
+    pending = None
+    if spec.evaluator is not None:  # it warms up (interpreter, torch, data) while the trial trains
+        eval_env = {k: v for k, v in env.items() if k != "SIGMALOOP_MODEL"}
+        pending = evaluator.start(spec.evaluator, Path(spec.model_path), spec.python or spec.command[0],
+                                  eval_env, Path(spec.eval_scratch or Path(spec.model_path).parent / "scratch"),
+                                  spec.evaluator_policy)
     try:
         result = _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
-        if result.outcome == Outcome.OK and spec.evaluator is not None:
-            _score(spec, result, env, log_file)
+        if result.outcome == Outcome.OK and pending is not None:
+            _score(spec, result, pending, log_file)
         _redact_log(log_file, log_start)
         result.error = secret.redact(result.error)
         if result.crash is not None:
             result.crash.message = secret.redact(result.crash.message)
         return result
     finally:
+        if pending is not None:
+            pending.cancel()  # nothing left to score (or already scored)
         log_file.close()
 
 
@@ -397,7 +405,7 @@ def _device(spec: TrialSpec) -> str:
     return "cuda" if visible and visible != "-1" else "cpu"
 
 
-def _score(spec: TrialSpec, result: TrialResult, env: dict[str, str], log_file: IO[bytes]) -> None:
+def _score(spec: TrialSpec, result: TrialResult, pending: evaluator.Pending, log_file: IO[bytes]) -> None:
     """The fixed evaluator's number for a trial that ended well, or why there is none."""
     assert spec.evaluator is not None
     model = Path(spec.model_path)
@@ -413,9 +421,7 @@ def _score(spec: TrialSpec, result: TrialResult, env: dict[str, str], log_file: 
                             "prepare.hand_over(model) (it exports the model for the fixed evaluator)")
         _note(log_file, result.error)
         return
-    eval_env = {k: v for k, v in env.items() if k != "SIGMALOOP_MODEL"}
-    ev = evaluator.evaluate(spec.evaluator, model, spec.python or spec.command[0], eval_env, log_file,
-                            Path(spec.eval_scratch or model.parent / "scratch"), spec.evaluator_policy)
+    ev = pending.finish(log_file)
     result.timings["eval"] = round(ev.seconds, 3)
     result.data, result.device = ev.data, ev.device
     if ev.error or ev.metric is None or not math.isfinite(ev.metric):

@@ -198,3 +198,20 @@ def test_a_process_left_behind_cannot_forge_the_evaluators_line(measured):
     assert done.metric is not None and done.metric > 2.0, done.verdict  # the evaluator's own number
     assert done.status == Status.TAMPERED and done.reason == "metric_mismatch", done.verdict
     assert "SIGMALOOP_EVALUATION {\"metric\": 0.125}" in log_of(done)  # it did write there
+
+
+def test_the_evaluator_warms_up_during_the_trial_and_never_outlives_a_failed_one(measured):
+    eng, _ = measured
+    exp = eng.run(queue(eng, "GRAD_ACCUM = ", "raise RuntimeError('broken edit')\nGRAD_ACCUM = ", "crash").id)
+    assert exp.status == Status.CRASHED and "broken edit" in exp.verdict
+    marker = f"exp-{exp.id}/.handover/".encode()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes():
+                    left.append(proc.name)
+            except OSError:
+                continue
+    assert left == [], "an evaluator outlived its failed trial"
+    assert "SIGMALOOP_EVALUATION" not in log_of(exp)
