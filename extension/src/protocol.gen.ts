@@ -83,6 +83,8 @@ export interface ExperimentRecord {
   device?: string;
   /** the script's own number */
   printedMetric?: number | null;
+  /** the machine the trial ran on */
+  node?: string;
 }
 
 /** One progress record of a running trial (plus any extra numbers the script logs). */

@@ -380,7 +380,8 @@ def cmd_show(args) -> int:
         rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
                 ("rationale", e.rationale), ("seed", str(e.seed)), (metric, fmt(e.metric, ".6f")),
                 ("scored by", _scored_by(e)), ("printed", fmt(e.printed_metric, ".6f")),
-                ("ran on", " · ".join(p for p in (f"{e.budget:g}s" if e.budget else "", e.device, e.data) if p)),
+                ("ran on", " · ".join(p for p in (f"{e.budget:g}s" if e.budget else "", e.node, e.device, e.data)
+                                      if p)),
                 ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
                 ("verdict", e.verdict),
                 ("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),

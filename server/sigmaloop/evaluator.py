@@ -156,13 +156,17 @@ def start(
     env: dict[str, str],
     scratch: Path,
     sandbox_policy: sandbox.Policy | None,
+    cpus: tuple[int, ...] = (),
 ) -> Pending:
-    """Start the evaluator for a trial that is about to train: it warms up meanwhile."""
+    """Start the evaluator for a trial that is about to train: it warms up meanwhile (on the
+    trial's slot's cores, so it never slows another slot's trial)."""
     argv = [python, str(Path(spec.folder) / SCRIPT.name), "--model", str(model_path),
             "--prepare-dir", spec.folder, "--wait"]
     scratch.mkdir(parents=True, exist_ok=True)
     if sandbox_policy is not None:
         argv = sandbox.wrap(argv, sandbox_policy, str(scratch))
+    if cpus and shutil.which("taskset"):
+        argv = ["taskset", "-c", ",".join(map(str, cpus)), *argv]
     return Pending(spec, argv, scratch, env, sandbox_policy is not None)
 
 

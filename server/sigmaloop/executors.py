@@ -103,6 +103,18 @@ def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]
     return envs
 
 
+def slot_cpus(slots: int) -> list[tuple[int, ...]]:
+    """Disjoint CPU sets, one per slot, from the CPUs this process may use (none to pin with one
+    slot: it has them all). Two fixed-budget trials on the same cores would measure each other."""
+    if slots <= 1 or not hasattr(os, "sched_getaffinity"):
+        return [() for _ in range(slots)]
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < slots:  # fewer cores than slots: they share, as the thread split already says
+        return [() for _ in range(slots)]
+    per = len(cpus) // slots
+    return [tuple(cpus[i * per:(i + 1) * per]) for i in range(slots)]
+
+
 class LocalExecutor:
     """Trials as local subprocesses, ``slots`` at a time; queued submissions wait for a slot.
 
@@ -117,6 +129,7 @@ class LocalExecutor:
         self.slots = slots
         self.env_allow = tuple(env_allow)
         self.slot_envs = slot_envs(slots, gpus)
+        self.slot_cpus = slot_cpus(slots)
         self._free: queue.Queue[int] = queue.Queue()
         for i in range(slots):
             self._free.put(i)
@@ -142,7 +155,8 @@ class LocalExecutor:
         def work() -> TrialResult:
             slot = self._free.get()  # never blocks: one worker per slot
             try:
-                run_spec = dataclasses.replace(spec, env={**self.slot_envs[slot], **spec.env})
+                run_spec = dataclasses.replace(spec, env={**self.slot_envs[slot], **spec.env},
+                                               cpus=spec.cpus or self.slot_cpus[slot])
                 return run_trial(run_spec, on_progress, stop_event, started, self.env_allow)
             finally:
                 self._free.put(slot)

@@ -122,6 +122,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """ALTER TABLE experiments ADD COLUMN device TEXT NOT NULL DEFAULT ''""",
         """ALTER TABLE experiments ADD COLUMN printed_metric REAL""",
     ),
+    # v6: the machine a trial ran on
+    (
+        """ALTER TABLE experiments ADD COLUMN node TEXT NOT NULL DEFAULT ''""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -126,6 +126,7 @@ class Experiment:
     data: str = ""  # the data the metric was computed on (the evaluator's cache entry), "" unknown
     device: str = ""  # "cpu" or "cuda:<name>" where the trial ran
     printed_metric: float | None = None  # what the script itself printed (the evaluator's is `metric`)
+    node: str = ""  # the machine the trial ran on (host name); with device: where it ran
 
     @property
     def is_baseline(self) -> bool:
@@ -240,6 +241,7 @@ class TrialSpec:
     model_path: str = ""  # where the trial hands its model over ($SIGMALOOP_MODEL)
     eval_scratch: str = ""  # the evaluator's writable folder (removed after)
     python: str = ""  # the interpreter the evaluator runs with (the trial's)
+    cpus: tuple[int, ...] = ()  # the slot's cores (taskset); () = whatever this process may use
 
 
 @dataclass
@@ -261,6 +263,7 @@ class TrialResult:
     data: str = ""
     device: str = ""
     untrusted: str = ""  # a lifecycle.Reason value (metric_mismatch, no_model, future_peeking)
+    node: str = ""  # the machine it ran on (host name)
 
 
 def code_hash(source: str) -> str:

@@ -32,7 +32,9 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -259,7 +261,7 @@ def run_trial(
         eval_env = {k: v for k, v in env.items() if k != "SIGMALOOP_MODEL"}
         pending = evaluator.start(spec.evaluator, Path(spec.model_path), spec.python or spec.command[0],
                                   eval_env, Path(spec.eval_scratch or Path(spec.model_path).parent / "scratch"),
-                                  spec.evaluator_policy)
+                                  spec.evaluator_policy, spec.cpus)
     try:
         result = _run(spec, env, log_file, log_start, on_progress, stop_event, on_start)
         if result.outcome == Outcome.OK and pending is not None:
@@ -303,6 +305,8 @@ def _run(
     t0 = time.monotonic()
     try:
         argv = spec.command if spec.sandbox is None else sandbox.wrap(spec.command, spec.sandbox, spec.cwd)
+        if spec.cpus and shutil.which("taskset"):  # the slot's own cores (everything it starts inherits them)
+            argv = ["taskset", "-c", ",".join(map(str, spec.cpus)), *argv]
         proc = subprocess.Popen(
             argv,
             cwd=spec.cwd,
@@ -466,6 +470,7 @@ def _classify(
             timings[name] = summary[key]
     result = TrialResult(
         exp_id=spec.exp_id,
+        node=socket.gethostname(),
         outcome=Outcome.OK,
         summary=summary,
         exit_code=code,

@@ -288,7 +288,7 @@ class Trials:
         timings = dict(result.timings, wall=result.wall_seconds)
         common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None,
                       sandboxed=result.sandboxed, printed_metric=result.printed_metric,
-                      evaluator=result.evaluator, data=result.data, device=result.device)
+                      evaluator=result.evaluator, data=result.data, device=result.device, node=result.node)
         if result.outcome == Outcome.STOPPED:
             return core.move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
         if result.untrusted:  # the number can't be trusted: never judged, never kept

@@ -82,6 +82,7 @@ def full_fields() -> dict:
         data="stdlib-v8192-0123456789abcdef",
         device="cuda:NVIDIA H200",
         printed_metric=0.987654,
+        node="gpu-box-3",
     )
 
 

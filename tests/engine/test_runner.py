@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sigmaloop.environment import scrub_env
-from sigmaloop.executors import LocalExecutor, cpu_count, slot_envs
+from sigmaloop.executors import LocalExecutor, cpu_count, slot_cpus, slot_envs
 from sigmaloop.models import Outcome, ProgressRecord, TrialSpec
 from sigmaloop.output import parse_progress_line, parse_summary, parse_traceback
 from sigmaloop.runner import is_alive, kill_orphan, run_trial
@@ -500,6 +501,31 @@ def test_local_executor_runs_slots_concurrently_and_queues_the_rest(tmp_path):
     )
     assert {w[i]["cuda"] for i in w} == {None}
     assert sorted(starts) == [1, 2, 3]
+
+
+AFFINITY = """
+with open(f"cpus{os.environ['SIGMALOOP_EXP_ID']}.json", "w") as f:
+    json.dump(sorted(os.sched_getaffinity(0)), f)
+time.sleep(0.5)
+summary(val_bpb=1.0)
+"""
+
+
+def test_cpu_slots_run_on_disjoint_cores_and_the_result_names_the_machine(tmp_path):
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to split")
+    assert slot_cpus(1) == [()]  # one slot has every core: nothing to pin
+    sets = slot_cpus(2)
+    assert len(sets) == 2 and not set(sets[0]) & set(sets[1]) and set(sets[0]) | set(sets[1]) <= set(cores)
+    ex = LocalExecutor(slots=2, gpus=[])
+    try:
+        results = [h.result(timeout=30) for h in [ex.submit(make_spec(tmp_path, AFFINITY, exp_id=i)) for i in (1, 2)]]
+    finally:
+        ex.shutdown()
+    assert all(r.outcome is Outcome.OK and r.node == socket.gethostname() for r in results)
+    seen = [tuple(json.loads((tmp_path / "ws" / f"cpus{i}.json").read_text())) for i in (1, 2)]
+    assert set(seen) == set(sets)  # each trial saw exactly its slot's cores
 
 
 def test_slot_envs_one_gpu_per_slot():

@@ -96,6 +96,7 @@ class ExperimentRecord:
     data: str = field(default="", metadata=OPTIONAL)  # the data the metric was computed on
     device: str = field(default="", metadata=OPTIONAL)  # "cpu" | "cuda:<name>"
     printed_metric: float | None = field(default=None, metadata=OPTIONAL)  # the script's own number
+    node: str = field(default="", metadata=OPTIONAL)  # the machine the trial ran on
 
 
 @dataclass
