@@ -170,20 +170,6 @@ def start(
     return Pending(spec, argv, scratch, env, sandbox_policy is not None)
 
 
-def evaluate(
-    spec: EvaluatorSpec,
-    model_path: Path,
-    python: str,
-    env: dict[str, str],
-    log_file: IO[bytes],
-    scratch: Path,
-    sandbox_policy: sandbox.Policy | None,
-    timeout: float = EVAL_TIMEOUT_S,
-) -> Evaluation:
-    """Start the evaluator and score at once (nothing to overlap with)."""
-    return start(spec, model_path, python, env, scratch, sandbox_policy).finish(log_file, timeout)
-
-
 def _parse(raw: bytes, code: int | None, seconds: float) -> Evaluation:
     out = raw[-(1 << 20):].decode("utf-8", "replace")
     result = None
