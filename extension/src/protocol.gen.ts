@@ -9,7 +9,7 @@ export type Status = 'proposed' | 'accepted' | 'rejected' | 'queued' | 'running'
 export type Phase = '' | 'starting' | 'training' | 'judging' | 'confirming';
 
 /** Why an experiment is where it is (one code per verdict; fixed names, stored). */
-export type Reason = 'invalid_edit' | 'proposer_error' | 'user_rejected' | 'baseline' | 'improved' | 'improved_one_seed' | 'within_noise' | 'worse' | 'not_confirmed' | 'confirmation_failed' | 'stale' | 'no_reference' | 'confirmation' | 'not_comparable' | 'implausible' | 'result_accepted' | 'result_rejected' | 'metric_mismatch' | 'no_model' | 'future_peeking' | 'over_budget' | 'crashed' | 'timeout' | 'stopped' | 'stopped_in_confirmation' | 'engine_died' | 'internal_error';
+export type Reason = 'invalid_edit' | 'proposer_error' | 'user_rejected' | 'baseline' | 'improved' | 'improved_one_seed' | 'within_noise' | 'worse' | 'not_confirmed' | 'confirmation_failed' | 'stale' | 'no_reference' | 'confirmation' | 'not_comparable' | 'implausible' | 'result_accepted' | 'result_rejected' | 'metric_mismatch' | 'no_model' | 'future_peeking' | 'over_budget' | 'crashed' | 'timeout' | 'stopped' | 'stopped_in_confirmation' | 'engine_died' | 'node_lost' | 'pruned' | 'internal_error';
 
 export type Direction = 'minimize' | 'maximize';
 
@@ -85,6 +85,8 @@ export interface ExperimentRecord {
   printedMetric?: number | null;
   /** the machine the trial ran on */
   node?: string;
+  /** the commit its edit was written against */
+  rebasedFrom?: string;
 }
 
 /** One progress record of a running trial (plus any extra numbers the script logs). */

@@ -37,6 +37,7 @@ STATUS_STYLE = {
     "kept": "green", "discarded": "yellow", "crashed": "red", "timeout": "red",
     "running": "cyan", "queued": "blue", "proposed": "magenta", "rejected": "dim",
     "interrupted": "red", "accepted": "blue", "tampered": "bold red", "over_budget": "bold red",
+    "pruned": "yellow",
 }
 
 

@@ -56,6 +56,11 @@ class JudgeConfig:
     # over budget: trained (the runner's clock) past budget + the reference runs' overhead + this
     budget_tolerance: float = 0.10  # fraction of the budget ...
     budget_tolerance_s: float = 2.0  # ... but at least this many seconds
+    # early pruning: stop a candidate whose training curve is clearly behind the reference seeds'
+    # own curves (beyond their spread) at the same fraction of the budget; never a baseline or a
+    # confirmation, never before prune_after of the budget
+    prune: bool = True
+    prune_after: float = 0.3
 
 
 @dataclass
@@ -68,6 +73,13 @@ class RunnerConfig:
     network: bool = False  # may a sandboxed trial use the network?
     read_only: list[str] = field(default_factory=list)  # more paths a sandboxed trial may read (~ ok)
     log_cap_mb: float = 64.0  # a trial's log keeps its head and tail past this many MiB
+    executor: str = "local"  # local (subprocesses here) | ray (a Ray cluster: pip install 'sigmaloop[ray]')
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = a local Ray started for the run; "auto" or "ray://host:10001" = join that cluster
+    cpus_per_trial: int = 1  # on CPU-only clusters: CPUs each trial reserves (its threads)
 
 
 @dataclass
@@ -94,6 +106,7 @@ class Config:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     @property
     def lower_is_better(self) -> bool:
@@ -116,6 +129,7 @@ _SECTIONS = {
     "runner": RunnerConfig,
     "proposer": ProposerConfig,
     "llm": LLMConfig,
+    "ray": RayConfig,
 }
 
 
@@ -181,6 +195,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"runner.slots must be >= 1, not {r.slots}")
     if r.sandbox not in ("auto", "on", "off"):
         raise ConfigError(f'runner.sandbox must be "auto", "on" or "off", not {r.sandbox!r}')
+    if r.executor not in ("local", "ray"):
+        raise ConfigError(f'runner.executor must be "local" or "ray", not {r.executor!r}')
+    if cfg.ray.cpus_per_trial < 1:
+        raise ConfigError(f"ray.cpus_per_trial must be >= 1, not {cfg.ray.cpus_per_trial}")
+    if not 0 < j.prune_after < 1:
+        raise ConfigError(f"judge.prune_after must be a fraction of the budget in (0, 1), not {j.prune_after}")
     if not r.log_cap_mb > 0:
         raise ConfigError(f"runner.log_cap_mb must be > 0, not {r.log_cap_mb}")
     if cfg.proposer.kind not in ("tune", "llm", "mixed"):

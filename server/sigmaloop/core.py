@@ -43,6 +43,7 @@ class Core:
         self.bus = bus
         self.judge = Judge(config.judge, config.lower_is_better, exp_cfg.metric)
         self.lock = threading.RLock()  # one ratchet move (and the bookkeeping around it) at a time
+        self._measured_as: dict[tuple[str, str, str], tuple[str, str]] = {}  # commits never change
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -93,16 +94,25 @@ class Core:
         one) and with the head's evaluator; of those, on the data and device it last ran on."""
         exps = experiments if experiments is not None else self.journal.list()
         budget = budget or self.config.experiment.budget
-        head = self.head()
-        code = code_hash(self.ratchet.read_script(head))
-        spec = evaluator.spec_for(self.ratchet, self.state_dir, head, self.config.experiment.metric,
-                                  self.config.experiment.evaluator)
-        ident = spec.identity if spec is not None else evaluator.SELF_REPORTED
+        code, ident = self.measured_as(self.head())
         last = max((e for e in exps if e.code_hash == code and e.evaluator == ident and e.metric is not None
                     and e.budget is not None and math.isclose(e.budget, budget, rel_tol=1e-6)),
                    key=lambda e: e.id, default=None)
         data, device = (last.data, last.device) if last is not None else ("", "")
         return reference_for(exps, code, budget=budget, evaluator=ident, data=data, device=device)
+
+    def measured_as(self, commit: str) -> tuple[str, str]:
+        """The code hash of ``commit``'s script and the evaluator that scores experiments on it;
+        cached per commit (state() asks up to 4 times a second; a commit never changes)."""
+        e = self.config.experiment
+        key = (commit, e.metric, e.evaluator)
+        found = self._measured_as.get(key)
+        if found is None:
+            spec = evaluator.spec_for(self.ratchet, self.state_dir, commit, e.metric, e.evaluator)
+            found = (code_hash(self.ratchet.read_script(commit)),
+                     spec.identity if spec is not None else evaluator.SELF_REPORTED)
+            self._measured_as[key] = found
+        return found
 
     def sigma(self, experiments: list[Experiment] | None = None) -> float | None:
         exps = experiments if experiments is not None else self.journal.list()

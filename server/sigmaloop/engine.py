@@ -22,7 +22,7 @@ from .config import Config
 from .core import Core, EngineError
 from .diff import EditError
 from .events import EventBus
-from .executors import Executor, LocalExecutor
+from .executors import Executor, make_executor
 from .journal import Journal
 from .judge import Reference
 from .lifecycle import Reason
@@ -112,9 +112,16 @@ class Engine:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            r = self.config.runner
-            self._executor = LocalExecutor(slots=r.slots, gpus=r.gpus or None, env_allow=r.env_allow)
+            try:
+                self._executor = make_executor(self.config)
+            except ValueError as exc:  # no Ray, or more slots than GPUs: say what to set
+                raise EngineError(str(exc)) from None
         return self._executor
+
+    @property
+    def slots(self) -> int:
+        """How many trials run at once (the executor's, once made; else the configured slots)."""
+        return self._executor.slots if self._executor is not None else self.config.runner.slots
 
     def reconfigure(self, config: Config) -> list[str]:
         """Use new settings from now on; running trials keep theirs. The research branch tag and

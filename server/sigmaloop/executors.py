@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from .config import Config
 from .models import TrialResult, TrialSpec
 from .runner import ProgressCallback, StartCallback, run_trial
 
@@ -86,9 +87,14 @@ def cpu_count() -> int:
 def slot_envs(slots: int, gpus: list[str] | None = None) -> list[dict[str, str]]:
     """Per-slot variables: one GPU each where there are GPUs, and a share of the CPU threads.
 
-    ``gpus=None`` detects them; with fewer GPUs than slots, slots share them round-robin.
+    ``gpus=None`` detects them. Never two slots on one GPU: two fixed-budget trials sharing a GPU
+    would measure each other, so fewer GPUs than slots is an error that says what to set.
     """
     gpus = detect_gpus() if gpus is None else list(gpus)
+    if gpus and len(gpus) < slots:
+        raise ValueError(f"runner.slots = {slots} but {len(gpus)} GPU(s) ({', '.join(gpus)}): two fixed-budget "
+                         f"trials on one GPU would measure each other; set runner.slots = {len(gpus)} "
+                         "(or list more GPUs in runner.gpus)")
     threads = str(max(1, cpu_count() // slots))
     envs = []
     for i in range(slots):
@@ -113,6 +119,21 @@ def slot_cpus(slots: int) -> list[tuple[int, ...]]:
         return [() for _ in range(slots)]
     per = len(cpus) // slots
     return [tuple(cpus[i * per:(i + 1) * per]) for i in range(slots)]
+
+
+def make_executor(config: Config) -> Executor:
+    """The executor ``runner.executor`` names: local subprocesses, or a Ray cluster."""
+    r = config.runner
+    if r.executor == "ray":
+        try:
+            from .ray_executor import RayExecutor
+        except ModuleNotFoundError as exc:
+            if exc.name != "ray" and not str(exc.name or "").startswith("ray."):
+                raise
+            raise ValueError('runner.executor = "ray" needs Ray: pip install "sigmaloop[ray]" '
+                             '(or set runner.executor = "local")') from None
+        return RayExecutor(config)
+    return LocalExecutor(slots=r.slots, gpus=r.gpus or None, env_allow=r.env_allow)
 
 
 class LocalExecutor:

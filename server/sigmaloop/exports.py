@@ -33,12 +33,12 @@ def write_results_tsv(journal: Journal, path: str | os.PathLike[str]) -> int:
             status = "crash"
         elif e.status == Status.KEPT or (e.is_baseline and e.status in MEASURED):
             status = "keep"
-        elif e.status in (Status.DISCARDED, Status.TAMPERED, Status.OVER_BUDGET):
+        elif e.status in (Status.DISCARDED, Status.TAMPERED, Status.OVER_BUDGET, Status.PRUNED):
             status = "discard"  # autoresearch's three words; the description says which
         else:  # rejected: never ran
             continue
         crashed = status == "crash"
-        metric = 0.0 if crashed or e.metric is None else e.metric
+        metric = 0.0 if crashed or e.metric is None else e.metric  # pruned: never measured, 0 like a crash
         vram = None if crashed else e.summary.get("peak_vram_mb")
         memory = 0.0 if vram is None else float(vram) / 1024
         if e.is_baseline:
@@ -47,6 +47,8 @@ def write_results_tsv(journal: Journal, path: str | os.PathLike[str]) -> int:
             desc = e.hypothesis.replace("\r\n", " ").translate(_FLATTEN).strip()
             if e.status in (Status.TAMPERED, Status.OVER_BUDGET):
                 desc = f"[{e.status.value}: {e.reason}] {desc}"
+            elif e.status == Status.PRUNED:
+                desc = f"[pruned at {e.timings.get('pruned_at', 0):.0%}] {desc}"
         lines.append(f"{(e.commit or '')[:7]}\t{metric:.6f}\t{memory:.1f}\t{status}\t{desc}")
         n += 1
     _write_atomic(Path(path), "\n".join(lines) + "\n")

@@ -126,6 +126,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """ALTER TABLE experiments ADD COLUMN node TEXT NOT NULL DEFAULT ''""",
     ),
+    # v7: the commit an edit was written against, when it ran rebased onto a newer head
+    (
+        """ALTER TABLE experiments ADD COLUMN rebased_from TEXT NOT NULL DEFAULT ''""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

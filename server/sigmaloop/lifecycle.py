@@ -56,6 +56,8 @@ class Reason(str, enum.Enum):
     STOPPED = "stopped"  # stopped on request
     STOPPED_IN_CONFIRMATION = "stopped_in_confirmation"
     ENGINE_DIED = "engine_died"  # the engine that ran it is gone; re-queued on recovery
+    NODE_LOST = "node_lost"  # the cluster node or worker running it went away; re-queued
+    PRUNED = "pruned"  # its curve was clearly behind the reference's: stopped early
     INTERNAL_ERROR = "internal_error"  # a failure inside sigmaloop (git, disk), not the trial's
 
     def __str__(self) -> str:
@@ -171,6 +173,8 @@ _REASON_TEXT = {
     Reason.NO_MODEL: "tampered: printed a result but handed over no model",
     Reason.FUTURE_PEEKING: "tampered: the model sees future tokens",
     Reason.OVER_BUDGET: "over budget",
+    Reason.NODE_LOST: "interrupted: the machine running it went away",
+    Reason.PRUNED: "pruned early",
 }
 
 

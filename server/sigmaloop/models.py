@@ -50,6 +50,7 @@ class Outcome(str, enum.Enum):
     CRASHED = "crashed"  # non-zero exit, or no metric line
     TIMEOUT = "timeout"  # killed at the kill limit (see KillLimit)
     STOPPED = "stopped"  # stopped on request (user, loop stop, shutdown)
+    LOST = "lost"  # the machine or worker running it went away (a remote executor): re-queued
 
     def __str__(self) -> str:
         return self.value
@@ -127,6 +128,7 @@ class Experiment:
     device: str = ""  # "cpu" or "cuda:<name>" where the trial ran
     printed_metric: float | None = None  # what the script itself printed (the evaluator's is `metric`)
     node: str = ""  # the machine the trial ran on (host name); with device: where it ran
+    rebased_from: str = ""  # the commit its edit was written against, when it ran rebased onto a newer head
 
     @property
     def is_baseline(self) -> bool:

@@ -10,6 +10,7 @@ guard's message, prefixed with "guard: ".
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 
 from . import guard
@@ -43,15 +44,27 @@ class Proposals:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._proposers: dict[str, object] = {}
+        # a proposer is asked (the loop's thread) and told results (trial threads) at once with
+        # parallel slots: one at a time per proposer (the tuner's study is not thread-safe)
+        self._lock = threading.RLock()
+        self._proposer_locks: dict[int, threading.Lock] = {}
 
     def reset(self) -> None:
         """Forget the proposers (new settings): they are made again on next use."""
         self._proposers.clear()
 
     def proposer(self, kind: str):
-        if kind not in self._proposers:
-            self._proposers[kind] = make_proposer(kind, self.core.config, self.core.state_dir)
-        return self._proposers[kind]
+        with self._lock:
+            if kind not in self._proposers:
+                self._proposers[kind] = make_proposer(kind, self.core.config, self.core.state_dir)
+            return self._proposers[kind]
+
+    def _locked(self, proposer: object) -> threading.Lock:
+        with self._lock:
+            lock = self._proposer_locks.get(id(proposer))
+            if lock is None:
+                lock = self._proposer_locks[id(proposer)] = threading.Lock()
+            return lock
 
     def kind_for(self, iteration: int) -> str:
         p = self.core.config.proposer
@@ -90,7 +103,8 @@ class Proposals:
         head = core.head()  # read once: the edit, its parent and its diff all refer to this head
         ctx = self.context(core.ratchet.read_script(head))
         try:
-            proposal = proposer.propose(ctx)
+            with self._locked(proposer):
+                proposal = proposer.propose(ctx)
         except Exception as exc:  # a failed proposal is one rejected iteration, not a dead loop
             if not isinstance(exc, ProposalError):
                 log.exception("proposer %s failed", kind)
@@ -149,6 +163,8 @@ class Proposals:
         if kind is None:
             return
         try:
-            self.proposer(kind).observe(exp)
+            proposer = self.proposer(kind)
+            with self._locked(proposer):
+                proposer.observe(exp)
         except Exception:
             log.exception("proposer %s failed to observe #%s", kind, exp.id)

@@ -350,6 +350,24 @@ class Ratchet:
         """The train script's text at a commit."""
         return self._blob_bytes(commit).decode("utf-8")
 
+    def rebase_script(self, base_commit: str, onto: str, edited: str) -> str | None:
+        """``edited`` (the script at ``base_commit`` plus an edit) replayed onto ``onto``'s
+        script by a three-way merge (``git merge-file``); None when the edit conflicts with
+        what changed since (it no longer applies)."""
+        base, theirs = self.read_script(base_commit), self.read_script(onto)
+        with tempfile.TemporaryDirectory(prefix="sigmaloop-rebase-") as tmp:
+            paths = []
+            for name, text in (("head", theirs), ("base", base), ("edit", edited)):
+                path = Path(tmp) / name
+                path.write_bytes(text.encode("utf-8"))
+                paths.append(str(path))
+            try:
+                merged = self._git.execute(["git", "merge-file", "-p", "--quiet", *paths],
+                                           strip_newline_in_stdout=False)
+            except GitCommandError:  # exit status = the number of conflicts (or an error)
+                return None
+        return merged if isinstance(merged, str) else None
+
     # ----------------------------------------------------------------- experiments
 
     def experiment_commit(self, exp_id: int) -> str | None:

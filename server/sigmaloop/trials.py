@@ -21,8 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import budget as budget_rule
-from . import evaluator, sandbox
+from . import evaluator, guard, sandbox
 from .core import Core, EngineError
+from .diff import EditError, unified_diff
+from .edits import validate_source
 from .events import Notice, TrialProgress
 from .executors import Executor
 from .exports import write_results_tsv
@@ -42,11 +44,24 @@ from .models import (
     TrialSpec,
     code_hash,
 )
-from .ratchet import RatchetError
+from .prune import Pruner, PruneRule
+from .ratchet import RatchetError, StaleExperiment
 from .runner import is_alive, kill_orphan
 from .trial_lock import Holder, TrialLock
 
 log = logging.getLogger(__name__)
+
+
+MAX_LOST = 3  # attempts of one trial lost to a machine going away before it counts as crashed
+MAX_REBASES = 3  # times a would-be keep is rebased and re-run because the branch moved on meanwhile
+
+
+class _Rebased(Exception):
+    """A would-be keep was rebased onto the moved head: its trial runs again there."""
+
+    def __init__(self, exp: Experiment) -> None:
+        super().__init__(f"#{exp.id} rebased")
+        self.exp = exp
 
 
 def _sha256(path: Path) -> str:
@@ -71,6 +86,8 @@ class Trials:
         # one trial runner per workspace across processes (the CLI beside the editor)
         self._trial_lock = TrialLock(core.state_dir, "editor" if "sigmaloop.lsp.server" in sys.modules else "cli")
         self._said_unsandboxed = False
+        self._pruners: dict[int, Pruner] = {}  # running candidates watched for early pruning
+        self._pruned: dict[int, Pruner] = {}  # ... those pruned (their trial is being stopped)
 
     # -- queueing and stopping -------------------------------------------------------------------
     def queued(self, *ids: int) -> None:
@@ -171,8 +188,15 @@ class Trials:
         with self._guard:
             self._queued_here.discard(exp_id)
         try:
-            result = self._execute(exp)
-            return self._finish(core.journal.get(exp_id), result)
+            exp = self._rebase(exp) or exp  # its parent moved on while it waited: onto the head
+            for _ in range(MAX_REBASES):
+                result = self._execute_surviving(exp)
+                try:
+                    return self._finish(core.journal.get(exp_id), result)
+                except _Rebased as rebased:  # a would-be keep whose parent moved on: run it again on the head
+                    exp = rebased.exp
+            result = self._execute_surviving(exp)
+            return self._finish(core.journal.get(exp_id), result, rebase=False)
         except Exception as exc:  # git, disk, a diff that no longer applies: record, don't die
             log.exception("experiment #%s failed inside sigmaloop", exp_id)
             exp = core.journal.get(exp_id)
@@ -185,6 +209,27 @@ class Trials:
         finally:
             with self._guard:
                 self._stop_requested.discard(exp_id)
+
+    def _execute_surviving(self, exp: Experiment) -> TrialResult:
+        """Run its trial; when the machine running it goes away (a cluster node, a worker), the
+        attempt is recorded as interrupted (node_lost, its log kept) and the trial re-queued and
+        run again, up to MAX_LOST times."""
+        core = self.core
+        while True:
+            result = self._execute(exp)
+            if result.outcome != Outcome.LOST:
+                return result
+            exp = core.journal.get(exp.id)
+            if exp.attempts >= MAX_LOST or self._stopping(exp.id):
+                result.outcome = Outcome.CRASHED
+                result.error = f"lost {exp.attempts} time(s), the last: {result.error}"
+                return result
+            log.warning("exp #%s: %s; re-queued", exp.id, result.error)
+            self._archive_attempt(exp)
+            core.move(exp.id, Status.INTERRUPTED, reason=Reason.NODE_LOST, detail=result.error, phase=Phase.NONE,
+                      pid=None, node=result.node)
+            core.move(exp.id, Status.QUEUED, reason="", detail="")
+            exp = core.move(exp.id, Status.RUNNING, "run it again", owner_pid=os.getpid(), phase=Phase.STARTING)
 
     def _execute(self, exp: Experiment) -> TrialResult:
         core = self.core
@@ -234,6 +279,7 @@ class Trials:
                 result = TrialResult(exp.id, Outcome.STOPPED)
             else:
                 core.update(exp.id, started_at=time.time())  # now it runs (after any wait for the lock)
+                self._watch(exp, spec)
                 handle = self._executor().submit(spec, on_progress=self._on_progress, on_start=self._on_start)
                 if self._stopping(exp.id):  # stopped between the check and the submit
                     handle.stop()
@@ -243,6 +289,7 @@ class Trials:
                 self._trial_lock.release()
             with self._guard:
                 self._stop_requested.discard(exp.id)
+                self._pruners.pop(exp.id, None)
             t_git = time.time()
             try:
                 core.ratchet.remove_worktree(exp.id)
@@ -281,14 +328,51 @@ class Trials:
     def _on_progress(self, exp_id: int, records: list[ProgressRecord]) -> None:
         self.core.journal.add_progress(exp_id, records)
         self.core.bus.emit(TrialProgress(exp_id, records))
+        with self._guard:
+            pruner = self._pruners.get(exp_id)
+        if pruner is not None and pruner.update(records) is not None:
+            with self._guard:
+                self._pruners.pop(exp_id, None)
+                self._pruned[exp_id] = pruner
+            executor = self._started()
+            if executor is not None:
+                executor.stop(exp_id)
+
+    # -- early pruning ---------------------------------------------------------------------------------
+    def _watch(self, exp: Experiment, spec: TrialSpec) -> None:
+        """Watch a candidate's curve against its reference runs' curves (judge.prune); never a
+        baseline or a confirmation, nor without two reference curves at its budget and evaluator,
+        nor in a project that maximizes its metric (its curve's loss says nothing sure about it)."""
+        core, cfg = self.core, self.core.config.judge
+        # the curve is a training loss (lower is better): a proxy only for a metric that is minimized
+        if not cfg.prune or exp.is_baseline or exp.confirms is not None or not core.config.lower_is_better:
+            return
+        code = code_hash(core.ratchet.read_script(exp.parent_commit))
+        ident = spec.evaluator.identity if spec.evaluator is not None else evaluator.SELF_REPORTED
+        ref = reference_for(core.journal.list(), code, budget=spec.budget, evaluator=ident, data=None, device=None)
+        pruner = Pruner.for_references((core.journal.curve(i, max_points=600) for i in ref.ids),
+                                       PruneRule(after=cfg.prune_after))
+        if pruner is not None:
+            with self._guard:
+                self._pruners[exp.id] = pruner
 
     # -- result → verdict ------------------------------------------------------------------------------
-    def _finish(self, exp: Experiment, result: TrialResult) -> Experiment:
+    def _finish(self, exp: Experiment, result: TrialResult, rebase: bool = True) -> Experiment:
         core = self.core
         timings = dict(result.timings, wall=result.wall_seconds)
         common = dict(finished_at=time.time(), summary=result.summary, timings=timings, pid=None,
                       sandboxed=result.sandboxed, printed_metric=result.printed_metric,
                       evaluator=result.evaluator, data=result.data, device=result.device, node=result.node)
+        with self._guard:
+            pruner = self._pruned.pop(exp.id, None)
+        if result.outcome == Outcome.STOPPED and pruner is not None and pruner.decision is not None:
+            budget = exp.budget or core.config.experiment.budget
+            saved = round((1 - pruner.decision.frac) * budget, 3)
+            common["timings"] = dict(common["timings"], pruned_at=pruner.decision.frac, saved=saved)
+            exp = core.move(exp.id, Status.PRUNED, reason=Reason.PRUNED, phase=Phase.NONE,
+                            detail=pruner.decision.describe(budget), **common)
+            self._after_finish(exp)
+            return exp
         if result.outcome == Outcome.STOPPED:
             return core.move(exp.id, Status.INTERRUPTED, reason=Reason.STOPPED, phase=Phase.NONE, **common)
         if result.untrusted:  # the number can't be trusted: never judged, never kept
@@ -315,12 +399,12 @@ class Trials:
                 return exp
         exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, **common)
         t0 = time.time()
-        exp = self._judge(exp)
+        exp = self._judge(exp, rebase)
         if exp.status in FINISHED:
             exp = core.update(exp.id, timings=dict(exp.timings, judge=time.time() - t0))
         return exp
 
-    def _judge(self, exp: Experiment) -> Experiment:
+    def _judge(self, exp: Experiment, rebase: bool = True) -> Experiment:
         """Decide a measured run: baselines become the reference, candidates face the judge."""
         core = self.core
         if exp.is_baseline:
@@ -375,7 +459,15 @@ class Trials:
             if verdict.status == Status.KEPT:
                 try:
                     core.ratchet.advance(exp.id)
-                except RatchetError as exc:  # stale, or the branch is checked out somewhere
+                except StaleExperiment as exc:  # the branch moved on (a parallel slot kept something)
+                    rebased = self._rebase(exp) if rebase else None
+                    if rebased is None:
+                        verdict.status, verdict.reason, verdict.detail = Status.DISCARDED, Reason.STALE, str(exc)
+                    else:
+                        self._retire_confirmations(exp.id, f"#{exp.id} was rebased onto {rebased.parent_commit[:8]} "
+                                                           "and runs again there")
+                        raise _Rebased(rebased) from None
+                except RatchetError as exc:  # e.g. the branch is checked out somewhere
                     verdict.status, verdict.reason, verdict.detail = Status.DISCARDED, Reason.STALE, str(exc)
             exp = core.move(exp.id, verdict.status, delta=verdict.delta, sigma=verdict.sigma, z=verdict.z,
                             numbers=verdict.numbers, reason=verdict.reason, detail=verdict.detail,
@@ -385,6 +477,40 @@ class Trials:
                 core.move(conf.id, verdict.status, reason=Reason.CONFIRMATION, phase=Phase.NONE)
         self._after_finish(exp)
         return exp
+
+    def _retire_confirmations(self, exp_id: int, detail: str) -> None:
+        for conf in self.core.journal.list(status=Status.RUNNING):
+            if conf.confirms == exp_id:
+                self.core.move(conf.id, Status.DISCARDED, reason=Reason.CONFIRMATION, phase=Phase.NONE, detail=detail)
+
+    # -- rebasing ----------------------------------------------------------------------------------------
+    def _rebase(self, exp: Experiment) -> Experiment | None:
+        """A candidate whose parent is no longer the research branch's head, its edit replayed onto
+        the head (a three-way merge of the script; parent, diff and code hash updated, and
+        ``rebased_from`` the commit its edit was written against). None when there is nothing to
+        rebase, or the edit no longer applies (conflicts, is already there, or breaks the guard)."""
+        core = self.core
+        head = core.head()
+        if exp.is_baseline or exp.confirms is not None or not exp.diff or not exp.parent_commit \
+                or exp.parent_commit == head:
+            return None
+        try:
+            edited = core.experiment_source(exp)
+            merged = core.ratchet.rebase_script(exp.parent_commit, head, edited)
+            head_src = core.ratchet.read_script(head)
+            if merged is None or merged == head_src:
+                return None
+            validate_source(merged, head_src)
+            guard.check_edit(head_src, merged, core.config.experiment.metric)
+        except (EditError, RatchetError) as exc:
+            log.info("exp #%s can't be rebased onto %s: %s", exp.id, head[:8], exc)
+            return None
+        rebased = core.update(exp.id, parent_commit=head, diff=unified_diff(head_src, merged, core.script_name),
+                              code_hash=code_hash(merged), rebased_from=exp.rebased_from or exp.parent_commit,
+                              phase=Phase.STARTING)
+        core.bus.emit(Notice(f"#{exp.id} was written against {exp.parent_commit[:8]}; the branch has moved on, "
+                             f"so it runs rebased onto {head[:8]}", "info"))
+        return rebased
 
     def review(self, exp_id: int, accept: bool, note: str = "") -> Experiment:
         """Accept or reject the result of an experiment held back as implausible."""
@@ -429,7 +555,7 @@ class Trials:
             code_hash=exp.code_hash, budget=exp.budget,
         )
         conf = core.move(conf.id, Status.RUNNING, owner_pid=os.getpid(), phase=Phase.STARTING)
-        return self._finish(core.journal.get(conf.id), self._execute(conf))
+        return self._finish(core.journal.get(conf.id), self._execute_surviving(conf))
 
     def _after_finish(self, exp: Experiment) -> None:
         self._observe(exp)

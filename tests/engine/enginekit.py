@@ -74,6 +74,9 @@ CONFIG = textwrap.dedent('''\
     # the stand-in's effects are large and exact: no second look unless a test asks for one
     implausible_sigma = 1000.0
     implausible_pct = 50.0
+    # its 5-point curves are step functions of BIAS: early pruning is tested on its own
+    # (test_prune.py on the real trainer, test_scaleout.py)
+    prune = false
 ''')
 
 

@@ -83,6 +83,7 @@ def full_fields() -> dict:
         device="cuda:NVIDIA H200",
         printed_metric=0.987654,
         node="gpu-box-3",
+        rebased_from="0123456789abcdef0123456789abcdef01234567",
     )
 
 

@@ -97,6 +97,7 @@ class ExperimentRecord:
     device: str = field(default="", metadata=OPTIONAL)  # "cpu" | "cuda:<name>"
     printed_metric: float | None = field(default=None, metadata=OPTIONAL)  # the script's own number
     node: str = field(default="", metadata=OPTIONAL)  # the machine the trial ran on
+    rebased_from: str = field(default="", metadata=OPTIONAL)  # the commit its edit was written against
 
 
 @dataclass

@@ -203,6 +203,9 @@ def _tail(path: str | None, n: int = CRASH_TAIL_LINES, max_bytes: int = 16384) -
     return [ln.rstrip()[:300] for ln in data.splitlines()[-n:]]
 
 
+IN_FLIGHT = frozenset({Status.PROPOSED, Status.ACCEPTED, Status.QUEUED, Status.RUNNING})
+
+
 def _is_user_rejection(e: Experiment) -> bool:
     return e.status == Status.REJECTED and e.reason == Reason.USER_REJECTED
 
@@ -218,6 +221,10 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
         for e in reversed(exps)
         if _is_user_rejection(e) and e.rejection_reason
     ][:MAX_REJECTION_REASONS]
+
+    # ideas running now in other slots (parallel trials): propose something else
+    in_flight = [f'- #{e.id} "{_one_line(e.hypothesis, 120)}" ({e.status.value})'
+                 for e in proposals if e.status in IN_FLIGHT][:MAX_TABLE_ROWS]
 
     # recent experiments, newest first
     rows = []
@@ -263,6 +270,7 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
     header = "| id | source | hypothesis | predicted Δ | measured Δ | z | verdict |\n|---|---|---|---|---|---|---|"
     parts = [
         _Part("Reasons the researcher gave for rejecting proposals (respect them)", reasons, 40),
+        _Part("In flight now in other slots (results pending; propose a different idea)", in_flight, 35),
         _Part(
             "Recent experiments, newest first (Δ = new − reference; z > 0 is better, in noise units)",
             [header, *rows],

@@ -247,6 +247,9 @@ class TuneProposer:
             seed=self.seed + n_trials,
             multivariate=False,
             n_startup_trials=self.n_startup_trials,
+            # trials still running (parallel slots) count as if they scored as badly as the worst
+            # so far: N slots are not all sent to the same point
+            constant_liar=True,
         )
         return study
 
@@ -284,7 +287,9 @@ class TuneProposer:
                 state = TrialState.COMPLETE
             else:
                 values, state = None, TrialState.FAIL
-        elif status in (Status.CRASHED, Status.TIMEOUT, Status.REJECTED):
+        elif status == Status.PRUNED:  # stopped early as clearly worse: TPE counts it among the bad
+            values, state = None, TrialState.PRUNED
+        elif status in (Status.CRASHED, Status.TIMEOUT, Status.REJECTED, Status.TAMPERED, Status.OVER_BUDGET):
             values, state = None, TrialState.FAIL
         else:
             return  # not finished (queued, running, interrupted and re-queued, ...)

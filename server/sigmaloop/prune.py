@@ -1,0 +1,126 @@
+"""Early pruning: stop a candidate whose training curve is clearly behind the reference's.
+
+The reference is the parent code's own measured runs (the seeds its judge pairs with). At a
+fraction ``f`` of the budget each reference curve gives one number (its mean loss over the
+window ``[f - window, f]``); their spread says how far apart runs of the same code drift by
+chance. A candidate is behind at ``f`` when its own window mean is above the *worst* reference
+curve by more than ``max(z x spread, margin(f) x reference mean)``, and it is pruned only
+when it stayed behind for a whole window of the budget (never on one noisy point), after
+``after`` of the budget and before the last ``window`` (nothing left to save).
+
+``margin(f)`` shrinks from ``catch_up`` (early, when a slower start can still win: a higher
+learning rate looks worse until its warmdown) to ``floor`` at the end of the budget: the
+bar is far beyond noise everywhere, so a trial that could still win within noise runs on.
+Baselines and confirmations are never pruned (the engine never asks).
+
+The loss is the training loss the script records (lower is better whatever the judged metric's
+direction). bench/prune.py measures budget saved against keeps lost on real trials.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .models import ProgressRecord
+
+Point = tuple[float, float]  # (fraction of the budget, loss)
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    after: float = 0.3  # never before this fraction of the budget (judge.prune_after)
+    window: float = 0.1  # the span a window mean covers, and how long a trial must stay behind
+    z: float = 4.0  # ... beyond this many spreads of the reference curves
+    catch_up: float = 0.08  # ... and beyond this fraction of the reference loss at the start
+    floor: float = 0.02  # ... shrinking linearly to this at the end of the budget
+    min_points: int = 3  # points a window mean needs (the candidate's)
+
+    def margin(self, frac: float, ref_mean: float, spread: float) -> float:
+        rel = self.floor + (self.catch_up - self.floor) * max(0.0, 1.0 - frac)
+        return max(self.z * spread, rel * abs(ref_mean))
+
+
+@dataclass
+class PruneDecision:
+    frac: float  # where it was pruned
+    loss: float  # its window mean there
+    ref_worst: float  # the worst reference curve there
+    ref_mean: float
+    spread: float
+    margin: float
+    refs: int  # how many reference curves
+
+    def describe(self, budget: float | None = None) -> str:
+        saved = f"; saved ~{(1 - self.frac) * budget:.0f}s of its {budget:g}s budget" if budget else ""
+        return (f"at {self.frac:.0%} of the budget its training loss {self.loss:.4f} was {self.loss - self.ref_worst:+.4f} "
+                f"behind the worst of {self.refs} reference runs ({self.ref_mean:.4f} ± {self.spread:.4f}); "
+                f"the bar there is {self.margin:.4f}, held for a whole window{saved}")
+
+
+def window_mean(points: Sequence[Point], end: float, width: float, at_least: int = 1) -> tuple[float | None, int]:
+    """The mean loss of ``points`` with fraction in ``[end - width, end]`` (at least the last
+    ``at_least`` points up to ``end``: short budgets log sparsely), and how many."""
+    upto = [p for p in points if p[0] <= end]
+    inside = [loss for frac, loss in upto if frac >= end - width]
+    vals = inside if len(inside) >= at_least else [loss for _, loss in upto[-at_least:]]
+    if not vals:
+        return None, 0
+    return sum(vals) / len(vals), len(vals)
+
+
+def curve_points(records: Iterable[ProgressRecord]) -> list[Point]:
+    """(frac, loss) of the records that have a finite loss, in order."""
+    return [(r.frac, r.loss) for r in records
+            if r.loss is not None and math.isfinite(r.loss) and math.isfinite(r.frac)]
+
+
+@dataclass
+class Pruner:
+    """Watches one running candidate against its reference curves (at least two)."""
+
+    references: list[list[Point]]
+    rule: PruneRule = field(default_factory=PruneRule)
+    points: list[Point] = field(default_factory=list)
+    behind_since: float | None = None  # fraction where it fell behind (and stayed)
+    decision: PruneDecision | None = None
+
+    @classmethod
+    def for_references(cls, curves: Iterable[Iterable[ProgressRecord]], rule: PruneRule) -> Pruner | None:
+        """A pruner, or None when fewer than two reference runs have a curve to compare with."""
+        refs = [pts for pts in (curve_points(c) for c in curves) if len(pts) >= 2]
+        return cls(refs, rule) if len(refs) >= 2 else None
+
+    def update(self, records: Iterable[ProgressRecord]) -> PruneDecision | None:
+        """Take new records; the decision to prune (once), or None."""
+        if self.decision is not None:
+            return self.decision
+        new = curve_points(records)
+        if not new:
+            return None
+        self.points.extend(new)
+        return self.check(self.points[-1][0])
+
+    def check(self, frac: float) -> PruneDecision | None:
+        rule = self.rule
+        if frac < rule.after or frac > 1.0 - rule.window:
+            return None
+        loss, n = window_mean(self.points, frac, rule.window, rule.min_points)
+        ref_vals = [m for m, _ in (window_mean(r, frac, rule.window, rule.min_points) for r in self.references)
+                    if m is not None]
+        if loss is None or n < rule.min_points or len(ref_vals) < 2:
+            return None
+        worst, mean = max(ref_vals), statistics.fmean(ref_vals)
+        spread = statistics.stdev(ref_vals)
+        margin = rule.margin(frac, mean, spread)
+        if loss - worst <= margin:
+            self.behind_since = None
+            return None
+        if self.behind_since is None:
+            self.behind_since = frac
+        if frac - self.behind_since < rule.window:
+            return None  # behind, but not yet for a whole window
+        self.decision = PruneDecision(frac, loss, worst, mean, spread, margin, len(ref_vals))
+        return self.decision
