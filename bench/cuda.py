@@ -9,9 +9,14 @@ its model over to the fixed evaluator (torch.export on CUDA, scored in its own s
 GPU): the line gains "sandbox": its outcome, the evaluator's val_bpb, the causality check's
 leak, the evaluator's seconds and device, so CUDA inside both sandboxes is checked on real
 hardware.
+Last, "engine": two trials (the baseline on 2 seeds) through the real engine on this box, at
+--engine-budget seconds, with the local executor (one slot per GPU: a one-GPU box runs them one
+after the other, never both on one GPU) and, when Ray is installed, the Ray executor (a local
+cluster started for the run): per executor the trials' MFU, wall / budget, GPU utilisation
+(training seconds / slot wall seconds) and where each ran.
 Exits non-zero with the log tail when CUDA is missing or a run fails.
 
-    python bench/cuda.py [--budget 120]
+    python bench/cuda.py [--budget 120] [--engine-budget 30] [--no-engine]
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=120.0)
     ap.add_argument("--sandbox-budget", type=float, default=30.0)
+    ap.add_argument("--engine-budget", type=float, default=30.0)
+    ap.add_argument("--no-engine", action="store_true", help="skip the two engine trials per executor")
     args = ap.parse_args()
     import torch  # the bench may import torch; the server never does
 
@@ -50,9 +57,10 @@ def main() -> None:
     steady = records[len(records) // 2:] or records  # after compile and warm-up
     tok_s = sorted(r["tok_per_s"] for r in steady)[len(steady) // 2]
     boxed = sandboxed_run(args.sandbox_budget)
+    engine = {} if args.no_engine else {ex: engine_runs(args.engine_budget, ex) for ex in ("local", "ray")}
     print(json.dumps({
         "bench": "cuda", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-        "sandbox": boxed,
+        "sandbox": boxed, "engine": engine,
         "budget_s": args.budget, "tok_per_s_median": tok_s,
         "mfu_percent": float(summary["mfu_percent"]), "val_bpb": float(summary["val_bpb"]),
         "num_steps": int(float(summary["num_steps"])), "peak_vram_mb": float(summary["peak_vram_mb"]),
@@ -97,6 +105,46 @@ def sandboxed_run(budget: float) -> dict:
     if result.metric is None:
         out["tail"] = log.read_text(errors="replace")[-2000:]
     return out
+
+
+def engine_runs(budget: float, executor: str) -> dict:
+    """The baseline on two seeds through the real engine (sandbox, evaluator) with ``executor``."""
+    import shutil
+    import time
+
+    from sigmaloop.engine import Engine
+
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ModuleNotFoundError:
+            return {"skipped": 'ray not installed (pip install "sigmaloop[ray]")'}
+    ws = Path(tempfile.mkdtemp(prefix=f"sigmaloop-cuda-{executor}-"))
+    for name in ("prepare.py", "train.py"):
+        shutil.copy(TRAINER / name, ws / name)
+    (ws / "sigmaloop.toml").write_text(f'[experiment]\nbudget = {budget}\ngrace = 300\ntag = "cuda"\n'
+                                       f'[judge]\nseeds = [42, 43]\n[runner]\nexecutor = "{executor}"\n')
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "cuda bench"]):
+        subprocess.run(["git", *cmd], cwd=ws, env=env, check=True, capture_output=True)
+    eng = Engine(ws)
+    t0 = time.time()
+    try:
+        exps = eng.run_baseline()
+        wall = time.time() - t0
+        slots = eng.executor.slots
+    except Exception as exc:  # report, don't lose the rest of the line
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        eng.close()
+    trained = sum(e.summary.get("training_seconds", 0.0) for e in exps)
+    return {
+        "slots": slots, "wall_s": round(wall, 1), "statuses": [e.status.value for e in exps],
+        "mfu_percent": [e.summary.get("mfu_percent") for e in exps],
+        "wall_over_budget": [round(e.timings.get("wall", 0) / budget, 3) for e in exps],
+        "gpu_utilisation": round(trained / (wall * slots), 3) if wall else None,
+        "ran_on": sorted({f"{e.node} {e.device}" for e in exps}), "val_bpb": [e.metric for e in exps],
+    }
 
 
 if __name__ == "__main__":

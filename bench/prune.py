@@ -10,10 +10,12 @@ its verdict, its first run's training curve, and the curves of the reference run
 would have watched (the parent code's measured runs at that moment).
 
 Replay: each candidate's curve goes through :class:`sigmaloop.prune.Pruner` exactly as the
-engine feeds it (batches of records). Figures: the share of the losing trials' budget saved
-(goal >= 30%), the true keeps lost (goal 0), and pruned trials that ended within noise of the
-reference (could still have won: goal 0). A naive rule (prune at the first point 2 spreads
-behind the reference mean, from 30% of the budget) runs side by side on the same curves.
+engine feeds it (batches of records). Figures: the share of the budget saved on trials judged
+clearly worse (goal >= 30%) and on all the losing ones, the true keeps lost (goal 0), pruned
+trials that ended within noise of the reference (could still have won: goal 0), and each
+baseline run replayed against the other seeds (same code: it must never be pruned). A naive
+rule (prune at the first point 2 spreads behind the reference mean, from 30% of the budget)
+runs side by side on the same curves.
 
 Prints one JSON line.
 """
@@ -54,6 +56,12 @@ EDITS = [
     ("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.8", "longer warmdown"),
     ("MUON_MOMENTUM = 0.95", "MUON_MOMENTUM = 0.8", "less Muon momentum"),
     ("WEIGHT_DECAY = 0.0", "WEIGHT_DECAY = 0.2", "weight decay 0.2"),
+    ("WARMUP_FRAC = 0.0", "WARMUP_FRAC = 0.3", "30% warmup (a slow start)"),
+    ("MLP_RATIO = 4", "MLP_RATIO = 1", "thin MLP"),
+    ("EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.003", "embedding LR / 100"),
+    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0001", "unembedding LR / 40"),
+    ("ADAM_BETAS = (0.8, 0.95)", "ADAM_BETAS = (0.99, 0.999)", "slow Adam betas"),
+    ("FINAL_LR_FRAC = 0.0", "FINAL_LR_FRAC = 0.5", "warmdown to half"),
 ]
 
 
@@ -113,12 +121,15 @@ class Figures:
     pruned: int = 0
     losing_budget: float = 0.0
     saved: float = 0.0
+    worse_budget: float = 0.0  # trials judged clearly worse
+    worse_saved: float = 0.0
     keeps_lost: int = 0
     within_noise_pruned: int = 0
 
 
 def naive(refs: list[list[tuple[float, float]]], curve: list[tuple[float, float]]) -> float | None:
-    """Prune at the first point beyond 2 spreads of the reference mean (after 30%)."""
+    """Prune at the first point beyond 2 spreads of the reference mean (after 30%): one point,
+    the plain mean and standard deviation."""
     import statistics
 
     for frac, loss in curve:
@@ -130,27 +141,38 @@ def naive(refs: list[list[tuple[float, float]]], curve: list[tuple[float, float]
     return None
 
 
+def records(points_: list) -> list[ProgressRecord]:
+    return [ProgressRecord(0, i, 0.0, f, v) for i, (f, v) in enumerate(points_)]
+
+
+def _feed(pruner: Pruner, recs: list[ProgressRecord]):
+    for i in range(0, len(recs), 2):  # the engine's batches: a few records each
+        if (decision := pruner.update(recs[i:i + 2])) is not None:
+            return decision
+    return None
+
+
+def _null_runs(data: dict) -> list:
+    """The baseline runs' curves (the first candidate's references: the unchanged code)."""
+    return data["candidates"][0]["references"] if data["candidates"] else []
+
+
 def replay(data: dict, rule: PruneRule) -> dict:
     ours, simple = Figures(), Figures()
     rows = []
     for c in data["candidates"]:
         refs = [[(f, v) for f, v in r] for r in c["references"]]
         curve = [(f, v) for f, v in c["curve"]]
-        records = [ProgressRecord(0, i, 0.0, f, v) for i, (f, v) in enumerate(curve)]
-        pruner = Pruner.for_references([[ProgressRecord(0, i, 0.0, f, v) for i, (f, v) in enumerate(r)] for r in refs],
-                                       rule)
-        decision = None
-        if pruner is not None:
-            for i in range(0, len(records), 2):  # the engine's batches: a few records each
-                decision = pruner.update(records[i:i + 2])
-                if decision is not None:
-                    break
+        pruner = Pruner.for_references([records(r) for r in refs], rule)
+        decision = _feed(pruner, records(curve)) if pruner is not None else None
         kept = c["status"] == "kept"
         # "could still win": it ended within noise (not clearly worse) of its reference
         within = c["reason"] in ("within_noise", "not_confirmed") or kept
+        worse = c["reason"] == "worse"
         for fig, at in ((ours, decision.frac if decision else None), (simple, naive(refs, curve))):
             if not kept:
                 fig.losing_budget += 1.0
+            fig.worse_budget += worse
             if at is None:
                 continue
             fig.pruned += 1
@@ -158,20 +180,32 @@ def replay(data: dict, rule: PruneRule) -> dict:
                 fig.keeps_lost += 1
             else:
                 fig.saved += 1.0 - at
+                fig.worse_saved += (1.0 - at) * worse
             if within:
                 fig.within_noise_pruned += 1
         rows.append(dict(edit=c["hypothesis"], verdict=c["reason"] or c["status"],
                          pruned_at=None if decision is None else round(decision.frac, 2)))
     n_keep = sum(c["status"] == "kept" for c in data["candidates"])
+    # same code, another seed: each baseline run against the others (it could win within noise)
+    nulls = _null_runs(data)
+    null_pruned = 0
+    for i, run_curve in enumerate(nulls):
+        others = [records(c) for j, c in enumerate(nulls) if j != i]
+        pruner = Pruner.for_references(others, rule)
+        if pruner is not None and _feed(pruner, records(run_curve)) is not None:
+            null_pruned += 1
 
     def summary(f: Figures) -> dict:
         return dict(pruned=f.pruned, saved_share_of_losing_budget=round(f.saved / f.losing_budget, 3)
-                    if f.losing_budget else None, keeps_lost=f.keeps_lost, within_noise_pruned=f.within_noise_pruned)
+                    if f.losing_budget else None,
+                    saved_share_of_worse_budget=round(f.worse_saved / f.worse_budget, 3) if f.worse_budget else None,
+                    keeps_lost=f.keeps_lost, within_noise_pruned=f.within_noise_pruned)
 
     return dict(bench="prune", budget_s=data["budget"], candidates=len(data["candidates"]), true_keeps=n_keep,
                 losing=int(ours.losing_budget), rule=summary(ours), naive=summary(simple),
-                goal_saved=0.30, ok=ours.keeps_lost == 0 and ours.within_noise_pruned == 0
-                and ours.losing_budget > 0 and ours.saved / ours.losing_budget >= 0.30, per_edit=rows,
+                null_runs=len(nulls), null_runs_pruned=null_pruned,
+                goal_saved=0.30, ok=null_pruned == 0 and ours.keeps_lost == 0 and ours.within_noise_pruned == 0
+                and ours.worse_budget > 0 and ours.worse_saved / ours.worse_budget >= 0.30, per_edit=rows,
                 data=dict(collected=data.get("collected"), machine=data.get("machine")))
 
 

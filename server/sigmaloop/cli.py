@@ -311,6 +311,12 @@ def cmd_prepare(args) -> int:
 
 def _with_engine(args, fn) -> int:
     engine = open_engine(find_workspace(args.workspace))
+    if getattr(args, "slots", None) is not None:  # this run only: trials at once (one GPU each where there are GPUs)
+        try:
+            engine.reconfigure(config_mod.load(engine.workspace, {"runner": {"slots": args.slots}}))
+        except config_mod.ConfigError as exc:
+            engine.close()
+            raise CLIError(str(exc)) from None
     stop_once = threading.Event()
 
     def on_sigint(signum, frame):
@@ -386,7 +392,9 @@ def cmd_show(args) -> int:
                 ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
                 ("verdict", e.verdict),
                 ("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),
-                ("parent", (e.parent_commit or "")[:10]), ("commit", (e.commit or "")[:10]),
+                ("parent", (e.parent_commit or "")[:10] + (f" (rebased from {e.rebased_from[:10]}: the edit was "
+                                                             "written against that commit)" if e.rebased_from else "")),
+                ("commit", (e.commit or "")[:10]),
                 ("rejection reason", e.rejection_reason or ""), ("log", e.log_path or "")]
         if e.crash:
             rows.append(("crash", f"{e.crash.file}:{e.crash.line}: {e.crash.message}"))
@@ -521,10 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("baseline", help="run the current code on the judge's seeds")
     s.add_argument("--budget", type=float, default=None, help="training seconds (default: the config's)")
+    s.add_argument("--slots", type=int, default=None, help="trials at once (default: runner.slots)")
     s.set_defaults(fn=cmd_baseline)
 
     s = sub.add_parser("loop", help="propose, run, judge and keep, N times")
     s.add_argument("--iterations", "-n", type=int, default=10)
+    s.add_argument("--slots", type=int, default=None,
+                   help="trials at once, each slot refilled as it frees (default: runner.slots)")
     s.add_argument("--budget", type=float, default=None, help="training seconds (default: the config's)")
     s.add_argument("--proposer", choices=["tune", "llm"], default=None, help="default: the config's")
     s.set_defaults(fn=cmd_loop)

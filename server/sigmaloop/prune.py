@@ -2,11 +2,14 @@
 
 The reference is the parent code's own measured runs (the seeds its judge pairs with). At a
 fraction ``f`` of the budget each reference curve gives one number (its mean loss over the
-window ``[f - window, f]``); their spread says how far apart runs of the same code drift by
-chance. A candidate is behind at ``f`` when its own window mean is above the *worst* reference
-curve by more than ``max(z x spread, margin(f) x reference mean)``, and it is pruned only
-when it stayed behind for a whole window of the budget (never on one noisy point), after
-``after`` of the budget and before the last ``window`` (nothing left to save).
+window ``[f - window, f]``); their median is the reference there and their robust spread
+(1.4826 x the median absolute deviation; the standard deviation of two) says how far apart runs
+of the same code drift by chance. A candidate is behind at ``f`` when its own window mean is
+above the reference by more than ``max(z x spread, margin(f) x reference)``, and it is pruned
+only when it stayed behind for a whole window of the budget (never on one noisy point), after
+``after`` of the budget and before the last ``window`` (nothing left to save). The median and
+the robust spread keep one slow reference run (a busy machine) from either hiding a clearly
+losing candidate or lowering the bar.
 
 ``margin(f)`` shrinks from ``catch_up`` (early, when a slower start can still win: a higher
 learning rate looks worse until its warmdown) to ``floor`` at the end of the budget: the
@@ -47,17 +50,17 @@ class PruneRule:
 class PruneDecision:
     frac: float  # where it was pruned
     loss: float  # its window mean there
-    ref_worst: float  # the worst reference curve there
-    ref_mean: float
-    spread: float
+    reference: float  # the reference curves' median there
+    spread: float  # their robust spread
     margin: float
     refs: int  # how many reference curves
+    window: float = 0.1
 
     def describe(self, budget: float | None = None) -> str:
         saved = f"; saved ~{(1 - self.frac) * budget:.0f}s of its {budget:g}s budget" if budget else ""
-        return (f"at {self.frac:.0%} of the budget its training loss {self.loss:.4f} was {self.loss - self.ref_worst:+.4f} "
-                f"behind the worst of {self.refs} reference runs ({self.ref_mean:.4f} ± {self.spread:.4f}); "
-                f"the bar there is {self.margin:.4f}, held for a whole window{saved}")
+        return (f"at {self.frac:.0%} of the budget its training loss {self.loss:.4f} was {self.loss - self.reference:+.4f} "
+                f"behind its {self.refs} reference runs ({self.reference:.4f} ± {self.spread:.4f}); the bar there "
+                f"is {self.margin:.4f}, and it stayed behind for {self.window:.0%} of the budget{saved}")
 
 
 def window_mean(points: Sequence[Point], end: float, width: float, at_least: int = 1) -> tuple[float | None, int]:
@@ -69,6 +72,14 @@ def window_mean(points: Sequence[Point], end: float, width: float, at_least: int
     if not vals:
         return None, 0
     return sum(vals) / len(vals), len(vals)
+
+
+def robust(values: Sequence[float]) -> tuple[float, float]:
+    """Median and robust spread (1.4826 x MAD; for two values their standard deviation)."""
+    center = statistics.median(values)
+    if len(values) == 2:
+        return center, statistics.stdev(values)
+    return center, 1.4826 * statistics.median(abs(v - center) for v in values)
 
 
 def curve_points(records: Iterable[ProgressRecord]) -> list[Point]:
@@ -112,15 +123,14 @@ class Pruner:
                     if m is not None]
         if loss is None or n < rule.min_points or len(ref_vals) < 2:
             return None
-        worst, mean = max(ref_vals), statistics.fmean(ref_vals)
-        spread = statistics.stdev(ref_vals)
-        margin = rule.margin(frac, mean, spread)
-        if loss - worst <= margin:
+        center, spread = robust(ref_vals)
+        margin = rule.margin(frac, center, spread)
+        if loss - center <= margin:
             self.behind_since = None
             return None
         if self.behind_since is None:
             self.behind_since = frac
         if frac - self.behind_since < rule.window:
             return None  # behind, but not yet for a whole window
-        self.decision = PruneDecision(frac, loss, worst, mean, spread, margin, len(ref_vals))
+        self.decision = PruneDecision(frac, loss, center, spread, margin, len(ref_vals), rule.window)
         return self.decision

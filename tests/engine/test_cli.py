@@ -26,7 +26,7 @@ def test_baseline_loop_log_show_status_export(workspace):
     r = rl("baseline", cwd=workspace)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "baseline (seed 42)" in r.stdout and "reference" in r.stdout
-    r = rl("loop", "-n", "1", "--proposer", "tune", cwd=workspace)
+    r = rl("loop", "-n", "2", "--slots", "2", "--proposer", "tune", cwd=workspace)
     assert r.returncode == 0, r.stdout + r.stderr
     r = rl("log", "--json", cwd=workspace)
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -53,6 +53,8 @@ def test_errors_are_one_clear_line_and_exit_2(workspace, tmp_path):
     git(workspace, "checkout", "--", "sigmaloop.toml")
     r = rl("adopt", "1", cwd=workspace)
     assert r.returncode == 2 and "no experiment #1" in r.stderr
+    r = rl("loop", "--slots", "0", cwd=workspace)
+    assert r.returncode == 2 and "runner.slots must be >= 1" in r.stderr
 
 
 def test_init_makes_a_committed_workspace(tmp_path):
