@@ -115,3 +115,17 @@ def engine(workspace: Path):
 def edit(source: str, old: str, new: str) -> str:
     assert source.count(old) == 1, f"{old!r} not found once"
     return source.replace(old, new)
+
+
+def queue_edit(eng, old: str, new: str, hypothesis: str):
+    """A user edit of the head's script queued as-is (past the guard): what runs is exactly it."""
+    from sigmaloop.diff import unified_diff
+    from sigmaloop.models import Status, code_hash
+
+    source = eng.head_source()
+    assert old in source, old
+    after = source.replace(old, new, 1)
+    exp = eng.core.create(status=Status.QUEUED, source="user", parent_commit=eng.head(), hypothesis=hypothesis,
+                          diff=unified_diff(source, after, "train.py"), code_hash=code_hash(after))
+    eng.trials.queued(exp.id)
+    return exp

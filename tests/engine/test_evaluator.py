@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from sigmaloop import evaluator, sandbox
-from sigmaloop.diff import unified_diff
 from sigmaloop.engine import Engine
-from sigmaloop.models import Evaluation, Status, code_hash
+from sigmaloop.models import Evaluation, Status
 
-from enginekit import git
+from enginekit import git, queue_edit
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 2.0
@@ -60,13 +59,7 @@ def measured(tmp_path_factory, cache):
     mp.undo()
 
 
-def queue(eng: Engine, old: str, new: str, hypothesis: str):
-    """A user edit queued as-is (no guard): what runs is exactly ``new``."""
-    source = eng.head_source()
-    assert old in source, old
-    after = source.replace(old, new, 1)
-    return eng.core.create(status=Status.QUEUED, source="user", parent_commit=eng.head(), hypothesis=hypothesis,
-                           diff=unified_diff(source, after, "train.py"), code_hash=code_hash(after))
+queue = queue_edit
 
 
 def log_of(exp) -> str:

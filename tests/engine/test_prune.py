@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sigmaloop.diff import unified_diff
 from sigmaloop.engine import Engine
 from sigmaloop.exports import write_results_tsv
-from sigmaloop.models import ProgressRecord, Status, code_hash
+from sigmaloop.models import ProgressRecord, Status
 from sigmaloop.prune import Pruner, PruneRule
 
-from enginekit import git
+from enginekit import git, queue_edit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,14 +115,7 @@ def trainer_ws(tmp_path_factory):
     mp.undo()
 
 
-def queue(eng: Engine, old: str, new: str, hypothesis: str):
-    source = eng.head_source()
-    assert old in source, old
-    after = source.replace(old, new, 1)
-    exp = eng.core.create(status=Status.QUEUED, source="user", parent_commit=eng.head(), hypothesis=hypothesis,
-                          diff=unified_diff(source, after, "train.py"), code_hash=code_hash(after))
-    eng.trials.queued(exp.id)
-    return exp
+queue = queue_edit
 
 
 def test_a_bad_edit_is_pruned_early_and_a_good_one_is_not(trainer_ws):

@@ -99,35 +99,28 @@ def test_a_trial_lost_every_time_ends_crashed_saying_so(workspace):
 
 
 # -- rebasing ------------------------------------------------------------------------------------------
-def test_a_queued_candidate_whose_parent_moved_on_runs_rebased(tmp_path):
+@pytest.mark.parametrize(("old", "new", "applies"), [
+    ("BONUS = 0.0 ", "BONUS = -0.05 ", True),  # another line: replayed onto the new head
+    ("BIAS = 0.0 ", "BIAS = -0.04 ", False),  # the line the kept edit changed: conflicts
+])
+def test_a_queued_candidate_whose_parent_moved_on_runs_rebased_if_its_edit_applies(tmp_path, old, new, applies):
     eng = Engine(make_workspace(tmp_path / "ws", train=TWO_KNOBS))
     try:
         eng.run_baseline()
         old_head = eng.head()
         a = propose(eng, "BIAS = 0.0 ", "BIAS = -0.05 ", "lower bias")
-        b = propose(eng, "BONUS = 0.0 ", "BONUS = -0.05 ", "a bonus")
+        b = propose(eng, old, new, "the second idea")
         assert eng.run(a.id).status == Status.KEPT
         assert eng.head() != old_head
         b = eng.run(b.id)
-        assert b.rebased_from == old_head and b.parent_commit != old_head
-        assert b.status == Status.KEPT, b.verdict
-        ran = eng.experiment_source(b.id)
-        assert "BIAS = -0.05 " in ran and "BONUS = -0.05 " in ran  # its edit on top of the kept one
-    finally:
-        eng.close()
-
-
-def test_an_edit_that_no_longer_applies_is_not_rebased(tmp_path):
-    eng = Engine(make_workspace(tmp_path / "ws", train=TWO_KNOBS))
-    try:
-        eng.run_baseline()
-        old_head = eng.head()
-        a = propose(eng, "BIAS = 0.0 ", "BIAS = -0.05 ", "lower bias")
-        b = propose(eng, "BIAS = 0.0 ", "BIAS = -0.04 ", "lower bias, less")  # the same line: conflicts
-        assert eng.run(a.id).status == Status.KEPT
-        b = eng.run(b.id)
-        assert b.rebased_from == "" and b.parent_commit == old_head
-        assert b.status == Status.DISCARDED and b.reason == "stale" and "moved on" in b.detail
+        if applies:
+            assert b.rebased_from == old_head and b.parent_commit == eng.get(a.id).commit
+            assert b.status == Status.KEPT, b.verdict
+            ran = eng.experiment_source(b.id)
+            assert "BIAS = -0.05 " in ran and new in ran  # its edit on top of the kept one
+        else:
+            assert b.rebased_from == "" and b.parent_commit == old_head
+            assert b.status == Status.DISCARDED and b.reason == "stale" and "moved on" in b.detail
     finally:
         eng.close()
 
