@@ -28,6 +28,7 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_CAP = 64 << 20  # bytes of tracked files shipped per project: data belongs in the cache
 REPORT_INTERVAL = runner.PROGRESS_INTERVAL  # worker → driver reports (≤ 10 Hz)
+STOP_POLL = 0.25  # a quiet trial still asks this often whether to stop
 LOG_CHUNK = 1 << 20  # log bytes per report; the rest follows in the next ones
 PREPARE_TIMEOUT = 3600.0  # prepare.py may download its data
 CONNECT_TIMEOUT = 60.0
@@ -95,6 +97,7 @@ class _Job:
     """What a worker needs to run one trial; paths in ``spec`` are still the driver's."""
 
     spec: TrialSpec
+    attempt: str  # this run of the experiment (the mailbox's key)
     project: str  # content hash of the fixed files
     project_ref: list[Any]  # [ObjectRef], nested so a node fetches it only when its cache lacks it
     script: str  # the train script's path in the project
@@ -113,24 +116,25 @@ class _Job:
 @ray.remote(num_cpus=0, max_restarts=0)
 class _Mailbox:
     """Lives on the driver's node: workers report progress and log bytes; the answer says
-    whether the driver asked that trial to stop."""
+    whether the driver asked that attempt to stop (attempts, not experiment ids: a re-run of an
+    experiment is not stopped by its predecessor's stop)."""
 
     def __init__(self) -> None:
-        self._inbox: list[tuple[int, str, list[ProgressRecord], bytes]] = []
-        self._stop: set[int] = set()
+        self._inbox: list[tuple[str, str, list[ProgressRecord], bytes]] = []
+        self._stop: set[str] = set()
 
-    def report(self, exp_id: int, node: str, records: list[ProgressRecord], log_bytes: bytes) -> bool:
+    def report(self, attempt: str, node: str, records: list[ProgressRecord], log_bytes: bytes) -> bool:
         if node or records or log_bytes:
-            self._inbox.append((exp_id, node, records, log_bytes))
-        return exp_id in self._stop
+            self._inbox.append((attempt, node, records, log_bytes))
+        return attempt in self._stop
 
-    def stop(self, exp_id: int) -> None:
-        self._stop.add(exp_id)
+    def stop(self, attempt: str) -> None:
+        self._stop.add(attempt)
 
-    def forget(self, exp_id: int) -> None:
-        self._stop.discard(exp_id)
+    def forget(self, attempt: str) -> None:
+        self._stop.discard(attempt)
 
-    def drain(self) -> list[tuple[int, str, list[ProgressRecord], bytes]]:
+    def drain(self) -> list[tuple[str, str, list[ProgressRecord], bytes]]:
         out, self._inbox = self._inbox, []
         return out
 
@@ -146,9 +150,9 @@ class _Reporter:
     """The worker's end of the mailbox: new progress records and log bytes every
     REPORT_INTERVAL; a stop request (or a driver gone away) sets ``stop_event``."""
 
-    def __init__(self, mailbox: Any, exp_id: int, log_path: Path):
+    def __init__(self, mailbox: Any, attempt: str, log_path: Path):
         self.stop_event = threading.Event()
-        self._mailbox, self._exp_id, self.log_path = mailbox, exp_id, log_path
+        self._mailbox, self._attempt, self.log_path = mailbox, attempt, log_path
         self._closed = False
         self._records: list[ProgressRecord] = []
         self._lock = threading.Lock()
@@ -184,17 +188,25 @@ class _Reporter:
             ray.get(self._send(), timeout=CONNECT_TIMEOUT)
 
     def _loop(self) -> None:
+        last = time.monotonic()
         while not self._done.wait(REPORT_INTERVAL):
+            with self._lock:
+                news = bool(self._records)
+            chunk = self._log_chunk()
+            if not (news or chunk) and time.monotonic() - last < STOP_POLL:
+                continue  # nothing to say yet: ask about a stop only every STOP_POLL (2 cores, 8 slots)
+            last = time.monotonic()
             try:
-                if ray.get(self._send(), timeout=CONNECT_TIMEOUT):
+                if ray.get(self._send(chunk=chunk), timeout=CONNECT_TIMEOUT):
                     self.stop_event.set()
             except Exception:  # the driver (its mailbox) is gone: nobody will take this result
                 self.stop_event.set()
 
-    def _send(self, node: str = "") -> Any:
+    def _send(self, node: str = "", chunk: bytes | None = None) -> Any:
         with self._lock:
             records, self._records = self._records, []
-        return self._mailbox.report.remote(self._exp_id, node, records, self._log_chunk())
+        chunk = self._log_chunk() if chunk is None else chunk
+        return self._mailbox.report.remote(self._attempt, node, records, chunk)
 
     def _log_chunk(self) -> bytes:
         try:
@@ -290,6 +302,23 @@ def _prepare_data(root: Path, prepare: Path, python: str, env: dict[str, str], k
         reporter.note(f"data ready after {time.monotonic() - t0:.1f}s")
 
 
+@contextlib.contextmanager
+def _cache_setting(cache: str | None) -> Iterator[None]:
+    """The driver's SIGMALOOP_CACHE while the policies are built (sandbox.data_cache reads our
+    environment); the worker's own afterwards (a CPU worker runs more trials)."""
+    old = os.environ.get("SIGMALOOP_CACHE")
+    if cache is not None:
+        os.environ["SIGMALOOP_CACHE"] = cache
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SIGMALOOP_CACHE", None)
+        else:
+            os.environ["SIGMALOOP_CACHE"] = old
+
+
+@functools.lru_cache(maxsize=4)
 def _launcher(root: Path) -> str:
     path = root / "launch.py"
     if not path.is_file() or path.read_text() != _LAUNCHER:
@@ -303,8 +332,6 @@ def _worker_spec(job: _Job, root: Path, trial_dir: Path, reporter: _Reporter) ->
     """The driver's spec on this worker: its files here, its paths, its interpreter, its GPU and
     threads, and the sandbox policies rebuilt for them."""
     spec = job.spec
-    if "SIGMALOOP_CACHE" in job.env:  # sandbox.data_cache reads it from our environment
-        os.environ["SIGMALOOP_CACHE"] = job.env["SIGMALOOP_CACHE"]
     project = _unpack(root / "project" / job.project, job.project_ref)
     ev_spec = None
     if spec.evaluator is not None and job.evaluator:
@@ -365,7 +392,8 @@ def _worker_spec(job: _Job, root: Path, trial_dir: Path, reporter: _Reporter) ->
     if command:
         command[0] = python_here(command[0])
     if policy is None:
-        command = [sys.executable, _launcher(root), str(os.getpid()), *command]
+        # -I -S: the launcher needs no site-packages; it costs a trial ~10 ms instead of ~40
+        command = [sys.executable, "-I", "-S", _launcher(root), str(os.getpid()), *command]
     return dataclasses.replace(
         spec, cwd=str(wt), command=command, log_path=str(reporter.log_path), metrics_path=str(metrics),
         workspace_root=str(wt), env=env, sandbox=policy, evaluator=ev_spec, evaluator_policy=ev_policy,
@@ -380,14 +408,15 @@ def _run_on_worker(job: _Job) -> tuple[TrialResult, bytes]:
     trial_dir = root / "trials" / f"{spec.exp_id}-{uuid.uuid4().hex[:8]}"
     trial_dir.mkdir(parents=True)
     log_path = trial_dir / "trial.log"
-    reporter = _Reporter(job.mailbox, spec.exp_id, log_path)
+    reporter = _Reporter(job.mailbox, job.attempt, log_path)
     try:
         reporter.note(f"exp {spec.exp_id} runs on Ray node {node}")
         if reporter.start(node):
             result = TrialResult(spec.exp_id, Outcome.STOPPED, error="stopped before it started")
         else:
             try:
-                wspec = _worker_spec(job, root, trial_dir, reporter)
+                with _cache_setting(job.env.get("SIGMALOOP_CACHE")):
+                    wspec = _worker_spec(job, root, trial_dir, reporter)
                 result = runner.run_trial(wspec, reporter.progress, reporter.stop_event, None, job.env_allow)
             except KeyboardInterrupt:  # ray.cancel as it started: run_trial killed its group on the way out
                 result = TrialResult(spec.exp_id, Outcome.STOPPED, error="stopped on request")
@@ -404,7 +433,17 @@ def _run_on_worker(job: _Job) -> tuple[TrialResult, bytes]:
         shutil.rmtree(trial_dir, ignore_errors=True)
 
 
-_remote_trial = ray.remote(max_retries=0, max_calls=1)(_run_on_worker)
+def _run_on_gpu_worker(job: _Job) -> tuple[TrialResult, bytes]:
+    return _run_on_worker(job)
+
+
+# max_retries=0: the engine decides about re-running (Outcome.LOST). A GPU trial's worker exits
+# after it (max_calls=1: nothing of it stays with that GPU); CPU trials reuse workers: the trial
+# is a subprocess (its group killed at its end) and the worker never touches a device, while a
+# fresh worker per trial costs ~1 CPU-second of start-up (bench/slots.py: 8 slots of short
+# trials on 2 cores were 17% busy with it, ~90% without)
+_cpu_trial = ray.remote(max_retries=0)(_run_on_worker)
+_gpu_trial = ray.remote(max_retries=0, max_calls=1)(_run_on_gpu_worker)
 
 
 # --------------------------------------------------------------------------- the driver's side
@@ -430,6 +469,7 @@ class _Trial:
     on_progress: ProgressCallback | None
     on_start: StartCallback | None
     log_offset: int  # the driver's log before this attempt (earlier attempts stay)
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex)
     ref: Any = None
     started: bool = False
     stop_requested: bool = False
@@ -625,14 +665,14 @@ class RayExecutor:
             Path(spec.metrics_path).write_bytes(b"")
         trial = _Trial(spec, handle, on_progress, on_start, offset)
         try:
-            job = self._job(spec)
-            ray.get(self._mailbox.forget.remote(spec.exp_id))  # an earlier attempt's stop is not this one's
+            job = self._job(spec, trial.attempt)
         except (_SetupError, OSError) as exc:
             future.set_result(TrialResult(spec.exp_id, Outcome.CRASHED, error=str(exc)))
             return handle
         with self._lock:
             self._trials[spec.exp_id] = trial
-        trial.ref = _remote_trial.options(**self._task_options).remote(job)
+        task = _gpu_trial if self._task_options["num_gpus"] else _cpu_trial
+        trial.ref = task.options(**self._task_options).remote(job)
         trial.thread = threading.Thread(target=self._wait, args=(trial,), name=f"sigmaloop-ray-{spec.exp_id}",
                                         daemon=True)
         trial.thread.start()
@@ -653,7 +693,7 @@ class RayExecutor:
                 return True
             trial.stop_requested = True
         with contextlib.suppress(Exception):
-            self._mailbox.stop.remote(exp_id)  # the worker polls it and kills the trial's group
+            self._mailbox.stop.remote(trial.attempt)  # the worker polls it and kills the trial's group
         if trial.ref is not None and not trial.started:
             with contextlib.suppress(Exception):
                 ray.cancel(trial.ref)  # still queued: there is no process to orphan
@@ -692,7 +732,7 @@ class RayExecutor:
         atexit.unregister(self._cluster.stop)
         self._cluster.stop()
 
-    def _job(self, spec: TrialSpec) -> _Job:
+    def _job(self, spec: TrialSpec, attempt: str) -> _Job:
         """What the worker needs: the fixed files by hash (in the object store once), the
         candidate's script, the evaluator's folder, the knobs the trial may see."""
         cwd = Path(spec.cwd)
@@ -713,7 +753,7 @@ class RayExecutor:
         env = {k: v for k, v in scrub_env(os.environ, self.env_allow).items()
                if (k.startswith("SIGMALOOP_") or k in self.env_allow) and k not in CONTRACT}
         r = self.config.runner
-        return _Job(spec=spec, project=project, project_ref=[project_ref], script=script, source=source,
+        return _Job(spec=spec, attempt=attempt, project=project, project_ref=[project_ref], script=script, source=source,
                     evaluator=ev_hash, evaluator_ref=[ev_ref], env=env, env_allow=self.env_allow,
                     driver_python="" if r.python else sys.executable, sandbox=r.sandbox, network=r.network,
                     read_only=tuple(r.read_only), mailbox=self._mailbox)
@@ -762,7 +802,7 @@ class RayExecutor:
         result.error = secret.redact(result.error)
         self._write_log(trial, final, result)
         with contextlib.suppress(Exception):
-            self._mailbox.forget.remote(spec.exp_id)
+            self._mailbox.forget.remote(trial.attempt)
         with self._lock:
             if self._trials.get(spec.exp_id) is trial:
                 del self._trials[spec.exp_id]
@@ -808,11 +848,12 @@ class RayExecutor:
 
     def _drain(self) -> None:
         """Deliver what workers reported: starts, progress, log bytes (in their order)."""
-        for exp_id, node, records, chunk in ray.get(self._mailbox.drain.remote(), timeout=CONNECT_TIMEOUT):
+        for attempt, node, records, chunk in ray.get(self._mailbox.drain.remote(), timeout=CONNECT_TIMEOUT):
             with self._lock:
-                trial = self._trials.get(exp_id)
+                trial = next((t for t in self._trials.values() if t.attempt == attempt), None)
             if trial is None:
                 continue
+            exp_id = trial.spec.exp_id
             if node and not trial.started:
                 trial.started = True
                 trial.handle.node, trial.handle.pid = node, 0

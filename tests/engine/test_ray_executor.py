@@ -38,6 +38,7 @@ STANDIN = textwrap.dedent('''\
     CHILD = False  # start a long-lived child in the trial's process group
 
     print("PID", os.getpid(), flush=True)
+    print("WORKER", os.getppid(), flush=True)
     print("CUDA", repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
     print("SECRET", "OPENAI_API_KEY" in os.environ, flush=True)
     print("THREADS", os.environ.get("OMP_NUM_THREADS"), flush=True)
@@ -177,6 +178,8 @@ def test_two_trials_run_at_once_each_on_its_own_gpu(executor, project):
     (b_start,), (b_end,) = map(float, printed(b, "START")), map(float, printed(b, "END"))
     assert a_start < b_end and b_start < a_end  # they overlapped
     assert sorted(starts) == sorted([(a.exp_id, 0), (b.exp_id, 0)])  # pid 0: no local process
+    workers = [int(printed(s, "WORKER")[0]) for s in (a, b)]  # the Ray workers that ran them
+    wait_for(lambda: not any(alive(w) for w in workers), timeout=10, what="the GPU workers to exit (max_calls=1)")
     assert executor.running() == []
 
 
