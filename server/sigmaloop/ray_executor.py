@@ -582,16 +582,30 @@ def _connect(address: str) -> None:
                          f"{hint}") from None
 
 
-def _capacity(resources: dict[str, float], cpus_per_trial: int) -> tuple[int, dict[str, Any]]:
-    """Trials at once, and each one's reservation: a GPU each where the cluster has GPUs (two
-    fixed-budget trials on one GPU would measure each other), else ``cpus_per_trial`` CPUs."""
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    if gpus:
-        return gpus, {"num_gpus": 1, "num_cpus": min(cpus_per_trial, cpus // gpus)}
-    if cpus < cpus_per_trial:
-        raise ValueError(f"the Ray cluster has {cpus} CPU(s) and no GPU, fewer than ray.cpus_per_trial = "
-                         f"{cpus_per_trial}: lower ray.cpus_per_trial or add nodes")
-    return cpus // cpus_per_trial, {"num_gpus": 0, "num_cpus": cpus_per_trial}
+def _near_driver() -> dict[str, Any]:
+    """Actor options that keep the mailbox on the driver's node (it dies with the driver, not
+    with a worker node); none where the driver has no node of its own (a ray:// client)."""
+    try:
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                      soft=True)}
+    except Exception:
+        return {}
+
+
+def _capacity(nodes: list[dict[str, float]], cpus_per_trial: int) -> tuple[int, dict[str, Any]]:
+    """Trials at once, and each one's reservation, from the nodes' resources: a GPU each where
+    the cluster has GPUs (two fixed-budget trials on one GPU would measure each other) with the
+    CPUs per GPU of the leanest GPU node (so every GPU stays usable), else ``cpus_per_trial``
+    CPUs (a trial never spans nodes)."""
+    gpu_nodes = [(int(n.get("GPU", 0)), int(n.get("CPU", 0))) for n in nodes if int(n.get("GPU", 0)) >= 1]
+    if gpu_nodes:
+        share = min(cpus // gpus for gpus, cpus in gpu_nodes)
+        return sum(g for g, _ in gpu_nodes), {"num_gpus": 1, "num_cpus": share}
+    slots = sum(int(n.get("CPU", 0)) // cpus_per_trial for n in nodes)
+    if slots < 1:
+        raise ValueError(f"no node of the Ray cluster has ray.cpus_per_trial = {cpus_per_trial} CPUs (and it has "
+                         "no GPU): lower ray.cpus_per_trial or add nodes")
+    return slots, {"num_gpus": 0, "num_cpus": cpus_per_trial}
 
 
 def _tracked(cwd: Path) -> list[tuple[str, str, str]]:
@@ -633,9 +647,9 @@ class RayExecutor:
                 raise
             self._owns_ray = True
         try:
-            self.slots, self._task_options = _capacity(ray.cluster_resources(), config.ray.cpus_per_trial)
-            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-            self._mailbox = _Mailbox.options(scheduling_strategy=here).remote()
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            self.slots, self._task_options = _capacity(nodes, config.ray.cpus_per_trial)
+            self._mailbox = _Mailbox.options(**_near_driver()).remote()
         except BaseException:
             self._release()
             raise
@@ -777,7 +791,8 @@ class RayExecutor:
         try:
             result, final = ray.get(trial.ref)
         except rex.TaskCancelledError:
-            result = TrialResult(spec.exp_id, Outcome.STOPPED, error="stopped before it started")
+            why = "stopped on request" if trial.started else "stopped before it started"
+            result = TrialResult(spec.exp_id, Outcome.STOPPED, error=why)
         except rex.RayTaskError as exc:  # our worker code raised: not a lost machine, don't re-run forever
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             if isinstance(cause, LOST_ERRORS):

@@ -314,6 +314,29 @@ def test_bad_addresses_and_a_missing_ray_are_said_clearly(monkeypatch, cluster):
         make_executor(make_config(cluster.address))
 
 
+def test_a_project_too_big_to_ship_is_refused_clearly(executor, project, monkeypatch):
+    from sigmaloop import ray_executor
+
+    monkeypatch.setattr(ray_executor, "PROJECT_CAP", 4096)  # as if the data were committed
+    (project / "data.bin").write_bytes(os.urandom(8192))
+    git(project, "add", "data.bin")
+    git(project, "commit", "-qm", "data in git")
+    result = executor.submit(trial(project)).result(timeout=30)
+    assert result.outcome == Outcome.CRASHED
+    assert "more than the Ray executor ships" in result.error and "keep data out of git" in result.error
+
+
+def test_slots_follow_the_clusters_gpus_else_its_cpus():
+    from sigmaloop.ray_executor import _capacity
+
+    # every GPU usable: the CPUs per GPU of the leanest GPU node
+    assert _capacity([{"CPU": 16, "GPU": 8}, {"CPU": 64, "GPU": 1}, {"CPU": 4}], 1) == (
+        9, {"num_gpus": 1, "num_cpus": 2})
+    assert _capacity([{"CPU": 3}, {"CPU": 3}], 2) == (2, {"num_gpus": 0, "num_cpus": 2})  # never across nodes
+    with pytest.raises(ValueError, match=r"lower ray\.cpus_per_trial or add nodes"):
+        _capacity([{"CPU": 1}], 2)
+
+
 # --------------------------------------------------------------------------- the real trainer
 
 
