@@ -302,6 +302,15 @@ def _prepare_data(root: Path, prepare: Path, python: str, env: dict[str, str], k
         reporter.note(f"data ready after {time.monotonic() - t0:.1f}s")
 
 
+def _sweep(trials: Path) -> None:
+    """Remove the folders of trials whose worker died (a lost worker never cleans up)."""
+    with contextlib.suppress(OSError):
+        for d in trials.iterdir():
+            parts = d.name.split("-")
+            if len(parts) == 3 and parts[1].isdigit() and not runner.is_alive(int(parts[1])):
+                shutil.rmtree(d, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _cache_setting(cache: str | None) -> Iterator[None]:
     """The driver's SIGMALOOP_CACHE while the policies are built (sandbox.data_cache reads our
@@ -405,7 +414,8 @@ def _run_on_worker(job: _Job) -> tuple[TrialResult, bytes]:
     spec = job.spec
     node = f"{socket.gethostname()} (ray {ray.get_runtime_context().get_node_id()[:8]})"
     root = _node_root()
-    trial_dir = root / "trials" / f"{spec.exp_id}-{uuid.uuid4().hex[:8]}"
+    _sweep(root / "trials")
+    trial_dir = root / "trials" / f"{spec.exp_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     trial_dir.mkdir(parents=True)
     log_path = trial_dir / "trial.log"
     reporter = _Reporter(job.mailbox, job.attempt, log_path)
