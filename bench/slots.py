@@ -61,7 +61,8 @@ def workspace(low: float, high: float) -> Path:
 
 def specs(ws: Path, trials: int, first_id: int) -> list[TrialSpec]:
     state = ws.parent / "state"
-    return [TrialSpec(exp_id=i, cwd=str(ws), command=[sys.executable, "train.py"], budget=1.0, seed=i,
+    # the same seeds (so the same trial lengths) for both executors: only the ids differ
+    return [TrialSpec(exp_id=i, cwd=str(ws), command=[sys.executable, "train.py"], budget=1.0, seed=i - first_id,
                       log_path=str(state / "logs" / f"{i}.log"), metrics_path=str(state / "metrics" / f"{i}.jsonl"),
                       grace=30.0, workspace_root=str(ws))
             for i in range(first_id, first_id + trials)]
