@@ -71,6 +71,7 @@ class Engine:
         self.migration: MigrationReport | None = migrate_workspace(self.workspace)
         self.core = Core(self.workspace, config or config_mod.load(self.workspace), bus or EventBus())
         self._executor = executor
+        self._executor_settings = self._settings_of(self.core.config)
         self.proposals = Proposals(self.core)
         self.trials = Trials(self.core, lambda: self.executor, self.proposals.observe, lambda: self._executor)
         self._loop = Loop(self)
@@ -118,6 +119,15 @@ class Engine:
                 raise EngineError(str(exc)) from None
         return self._executor
 
+    @staticmethod
+    def _settings_of(config: Config) -> tuple:
+        """What the executor is made from: a change of these makes a new one (a Ray cluster's
+        slots are its own, so other settings never restart it)."""
+        r = config.runner
+        if r.executor == "ray":
+            return ("ray", config.ray.address, config.ray.cpus_per_trial, tuple(r.env_allow))
+        return ("local", r.slots, tuple(r.gpus), tuple(r.env_allow))
+
     @property
     def slots(self) -> int:
         """How many trials run at once (the executor's, once made; else the configured slots)."""
@@ -135,9 +145,10 @@ class Engine:
             config.experiment.train_script, config.experiment.tag = old.train_script, old.tag
         self.core.reconfigure(config)
         self.proposals.reset()
-        ex = self._executor
-        if ex is not None and ex.slots != config.runner.slots and not getattr(ex, "running", list)():
-            ex.shutdown(wait=False)
+        ex, before = self._executor, self._executor_settings
+        now = self._executor_settings = self._settings_of(config)
+        if ex is not None and now != before and not getattr(ex, "running", list)():
+            ex.shutdown(wait=False)  # made again, with the new settings, on next use
             self._executor = None
         return notes
 
