@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,29 +41,39 @@ from sigmaloop.prune import Pruner, PruneRule, window_mean
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "prune_trials.json"
 
-# (old, new, hypothesis): a spread of real outcomes, from clear losses to the demo's keep
+# (constant, new value, hypothesis): a spread of real outcomes, from clear losses to keeps. The
+# value is set whatever the head has then (a keep changes the head: the edit stays a real one).
 EDITS = [
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0004", "unembedding LR / 10"),
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0015", "unembedding LR / 2.7"),
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.00453", "unembedding LR x 1.13"),
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.006", "unembedding LR x 1.5"),
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.012", "unembedding LR x 3"),
-    ("EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.03", "embedding LR / 10"),
-    ("EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.6", "embedding LR x 2"),
-    ("MATRIX_LR = 0.02", "MATRIX_LR = 0.002", "matrix LR / 10"),
-    ("MATRIX_LR = 0.02", "MATRIX_LR = 0.04", "matrix LR x 2"),
-    ("MATRIX_LR = 0.02", "MATRIX_LR = 0.08", "matrix LR x 4"),
-    ("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.2", "shorter warmdown"),
-    ("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.8", "longer warmdown"),
-    ("MUON_MOMENTUM = 0.95", "MUON_MOMENTUM = 0.8", "less Muon momentum"),
-    ("WEIGHT_DECAY = 0.0", "WEIGHT_DECAY = 0.2", "weight decay 0.2"),
-    ("WARMUP_FRAC = 0.0", "WARMUP_FRAC = 0.3", "30% warmup (a slow start)"),
-    ("MLP_RATIO = 4", "MLP_RATIO = 1", "thin MLP"),
-    ("EMBEDDING_LR = 0.3", "EMBEDDING_LR = 0.003", "embedding LR / 100"),
-    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0001", "unembedding LR / 40"),
-    ("ADAM_BETAS = (0.8, 0.95)", "ADAM_BETAS = (0.99, 0.999)", "slow Adam betas"),
-    ("FINAL_LR_FRAC = 0.0", "FINAL_LR_FRAC = 0.5", "warmdown to half"),
+    ("UNEMBEDDING_LR", "0.0004", "unembedding LR 0.0004"),
+    ("UNEMBEDDING_LR", "0.0015", "unembedding LR 0.0015"),
+    ("UNEMBEDDING_LR", "0.0045", "unembedding LR 0.0045"),
+    ("UNEMBEDDING_LR", "0.006", "unembedding LR 0.006"),
+    ("UNEMBEDDING_LR", "0.012", "unembedding LR 0.012"),
+    ("EMBEDDING_LR", "0.03", "embedding LR 0.03"),
+    ("EMBEDDING_LR", "0.6", "embedding LR 0.6"),
+    ("MATRIX_LR", "0.002", "matrix LR 0.002"),
+    ("MATRIX_LR", "0.04", "matrix LR 0.04"),
+    ("MATRIX_LR", "0.08", "matrix LR 0.08"),
+    ("WARMDOWN_FRAC", "0.2", "shorter warmdown"),
+    ("WARMDOWN_FRAC", "0.8", "longer warmdown"),
+    ("MUON_MOMENTUM", "0.8", "less Muon momentum"),
+    ("WEIGHT_DECAY", "0.2", "weight decay 0.2"),
+    ("WARMUP_FRAC", "0.3", "30% warmup (a slow start)"),
+    ("MLP_RATIO", "1", "thin MLP"),
+    ("MLP_RATIO", "8", "wide MLP"),
+    ("EMBEDDING_LR", "0.003", "embedding LR 0.003"),
+    ("UNEMBEDDING_LR", "0.0001", "unembedding LR 0.0001"),
+    ("ADAM_BETAS", "(0.99, 0.999)", "slow Adam betas"),
+    ("FINAL_LR_FRAC", "0.5", "warmdown to half"),
+    ("MATRIX_LR", "0.01", "matrix LR 0.01"),
 ]
+
+
+def set_constant(source: str, name: str, value: str) -> str:
+    """``name = <value>`` at the top level, whatever its value was (its comment kept)."""
+    new, n = re.subn(rf"^{name} = [^#\n]*?(\s*#|\s*$)", rf"{name} = {value}\1", source, count=1, flags=re.M)
+    assert n == 1, name
+    return new
 
 
 def points(curve: list[ProgressRecord]) -> list[list[float]]:
@@ -95,9 +106,11 @@ def collect(budget: float, out: Path) -> None:
     candidates = []
     try:
         eng.run_baseline()
-        for old, new, hypothesis in EDITS:
+        for name, value, hypothesis in EDITS:
             source = eng.head_source()
-            after = source.replace(old, new, 1)
+            after = set_constant(source, name, value)
+            if after == source:
+                continue  # the head already has it
             exps = eng.journal.list()
             ref = reference_for(exps, code_hash(source), budget=budget, evaluator=None, data=None, device=None)
             exp = eng.core.create(status=Status.QUEUED, source="user", parent_commit=eng.head(), hypothesis=hypothesis,
@@ -105,8 +118,9 @@ def collect(budget: float, out: Path) -> None:
             exp = eng.run(exp.id)
             candidates.append(dict(
                 hypothesis=hypothesis, status=exp.status.value, reason=exp.reason, metric=exp.metric,
-                delta=exp.delta, z=exp.z, sigma=exp.sigma, reference=ref.value,
-                curve=points(eng.curve(exp.id)), references=[points(eng.curve(i)) for i in ref.ids]))
+                delta=exp.delta, z=exp.z, sigma=exp.sigma, reference=ref.value, seed=exp.seed,
+                curve=points(eng.curve(exp.id)), references=[points(eng.curve(i)) for i in ref.ids],
+                reference_seeds=[eng.get(i).seed for i in ref.ids]))
             print(f"{hypothesis}: {exp.verdict}", file=sys.stderr)
     finally:
         eng.close()
@@ -163,7 +177,8 @@ def replay(data: dict, rule: PruneRule) -> dict:
     for c in data["candidates"]:
         refs = [[(f, v) for f, v in r] for r in c["references"]]
         curve = [(f, v) for f, v in c["curve"]]
-        pruner = Pruner.for_references([records(r) for r in refs], rule)
+        pruner = Pruner.for_references([records(r) for r in refs], rule, seeds=c.get("reference_seeds"),
+                                       seed=c.get("seed"))
         decision = _feed(pruner, records(curve)) if pruner is not None else None
         kept = c["status"] == "kept"
         # "could still win": it ended within noise (not clearly worse) of its reference
@@ -188,10 +203,12 @@ def replay(data: dict, rule: PruneRule) -> dict:
     n_keep = sum(c["status"] == "kept" for c in data["candidates"])
     # same code, another seed: each baseline run against the others (it could win within noise)
     nulls = _null_runs(data)
+    null_seeds = (data["candidates"][0].get("reference_seeds") if data["candidates"] else None) or [None] * len(nulls)
     null_pruned = 0
     for i, run_curve in enumerate(nulls):
         others = [records(c) for j, c in enumerate(nulls) if j != i]
-        pruner = Pruner.for_references(others, rule)
+        pruner = Pruner.for_references(others, rule, seeds=[s for j, s in enumerate(null_seeds) if j != i],
+                                       seed=null_seeds[i])
         if pruner is not None and _feed(pruner, records(run_curve)) is not None:
             null_pruned += 1
 

@@ -53,13 +53,13 @@ class PruneDecision:
     reference: float  # the reference curves' median there
     spread: float  # their robust spread
     margin: float
-    refs: int  # how many reference curves
+    refs: int  # how many reference seeds
     window: float = 0.1
 
     def describe(self, budget: float | None = None) -> str:
         saved = f"; saved ~{(1 - self.frac) * budget:.0f}s of its {budget:g}s budget" if budget else ""
         return (f"at {self.frac:.0%} of the budget its training loss {self.loss:.4f} was {self.loss - self.reference:+.4f} "
-                f"behind its {self.refs} reference runs ({self.reference:.4f} ± {self.spread:.4f}); the bar there "
+                f"behind its reference ({self.reference:.4f} ± {self.spread:.4f} over {self.refs} seeds); the bar there "
                 f"is {self.margin:.4f}, and it stayed behind for {self.window:.0%} of the budget{saved}")
 
 
@@ -90,19 +90,27 @@ def curve_points(records: Iterable[ProgressRecord]) -> list[Point]:
 
 @dataclass
 class Pruner:
-    """Watches one running candidate against its reference curves (at least two)."""
+    """Watches one running candidate against its reference curves (at least two seeds)."""
 
-    references: list[list[Point]]
+    references: dict[object, list[list[Point]]]  # per seed (a run of unknown seed is its own)
     rule: PruneRule = field(default_factory=PruneRule)
+    seed: int | None = None  # the candidate's: the reference on the same seed saw the same batches
     points: list[Point] = field(default_factory=list)
     behind_since: float | None = None  # fraction where it fell behind (and stayed)
     decision: PruneDecision | None = None
 
     @classmethod
-    def for_references(cls, curves: Iterable[Iterable[ProgressRecord]], rule: PruneRule) -> Pruner | None:
-        """A pruner, or None when fewer than two reference runs have a curve to compare with."""
-        refs = [pts for pts in (curve_points(c) for c in curves) if len(pts) >= 2]
-        return cls(refs, rule) if len(refs) >= 2 else None
+    def for_references(cls, curves: Iterable[Iterable[ProgressRecord]], rule: PruneRule,
+                       seeds: Sequence[int | None] | None = None, seed: int | None = None) -> Pruner | None:
+        """A pruner, or None when fewer than two seeds of reference runs have a curve to compare
+        with. ``seeds``: each curve's seed (runs on one seed are averaged: one voice per seed)."""
+        by_seed: dict[object, list[list[Point]]] = {}
+        for i, c in enumerate(curves):
+            pts = curve_points(c)
+            key = seeds[i] if seeds is not None and seeds[i] is not None else ("run", i)
+            if len(pts) >= 2:
+                by_seed.setdefault(key, []).append(pts)
+        return cls(by_seed, rule, seed) if len(by_seed) >= 2 else None
 
     def update(self, records: Iterable[ProgressRecord]) -> PruneDecision | None:
         """Take new records; the decision to prune (once), or None."""
@@ -114,16 +122,23 @@ class Pruner:
         self.points.extend(new)
         return self.check(self.points[-1][0])
 
+    def _reference_at(self, frac: float) -> dict[object, float]:
+        rule, out = self.rule, {}
+        for key, runs in self.references.items():
+            vals = [m for m, _ in (window_mean(r, frac, rule.window, rule.min_points) for r in runs) if m is not None]
+            if vals:
+                out[key] = statistics.fmean(vals)
+        return out
+
     def check(self, frac: float) -> PruneDecision | None:
         rule = self.rule
         if frac < rule.after or frac > 1.0 - rule.window:
             return None
         loss, n = window_mean(self.points, frac, rule.window, rule.min_points)
-        ref_vals = [m for m, _ in (window_mean(r, frac, rule.window, rule.min_points) for r in self.references)
-                    if m is not None]
-        if loss is None or n < rule.min_points or len(ref_vals) < 2:
+        per_seed = self._reference_at(frac)
+        if loss is None or n < rule.min_points or len(per_seed) < 2:
             return None
-        center, spread = robust(ref_vals)
+        center, spread = robust(list(per_seed.values()))
         margin = rule.margin(frac, center, spread)
         if loss - center <= margin:
             self.behind_since = None
@@ -132,5 +147,5 @@ class Pruner:
             self.behind_since = frac
         if frac - self.behind_since < rule.window:
             return None  # behind, but not yet for a whole window
-        self.decision = PruneDecision(frac, loss, center, spread, margin, len(ref_vals), rule.window)
+        self.decision = PruneDecision(frac, loss, center, spread, margin, len(per_seed), rule.window)
         return self.decision

@@ -349,9 +349,12 @@ class Trials:
             return
         code = code_hash(core.ratchet.read_script(exp.parent_commit))
         ident = spec.evaluator.identity if spec.evaluator is not None else evaluator.SELF_REPORTED
-        ref = reference_for(core.journal.list(), code, budget=spec.budget, evaluator=ident, data=None, device=None)
+        exps = core.journal.list()
+        ref = reference_for(exps, code, budget=spec.budget, evaluator=ident, data=None, device=None)
+        seed_of = {e.id: e.seed for e in exps}
         pruner = Pruner.for_references((core.journal.curve(i, max_points=600) for i in ref.ids),
-                                       PruneRule(after=cfg.prune_after))
+                                       PruneRule(after=cfg.prune_after), seeds=[seed_of.get(i) for i in ref.ids],
+                                       seed=exp.seed)
         if pruner is not None:
             with self._guard:
                 self._pruners[exp.id] = pruner

@@ -46,7 +46,7 @@ def test_a_clearly_worse_curve_is_pruned_after_the_minimum_fraction():
     d = run(pruner, curve(lambda f: base(f) + 1.0, seed=9))
     assert d is not None and 0.3 <= d.frac < 0.6
     assert d.loss - d.reference > d.margin and d.refs == 3
-    assert "behind its 3 reference runs" in d.describe(60.0) and "saved ~" in d.describe(60.0)
+    assert "over 3 seeds" in d.describe(60.0) and "saved ~" in d.describe(60.0)
 
 
 def test_same_code_on_another_seed_is_never_pruned():
@@ -79,6 +79,13 @@ def test_nothing_is_pruned_before_the_minimum_or_in_the_last_window():
     late = Pruner.for_references(REFS, PruneRule(after=0.3))
     late.points = [(r.frac, r.loss) for r in curve(lambda f: base(f) + 1.0)]
     assert late.check(0.95) is None
+
+
+def test_runs_on_one_seed_are_one_voice():
+    twins = [REFS[0], REFS[0], REFS[0], REFS[1]]  # the same seed measured three times
+    pruner = Pruner.for_references(twins, PruneRule(), seeds=[42, 42, 42, 43])
+    assert len(pruner.references) == 2 and len(pruner.references[42]) == 3
+    assert Pruner.for_references(twins[:3], PruneRule(), seeds=[42, 42, 42]) is None  # one seed: no spread
 
 
 def test_no_pruner_without_two_reference_curves():
@@ -126,7 +133,7 @@ def test_a_bad_edit_is_pruned_early_and_a_good_one_is_not(trainer_ws):
     assert bad.metric is None and 0.3 <= bad.timings["pruned_at"] < 0.9
     assert bad.timings["saved"] > 0
     assert bad.timings["wall"] < BUDGET * 0.9 + bad.timings.get("startup", 5.0)
-    assert "behind its 3 reference runs" in bad.detail
+    assert "over 3 seeds" in bad.detail
     good = eng.run(queue(eng, "UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0045", "a nudge").id)
     assert good.status in (Status.KEPT, Status.DISCARDED), (good.status, good.detail)
     assert good.metric is not None and "pruned_at" not in good.timings
