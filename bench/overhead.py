@@ -9,7 +9,10 @@ It prints one JSON line:
   split = start-up (process start → first training step), train, hand-over/eval + exit,
   the evaluator process, judge + git,
   sandbox_cost_s = sandboxed wall − unsandboxed wall (goal: under 0.2 s per trial),
-  evaluator_cost_s = out-of-process wall − in-process wall (what the fixed evaluator costs).
+  evaluator_cost_s = out-of-process wall − in-process wall (what the fixed evaluator costs),
+  warm_loader_saving_s = the evaluator without its loader warm-up − with it (the lever that
+  pre-pays torch.export.load's first-call costs in the CPU the trial leaves idle), with the
+  training steps of both (the warm-up must not take steps from the trial).
 
     python bench/overhead.py [--budget 30]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,11 +35,13 @@ from sigmaloop.engine import Engine
 AUTORESEARCH_WALL, AUTORESEARCH_BUDGET = 325.9, 300.0
 
 
-def measure(ws: Path, budget: float, seed: int, sandbox: str, evaluator: str = "auto") -> dict:
+def measure(ws: Path, budget: float, seed: int, sandbox: str, evaluator: str = "auto",
+            warm_loader: bool = True) -> dict:
     """One baseline trial with runner.sandbox = ``sandbox`` and experiment.evaluator =
     ``evaluator``; its figures."""
     overrides = {"runner": {"sandbox": sandbox}, "experiment": {"evaluator": evaluator}}
     engine = Engine(ws, config=config_mod.load(ws, overrides=overrides))
+    os.environ["SIGMALOOP_WARM_LOADER"] = "1" if warm_loader else "0"  # read by score_model.py
     try:
         t0 = time.perf_counter()
         (exp,) = engine.run_baseline(seeds=[seed], budget=budget)
@@ -81,6 +87,7 @@ def main() -> None:
     on = measure(ws, args.budget, args.seed, "on")
     off = measure(ws, args.budget, args.seed, "off")
     in_process = measure(ws, args.budget, args.seed, "on", evaluator="off")
+    cold = measure(ws, args.budget, args.seed, "on", warm_loader=False)
     reference = AUTORESEARCH_WALL / AUTORESEARCH_BUDGET
     print(json.dumps({
         "bench": "overhead",
@@ -92,9 +99,12 @@ def main() -> None:
         "goal_ratio": 1.05,
         "sandbox_cost_s": round(on["engine_wall_s"] - off["engine_wall_s"], 2),
         "evaluator_cost_s": round(on["engine_wall_s"] - in_process["engine_wall_s"], 2),
+        "warm_loader_saving_s": round(cold["engine_wall_s"] - on["engine_wall_s"], 2),
+        "steps_warm_vs_cold": [on["num_steps"], cold["num_steps"]],
         "sandbox_on": on,
         "sandbox_off": off,
         "evaluation_in_process": in_process,
+        "evaluator_cold_loader": cold,
     }))
 
 

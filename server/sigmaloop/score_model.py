@@ -23,6 +23,7 @@ could not score the model and exits 1:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -56,6 +57,40 @@ def _causal_leak(model, window, vocab_size: int):
     return leak, scale
 
 
+def _warm_loader() -> None:
+    """Pay ``torch.export.load``'s first-call costs before 'go' (its deserializer's lazy imports,
+    sympy and type-hint caches: a cold load of the CPU preset's model took 1.4 s, a warm one
+    0.35 s) by exporting, saving and loading a tiny model with a free batch dimension. Best
+    effort: the real load does it anyway."""
+    import tempfile
+
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(16, 8)
+            self.head = torch.nn.Linear(8, 16)
+
+        def forward(self, idx):
+            x = self.emb(idx)
+            att = torch.softmax(x @ x.transpose(-1, -2), dim=-1)
+            return self.head(torch.nn.functional.rms_norm(att @ x, (8,)))
+
+    try:
+        idx = torch.zeros((2, 8), dtype=torch.long)
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        with torch.no_grad():
+            program = torch.export.export(Tiny().eval(), (idx,), dynamic_shapes=({0: batch},))
+        with tempfile.TemporaryDirectory(dir=os.getcwd()) as tmp:
+            path = os.path.join(tmp, "warm.pt2")
+            torch.export.save(program, path)
+            with torch.no_grad():
+                torch.export.load(path).module()(idx)
+    except Exception:  # a warm-up that fails costs nothing but its time
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="the torch.export program the trial wrote")
@@ -65,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="warm up (imports, data), then score only after a line 'go' on stdin")
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.wait:
+        # the warm-up runs beside a training trial on its cores: only in the CPU time it leaves
+        # idle (its start-up is one thread). Once it ends nothing else runs on those cores, so
+        # the scoring after 'go' is as fast at this priority.
+        with contextlib.suppress(OSError):
+            os.nice(19)
     sys.path.insert(0, os.path.abspath(args.prepare_dir))
     import prepare  # the base commit's: the metric the edit can't change
     import torch
@@ -74,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # no data cache for this configuration
         print(f"evaluator: could not load the data: {type(exc).__name__}: {exc}", flush=True)
         return 1
+    if args.wait and os.environ.get("SIGMALOOP_WARM_LOADER", "1") != "0":
+        _warm_loader()
     if args.wait and sys.stdin.readline().strip() != "go":  # the trial failed: nothing to score
         return 3
     t_go = time.time()
