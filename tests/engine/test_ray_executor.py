@@ -383,3 +383,57 @@ def test_the_embedded_trainer_runs_remotely_through_the_engine(cluster, tmp_path
     assert 2.0 < exp.metric < 13 and "SIGMALOOP_EVALUATION" in log
     assert curve  # progress came back live into the journal
     assert not ray.is_initialized()
+
+
+def test_the_engine_requeues_a_trial_whose_node_went_away_and_it_lands(cluster, tmp_path):
+    """Through the engine: three baseline seeds on three 'GPUs', one of them on a node that goes
+    away mid-trial. That attempt is recorded interrupted (node_lost), its log kept, and the trial
+    is re-queued and run again where there is room, to its verdict."""
+    from sigmaloop.engine import Engine
+
+    node = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "train.py").write_text(standin(steps=60, sleep=0.1))
+    (ws / ".gitignore").write_text(".sigmaloop/\n")
+    (ws / "sigmaloop.toml").write_text(textwrap.dedent(f'''\
+        [experiment]
+        budget = 6.0
+        grace = 60
+        tag = "lost"
+        [judge]
+        seeds = [42, 43, 44]
+        [runner]
+        executor = "ray"
+        sandbox = "off"
+        [ray]
+        address = "{cluster.address}"
+    '''))
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "stand-in")
+    eng = Engine(ws)
+    done: list = []
+    runner_thread = threading.Thread(target=lambda: done.extend(eng.run_baseline()))
+    try:
+        runner_thread.start()
+
+        def all_training() -> bool:
+            running = eng.experiments(Status.RUNNING)
+            return len(running) == 3 and all(eng.curve(e.id) for e in running)
+
+        wait_for(all_training, timeout=90, what="three seeds training")
+        cluster.remove_node(node)
+        runner_thread.join(timeout=240)
+        assert not runner_thread.is_alive()
+    finally:
+        eng.close()
+    assert [e.status for e in done] == [Status.KEPT] * 3, [(e.status, e.verdict) for e in done]
+    again = [e for e in done if e.attempts == 2]
+    assert len(again) == 1, [(e.id, e.attempts, e.node) for e in done]
+    lost = again[0]
+    assert node.node_id[:8] not in lost.node  # it landed elsewhere
+    first = Path(f"{lost.log_path}.attempt1").read_text(errors="replace")
+    assert "went away" in first and node.node_id[:8] in first
+    assert not ray.is_initialized()
