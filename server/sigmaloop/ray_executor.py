@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -489,11 +490,13 @@ class _Trial:
 
 @dataclass
 class _LocalCluster:
-    """A Ray head started for this run, on 127.0.0.1, with the scrubbed environment."""
+    """A Ray head started for this run, on 127.0.0.1, with the scrubbed environment and a token
+    of its own (Ray's token authentication: only the driver that started it can join)."""
 
     proc: subprocess.Popen[bytes]
     address: str
     temp_dir: str
+    token: str
 
     @classmethod
     def start(cls, env: dict[str, str], gpus: list[str]) -> _LocalCluster:
@@ -504,6 +507,12 @@ class _LocalCluster:
         # `ray start` and ray.init turn 127.0.0.1 into the machine's outward address (ray#59110);
         # with this off the head's node address stays the loopback one, and what it binds with it
         env = dict(env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+        # explicit auth: with RAY_AUTH_MODE unset, Ray turns token auth on whenever a
+        # ~/.ray/auth_token exists (any earlier ray.init() on this machine writes one), and a
+        # driver joining an existing cluster does not: it was refused. A token of our own instead.
+        token = secrets.token_hex(32)
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
@@ -513,7 +522,7 @@ class _LocalCluster:
         with open(out, "wb") as f:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        cluster = cls(proc, f"127.0.0.1:{port}", temp_dir)
+        cluster = cls(proc, f"127.0.0.1:{port}", temp_dir, token)
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -537,6 +546,37 @@ class _LocalCluster:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers in its process group
         self.proc.wait()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _reload_auth() -> None:
+    """Make this process's Ray read its auth settings again (they are cached)."""
+    with contextlib.suppress(Exception):
+        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import Config as RayConfig
+
+        RayConfig.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _use_token(token: str) -> dict[str, str | None]:
+    """This driver joins with ``token``; returns the settings it had, for :func:`_restore_auth`."""
+    before = {k: os.environ.get(k) for k in _AUTH_VARS}
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    _reload_auth()
+    return before
+
+
+def _restore_auth(before: dict[str, str | None]) -> None:
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _reload_auth()
 
 
 def _is_loopback(host: str) -> bool:
@@ -593,9 +633,14 @@ def _connect(address: str) -> None:
 
 
 def _near_driver() -> dict[str, Any]:
-    """Actor options that keep the mailbox on the driver's node (it dies with the driver, not
-    with a worker node); none where the driver has no node of its own (a ray:// client)."""
+    """Actor options that keep the mailbox on the cluster's head node (it lives as long as the
+    cluster, never dies with a worker node), else on the driver's node; none where neither is
+    known (a ray:// client)."""
     try:
+        head = next((n["NodeID"] for n in ray.nodes()
+                     if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
+        if head is not None:  # hard: a soft affinity was seen to land it on a worker node anyway
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=False)}
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                       soft=True)}
     except Exception:
@@ -642,6 +687,7 @@ class RayExecutor:
         self.config = config
         self.env_allow = tuple(config.runner.env_allow)
         self._cluster: _LocalCluster | None = None
+        self._auth_before: dict[str, str | None] | None = None
         self._owns_ray = False
         if not ray.is_initialized():
             address = config.ray.address.strip()
@@ -649,6 +695,7 @@ class RayExecutor:
                 self._cluster = _LocalCluster.start(scrub_env(os.environ, self.env_allow), config.runner.gpus)
                 atexit.register(self._cluster.stop)
                 address = self._cluster.address
+                self._auth_before = _use_token(self._cluster.token)
             try:
                 _connect(address)
             except BaseException:
@@ -755,6 +802,9 @@ class RayExecutor:
         assert self._cluster is not None
         atexit.unregister(self._cluster.stop)
         self._cluster.stop()
+        if self._auth_before is not None:  # the driver's own Ray auth settings, as they were
+            _restore_auth(self._auth_before)
+            self._auth_before = None
 
     def _job(self, spec: TrialSpec, attempt: str) -> _Job:
         """What the worker needs: the fixed files by hash (in the object store once), the

@@ -270,6 +270,12 @@ def test_a_local_cluster_gets_none_of_the_drivers_secrets(project, monkeypatch, 
     assert not ray.is_initialized()
     key = f"sk-test{uuid.uuid4().hex}"
     monkeypatch.setenv("OPENAI_API_KEY", key)
+    # any earlier ray.init() on the machine leaves a ~/.ray/auth_token: Ray then turns token auth
+    # on for a head it starts but not for a driver joining it; the local cluster uses its own
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(uuid.uuid4().hex)
+    monkeypatch.setenv("HOME", str(home))
     ex = RayExecutor(make_config(""))
     cluster = ex._cluster
     try:
