@@ -346,6 +346,18 @@ def test_slots_follow_the_clusters_gpus_else_its_cpus():
 # --------------------------------------------------------------------------- the real trainer
 
 
+def ray_workspace(ws: Path, cluster, budget: float, seeds: str, sandbox: str = "auto") -> Path:
+    """``ws`` (its files written) as a committed workspace whose trials run on ``cluster``."""
+    (ws / ".gitignore").write_text(".sigmaloop/\n")
+    (ws / "sigmaloop.toml").write_text(
+        f'[experiment]\nbudget = {budget}\ngrace = 60\ntag = "ray"\n[judge]\nseeds = {seeds}\n'
+        f'[runner]\nexecutor = "ray"\nsandbox = "{sandbox}"\n[ray]\naddress = "{cluster.address}"\n')
+    git(ws, "init", "-q", "-b", "main")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "start")
+    return ws
+
+
 @pytest.mark.slow
 def test_the_embedded_trainer_runs_remotely_through_the_engine(cluster, tmp_path, monkeypatch):
     """A baseline of the real trainer through a full Engine on the Ray cluster: the worker
@@ -359,23 +371,7 @@ def test_the_embedded_trainer_runs_remotely_through_the_engine(cluster, tmp_path
     ws.mkdir()
     for name in ("train.py", "prepare.py"):
         shutil.copy(ROOT / "trainer" / name, ws / name)
-    (ws / ".gitignore").write_text(".sigmaloop/\n")
-    (ws / "sigmaloop.toml").write_text(textwrap.dedent(f'''\
-        [experiment]
-        budget = 2.0
-        grace = 60
-        tag = "ray"
-        [judge]
-        seeds = [42, 43]
-        [runner]
-        executor = "ray"
-        [ray]
-        address = "{cluster.address}"
-    '''))
-    git(ws, "init", "-q", "-b", "main")
-    git(ws, "add", "-A")
-    git(ws, "commit", "-qm", "trainer")
-    eng = Engine(ws)
+    eng = Engine(ray_workspace(ws, cluster, budget=2.0, seeds="[42, 43]"))
     try:
         (exp,) = eng.run_baseline(seeds=[42])
         curve = eng.curve(exp.id)
@@ -402,24 +398,7 @@ def test_the_engine_requeues_a_trial_whose_node_went_away_and_it_lands(cluster, 
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "train.py").write_text(standin(steps=60, sleep=0.1))
-    (ws / ".gitignore").write_text(".sigmaloop/\n")
-    (ws / "sigmaloop.toml").write_text(textwrap.dedent(f'''\
-        [experiment]
-        budget = 6.0
-        grace = 60
-        tag = "lost"
-        [judge]
-        seeds = [42, 43, 44]
-        [runner]
-        executor = "ray"
-        sandbox = "off"
-        [ray]
-        address = "{cluster.address}"
-    '''))
-    git(ws, "init", "-q", "-b", "main")
-    git(ws, "add", "-A")
-    git(ws, "commit", "-qm", "stand-in")
-    eng = Engine(ws)
+    eng = Engine(ray_workspace(ws, cluster, budget=6.0, seeds="[42, 43, 44]", sandbox="off"))
     done: list = []
     runner_thread = threading.Thread(target=lambda: done.extend(eng.run_baseline()))
     try:
