@@ -10,7 +10,9 @@ events). Adapters subscribe to ``engine.bus``. Nothing here knows about LSP, ric
 
 from __future__ import annotations
 
+import difflib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import exports
+from . import questions as questions_mod
 from .config import Config
 from .core import Core, EngineError
 from .diff import EditError
@@ -28,15 +31,61 @@ from .judge import Reference
 from .lifecycle import Reason
 from .loop import Loop
 from .migrate import MigrationReport, migrate_workspace
-from .models import Experiment, ProgressRecord, Proposal, Status, code_hash
+from .models import (
+    Experiment,
+    ProgressRecord,
+    Proposal,
+    Question,
+    QuestionStatus,
+    Status,
+    code_hash,
+)
 from .proposals import Proposals
+from .questions import Effect, QuestionView
 from .ratchet import Ratchet
-from .state import EngineState, engine_state
+from .state import EngineState, QuestionState, engine_state
 from .trials import Trials
 
-__all__ = ["Adoption", "Engine", "EngineError", "ExperimentView"]
+__all__ = ["Adoption", "EditStatus", "Engine", "EngineError", "ExperimentView"]
 
 log = logging.getLogger(__name__)
+
+#: the longest question (or decision) text kept, in characters
+MAX_QUESTION = 500
+
+
+@dataclass
+class EditStatus:
+    """The researcher's file against the research head: whether it differs, by how much, and
+    what Run My Edit / Run Baseline would run, in words."""
+
+    differs: bool
+    added: int  # lines in the file, not in the head
+    removed: int  # lines in the head, not in the file
+    head: str  # the head commit, short
+    summary: str
+
+    @property
+    def summary_short(self) -> str:
+        return f"+{self.added}/-{self.removed} lines against {self.head}"
+
+
+def edit_status(head_text: str, text: str, head: str, script_name: str) -> EditStatus:
+    """:class:`EditStatus` of ``text`` against the head's script."""
+    short = head[:7]
+    if text == head_text:
+        return EditStatus(False, 0, 0, short, f"{script_name} is the research head ({short}): "
+                          "Run Baseline measures it; there is no edit to run")
+    added = removed = 0
+    for line in difflib.unified_diff(head_text.splitlines(), text.splitlines(), lineterm="", n=0):
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    n = max(added, removed)
+    return EditStatus(True, added, removed, short,
+                      f"{n} line{'s' if n != 1 else ''} differ from the research head {short} "
+                      f"(+{added}/-{removed}): Run My Edit runs your file; Run Baseline runs the head")
 
 
 @dataclass
@@ -77,6 +126,8 @@ class Engine:
         self._loop = Loop(self)
         # Recovery runs when an engine opens: rows a dead engine left running are re-queued.
         self.recovered: list[Experiment] = self.trials.recover()
+        # program.md's "## Questions" section: asked once each, when an engine opens
+        self.sync_program_questions()
 
     # -- what it holds ----------------------------------------------------------------------------
     @property
@@ -201,11 +252,84 @@ class Engine:
         return self.core.sigma(experiments)
 
     def state(self) -> EngineState:
-        """Reference ± σ with its seeds, the best reference, counts, calibration, the loop."""
+        """Reference ± σ with its seeds, the best reference, counts, calibration, the loop,
+        the research questions."""
         exps = self.journal.slim()  # numbers only: no diffs or JSON fields for 10k rows
         e = self.config.experiment
-        return engine_state(exps, self.core.reference(exps), self.core.judge, e.metric, e.direction,
-                            self._loop.status)
+        state = engine_state(exps, self.core.reference(exps), self.core.judge, e.metric, e.direction,
+                             self._loop.status)
+        threshold = state.reference.keep_threshold if state.reference else None
+        state.questions = [self._question_state(q, threshold) for q in self.journal.questions()]
+        return state
+
+    # -- research questions --------------------------------------------------------------------------
+    def ask(self, text: str, decision: str = "") -> Question:
+        """A new open research question; ``decision``: the result that would change the next
+        decision. The LLM proposer is steered to open questions; proposals say which they test."""
+        text, decision = " ".join(text.split()), " ".join((decision or "").split())
+        if not text:
+            raise EngineError("a question needs words: sigmaloop ask \"Does a longer warmup help at 60 s?\"")
+        if len(text) > MAX_QUESTION or len(decision) > MAX_QUESTION:
+            raise EngineError(f"keep a question and its decision under {MAX_QUESTION} characters each")
+        return self.journal.add_question(text, decision)
+
+    def questions(self) -> list[Question]:
+        return self.journal.questions()
+
+    def question(self, qid: int) -> QuestionView:
+        """A question's page: its experiments, their effects with 95% intervals, where it stands."""
+        q = self._question(qid)
+        ref = self.core.reference()
+        threshold = None
+        sigma, dof = self.core.judge.noise(self.journal.slim(), ref)
+        if sigma is not None:
+            threshold = self.core.judge.keep_threshold(sigma, dof)
+        return questions_mod.view(q, self.journal.testing(qid), self.config.lower_is_better, threshold)
+
+    def close_question(self, qid: int, answer: str = "", status: str = "answered") -> Question:
+        """Close a question with what was learned (``status`` "answered" or "dropped"), or
+        reopen it (``status`` "open")."""
+        self._question(qid)
+        try:
+            st = QuestionStatus(status)
+        except ValueError:
+            raise EngineError(f"a question is open, answered or dropped, not {status!r}") from None
+        return self.journal.update_question(
+            qid, status=st, answer=" ".join((answer or "").split()),
+            answered_at=None if st == QuestionStatus.OPEN else time.time())
+
+    def effect(self, exp: Experiment) -> Effect | None:
+        """The improvement a judged candidate showed (positive = better) with its 95% interval."""
+        return questions_mod.effect(exp, self.config.lower_is_better)
+
+    def _question(self, qid: int) -> Question:
+        try:
+            return self.journal.question(qid)
+        except KeyError as exc:
+            raise EngineError(str(exc)) from None
+
+    def _question_state(self, q: Question, threshold: float | None) -> QuestionState:
+        view = questions_mod.view(q, self.journal.testing(q.id), self.config.lower_is_better, threshold)
+        return QuestionState(q.id, q.text, q.decision, q.status.value, q.answer,
+                             [e.id for e in view.experiments], view.verdict)
+
+    def sync_program_questions(self) -> list[Question]:
+        """Add the questions of program.md's ``## Questions`` section not asked yet (matched by
+        their text, whatever their status: a closed one is not asked again). Returns the new ones."""
+        program = self.workspace / "program.md"
+        try:
+            text = program.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return []
+        known = {q.text for q in self.journal.questions()}
+        added = []
+        for q, decision in questions_mod.from_program(text):
+            q = " ".join(q.split())[:MAX_QUESTION]
+            if q not in known:
+                known.add(q)
+                added.append(self.journal.add_question(q, " ".join(decision.split())[:MAX_QUESTION],
+                                                       source="program.md"))
+        return added
 
     def view(self, exp_id: int) -> ExperimentView:
         """The experiment with its script before (parent) and after (as it runs)."""
@@ -238,9 +362,35 @@ class Engine:
         """Record a proposal (any proposer's or the user's) against the research branch head."""
         return self.proposals.add(proposal, base_source, base_commit)
 
-    def propose_diff(self, diff: str, hypothesis: str, predicted_delta: float | None = None) -> Experiment:
+    def propose_diff(self, diff: str, hypothesis: str, predicted_delta: float | None = None,
+                     question: int | None = None) -> Experiment:
         """A user's own edit as a unified diff against the research branch head."""
-        return self.proposals.add_diff(diff, hypothesis, predicted_delta)
+        if question is not None:
+            self._question(question)
+        return self.proposals.add_diff(diff, hypothesis, predicted_delta, question)
+
+    def edit_status(self, text: str) -> EditStatus:
+        """What running ``text`` (the researcher's file) would run, against the research head."""
+        head = self.head()
+        return edit_status(self.ratchet.read_script(head), text, head, self.script_name)
+
+    def run_edit(self, new_source: str, hypothesis: str = "", predicted_delta: float | None = None,
+                 question: int | None = None) -> Experiment:
+        """The researcher's own edit of the train script (their file's text) as an experiment:
+        recorded against the research head (source ``user``), accepted and queued; run it with
+        :meth:`run_if_queued`. Refuses text equal to the head (that is the baseline) and an edit
+        that does not parse or passes the guard's check badly (the rejected row stays, with why)."""
+        status = self.edit_status(new_source)
+        if not status.differs:
+            raise EngineError(f"{self.script_name} is the same as the research head ({status.head}): "
+                              "there is no edit to run; Run Baseline measures the head")
+        if question is not None:
+            self._question(question)
+        hypothesis = " ".join((hypothesis or "").split()) or f"my edit: {status.summary_short}"
+        exp = self.proposals.add(Proposal(new_source, hypothesis, "user", predicted_delta, question=question))
+        if exp.status == Status.REJECTED:
+            raise EngineError(f"#{exp.id} was not run: {exp.detail or exp.verdict}")
+        return self.accept(exp.id)
 
     def accept(self, exp_id: int) -> Experiment:
         self.core.move(exp_id, Status.ACCEPTED, "accept it")

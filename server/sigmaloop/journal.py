@@ -30,7 +30,16 @@ from typing import Any
 
 from . import lifecycle
 from .config import STATE_DIR
-from .models import FINISHED, MEASURED, CrashLocation, Experiment, ProgressRecord, Status
+from .models import (
+    FINISHED,
+    MEASURED,
+    CrashLocation,
+    Experiment,
+    ProgressRecord,
+    Question,
+    QuestionStatus,
+    Status,
+)
 
 JOURNAL_NAME = "journal.db"
 BUSY_TIMEOUT_S = 10.0
@@ -130,6 +139,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """ALTER TABLE experiments ADD COLUMN rebased_from TEXT NOT NULL DEFAULT ''""",
     ),
+    # v8: research questions, the one an experiment tests, and warnings about a run
+    (
+        """ALTER TABLE experiments ADD COLUMN question INTEGER""",
+        """ALTER TABLE experiments ADD COLUMN warnings TEXT NOT NULL DEFAULT '{}'""",
+        """CREATE TABLE questions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            text TEXT NOT NULL,
+            decision TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'open',
+            answer TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'user',
+            created_at REAL NOT NULL,
+            answered_at REAL,
+            rev INTEGER NOT NULL
+        )""",
+        """CREATE INDEX experiments_question ON experiments (question)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -162,6 +188,18 @@ class ConcurrentChange(JournalError):
         super().__init__(f"experiment #{exp_id} changed since it was read (revision {expected} → {found})")
 
 
+class UnknownQuestion(JournalError, KeyError):
+    """No research question with this id."""
+
+    def __init__(self, qid: int, path: Path | None = None) -> None:
+        self.qid = qid
+        where = f" in {path}" if path is not None else ""
+        super().__init__(f"no question Q{qid}{where}; `sigmaloop questions` lists them")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class UnknownField(JournalError, ValueError):
     """A field name that Experiment does not have (or one the journal manages itself)."""
 
@@ -169,7 +207,7 @@ class UnknownField(JournalError, ValueError):
 # --- columns ------------------------------------------------------------------------------
 
 _FIELDS = [f.name for f in dataclasses.fields(Experiment)]
-_DICT_FIELDS = frozenset({"summary", "params", "usage", "timings", "numbers"})
+_DICT_FIELDS = frozenset({"summary", "params", "usage", "timings", "numbers", "warnings"})
 _MANAGED = frozenset({"id", "rev"})  # set by the journal, never by callers
 _SETTABLE = frozenset(_FIELDS) - _MANAGED
 _CRASH_COLUMNS = ("crash_file", "crash_line", "crash_message")
@@ -660,6 +698,65 @@ class Journal:
             finished,
             "ORDER BY coalesce(finished_at, created_at), id",
         )
+
+    # --- research questions ---
+
+    _Q_COLUMNS = ("id", "text", "decision", "status", "answer", "source", "created_at", "answered_at", "rev")
+
+    @classmethod
+    def _question(cls, row: Sequence[Any]) -> Question:
+        q = Question(*row)
+        q.status = QuestionStatus(q.status)
+        return q
+
+    def add_question(self, text: str, decision: str = "", source: str = "user") -> Question:
+        """A new open question (its id and rev assigned)."""
+        cols = ", ".join(self._Q_COLUMNS)
+        with self._write() as conn:
+            row = conn.execute(
+                "INSERT INTO questions (text, decision, source, created_at, rev) VALUES (?, ?, ?, ?, ?)"
+                f" RETURNING {cols}",
+                (text, decision, source, time.time(), self._next_rev(conn)),
+            ).fetchall()[0]
+        return self._question(row)
+
+    def update_question(self, qid: int, **fields: Any) -> Question:
+        """Change a question's text, decision, status, answer or answered_at (a new rev)."""
+        allowed = {"text", "decision", "status", "answer", "answered_at"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise UnknownField(f"Question has no settable field {', '.join(map(repr, unknown))}")
+        if "status" in fields:
+            fields["status"] = QuestionStatus(fields["status"]).value
+        sets = ", ".join(f"{n} = ?" for n in [*fields, "rev"])
+        cols = ", ".join(self._Q_COLUMNS)
+        with self._write() as conn:
+            rows = conn.execute(
+                f"UPDATE questions SET {sets} WHERE id = ? RETURNING {cols}",
+                [*fields.values(), self._next_rev(conn), qid],
+            ).fetchall()
+            if not rows:
+                raise UnknownQuestion(qid, self.path)
+        return self._question(rows[0])
+
+    def question(self, qid: int) -> Question:
+        row = self._conn().execute(
+            f"SELECT {', '.join(self._Q_COLUMNS)} FROM questions WHERE id = ?", (qid,)
+        ).fetchone()
+        if row is None:
+            raise UnknownQuestion(qid, self.path)
+        return self._question(row)
+
+    def questions(self, since_rev: int = 0) -> list[Question]:
+        """Every question by id (those changed after ``since_rev`` only, when given)."""
+        rows = self._conn().execute(
+            f"SELECT {', '.join(self._Q_COLUMNS)} FROM questions WHERE rev > ? ORDER BY id", (since_rev,)
+        )
+        return [self._question(r) for r in rows]
+
+    def testing(self, qid: int) -> list[Experiment]:
+        """The experiments that test question ``qid``, by id."""
+        return self._query("question = ?", (qid,), "ORDER BY id")
 
     # Defined last: inside the class body the name ``list`` means this method from here on.
     def list(

@@ -78,6 +78,7 @@ class Proposal:
     predicted_delta: float | None = None
     rationale: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # proposer bookkeeping (json-able)
+    question: int | None = None  # the research question it tests
 
 
 @dataclass
@@ -129,6 +130,8 @@ class Experiment:
     printed_metric: float | None = None  # what the script itself printed (the evaluator's is `metric`)
     node: str = ""  # the machine the trial ran on (host name); with device: where it ran
     rebased_from: str = ""  # the commit its edit was written against, when it ran rebased onto a newer head
+    question: int | None = None  # the research question it tests (questions.Question.id)
+    warnings: dict[str, str] = field(default_factory=dict)  # code → one sentence ("barely_trained", "step_count")
 
     @property
     def is_baseline(self) -> bool:
@@ -137,6 +140,33 @@ class Experiment:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+class QuestionStatus(str, enum.Enum):
+    """Where a research question stands (fixed names, stored)."""
+
+    OPEN = "open"  # the loop is steered to it; its experiments gather evidence
+    ANSWERED = "answered"  # the researcher closed it with what was learned
+    DROPPED = "dropped"  # closed without an answer (no longer worth asking)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Question:
+    """A research question: what the researcher wants to know, and the result that would change
+    their next decision. Experiments say which one they test (``Experiment.question``)."""
+
+    id: int
+    text: str
+    decision: str = ""  # "if X beats the reference by ≥ 0.01 bpb I switch to it"
+    status: QuestionStatus = QuestionStatus.OPEN
+    answer: str = ""  # what was learned, when closed
+    source: str = "user"  # "user" (ask) | "program.md" (its Questions section)
+    created_at: float = 0.0
+    answered_at: float | None = None
+    rev: int = 0
 
 
 @dataclass

@@ -13,13 +13,13 @@ import logging
 import threading
 from dataclasses import replace
 
-from . import guard
+from . import guard, questions
 from .core import Core
 from .diff import EditError, apply_unified_diff, unified_diff
 from .edits import validate_source
 from .judge import reference_for
 from .lifecycle import Reason
-from .models import Experiment, Proposal, Status, code_hash
+from .models import Experiment, Proposal, QuestionStatus, Status, code_hash
 from .proposers import ProposalContext, ProposalError, make_proposer
 from .state import head_experiment
 
@@ -93,6 +93,7 @@ class Proposals:
             lower_is_better=core.config.lower_is_better,
             program=program.read_text(encoding="utf-8") if program.exists() else "",
             state_dir=core.state_dir,
+            questions=[q for q in core.journal.questions() if q.status == QuestionStatus.OPEN],
         )
 
     def propose(self, kind: str | None = None, iteration: int = 0) -> Experiment:
@@ -131,6 +132,7 @@ class Proposals:
             predicted_delta=proposal.predicted_delta, rationale=capped(proposal.rationale, MAX_RATIONALE),
             parent_commit=head, params=params, usage=dict(usage), diff=diff,
             code_hash=code_hash(proposal.new_source),
+            question=self._question_of(proposal, diff),
         )
         try:
             validate_source(proposal.new_source, old)
@@ -142,7 +144,21 @@ class Proposals:
             return exp
         return core.create(status=Status.PROPOSED, **fields)
 
-    def add_diff(self, diff: str, hypothesis: str, predicted_delta: float | None = None) -> Experiment:
+    def _question_of(self, proposal: Proposal, diff: str) -> int | None:
+        """The question a proposal tests: the one it names (if it exists), else the one open
+        question that names a constant the edit changes (none when that is ambiguous)."""
+        journal = self.core.journal
+        if proposal.question is not None:
+            try:
+                return journal.question(proposal.question).id
+            except KeyError:
+                log.info("proposal names Q%s, which does not exist", proposal.question)
+                return None
+        open_ = [q for q in journal.questions() if q.status == QuestionStatus.OPEN]
+        return questions.match(open_, questions.changed_names(diff)) if open_ else None
+
+    def add_diff(self, diff: str, hypothesis: str, predicted_delta: float | None = None,
+                 question: int | None = None) -> Experiment:
         """A user's own edit as a unified diff against the research branch head."""
         core = self.core
         head = core.head()
@@ -153,7 +169,7 @@ class Proposals:
             return core.create(status=Status.REJECTED, source="user", hypothesis=hypothesis,
                                parent_commit=head, diff=diff, reason=Reason.INVALID_EDIT,
                                detail=f"edit does not apply: {exc}")
-        return self.add(Proposal(new, hypothesis, "user", predicted_delta), base_source=old)
+        return self.add(Proposal(new, hypothesis, "user", predicted_delta, question=question), base_source=old)
 
     def observe(self, exp: Experiment) -> None:
         """Tell the proposer that made it how an experiment ended (the tuner's ask-and-tell)."""

@@ -49,6 +49,19 @@ class LoopStatus:
 
 
 @dataclass
+class QuestionState:
+    """A research question at a glance: its words, where it stands, the experiments testing it."""
+
+    id: int
+    text: str
+    decision: str
+    status: str  # "open" | "answered" | "dropped"
+    answer: str
+    experiments: list[int]
+    verdict: str  # one line: questions.verdict
+
+
+@dataclass
 class EngineState:
     metric: str
     direction: str  # "minimize" | "maximize"
@@ -61,6 +74,7 @@ class EngineState:
     calibration: Calibration | None
     loop: LoopStatus = field(default_factory=LoopStatus)
     config_error: str | None = None  # filled by the language server
+    questions: list[QuestionState] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         ref, best = self.reference, self.best
@@ -81,6 +95,9 @@ class EngineState:
             "loop": {"running": self.loop.running, "iteration": self.loop.iteration,
                      "iterations": self.loop.iterations, "phase": self.loop.phase},
             "configError": self.config_error,
+            "questions": [{"id": q.id, "text": q.text, "decision": q.decision, "status": q.status,
+                           "answer": q.answer, "experiments": list(q.experiments), "verdict": q.verdict}
+                          for q in self.questions],
         }
 
 

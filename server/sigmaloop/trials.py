@@ -18,10 +18,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from . import budget as budget_rule
-from . import evaluator, guard, sandbox
+from . import evaluator, guard, sandbox, sanity
 from .core import Core, EngineError
 from .diff import EditError, unified_diff
 from .edits import validate_source
@@ -400,7 +401,9 @@ class Trials:
                                 reason=Reason.OVER_BUDGET, detail=check.describe(), **common)
                 self._after_finish(exp)
                 return exp
-        exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, **common)
+        measured = replace(exp, metric=result.metric, **common)
+        warnings = sanity.warnings_for(measured, core.journal.curve(exp.id), core.journal.by_status(*MEASURED))
+        exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, warnings=warnings, **common)
         t0 = time.time()
         exp = self._judge(exp, rebase)
         if exp.status in FINISHED:

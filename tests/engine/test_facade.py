@@ -49,7 +49,7 @@ def test_state_before_and_after_a_baseline(engine):
     wire = s.as_dict()
     assert json.loads(json.dumps(wire)) == wire  # JSON as it is
     assert set(wire) == {"metric", "direction", "reference", "best", "counts", "kept", "run", "running",
-                         "calibration", "loop", "configError"}
+                         "calibration", "loop", "configError", "questions"}
     assert wire["reference"]["sigmaDof"] == 1 and wire["reference"]["seeds"] == [42, 43]
     assert wire["loop"] == {"running": False, "iteration": 0, "iterations": 0, "phase": ""}
 

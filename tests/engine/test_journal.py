@@ -84,6 +84,8 @@ def full_fields() -> dict:
         printed_metric=0.987654,
         node="gpu-box-3",
         rebased_from="0123456789abcdef0123456789abcdef01234567",
+        question=3,
+        warnings={"barely_trained": "it made only 2 optimizer steps"},
     )
 
 

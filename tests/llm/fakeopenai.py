@@ -58,9 +58,11 @@ def completion(content: str, prompt_tokens: int = 100, completion_tokens: int = 
 
 def proposal(edits: list[tuple[str, str]], hypothesis: str = "a change lowers val_bpb",
              predicted_delta: float = -0.01, rationale: str = "because", fenced: bool = False,
-             **kw) -> Reply:
+             question: object = None, **kw) -> Reply:
     data = {"hypothesis": hypothesis, "predicted_delta": predicted_delta, "rationale": rationale,
             "edits": [{"search": s, "replace": r} for s, r in edits]}
+    if question is not None:
+        data["question"] = question
     text = json.dumps(data)
     if fenced:
         text = f"Here is my proposal.\n\n```json\n{json.dumps(data, indent=2)}\n```\n"

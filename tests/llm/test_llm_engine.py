@@ -62,6 +62,31 @@ def test_good_proposal_runs_and_is_judged(tmp_path, fake, closing):
     assert again.usage["total_tokens"] == 150 and again.predicted_delta == -0.08
 
 
+def test_the_llm_is_steered_to_open_questions_and_says_which_it_tests(tmp_path, fake, closing):
+    engine = llm_engine(tmp_path, fake)
+    closing(engine)
+    engine.ask("Does a deeper model help at this budget?", "if DEPTH 5 is 0.01 better, go deeper")
+    engine.ask("Is the BIAS term worth keeping?")
+    closed = engine.ask("An old question")
+    engine.close_question(closed.id, "settled")
+    fake.script(
+        proposal([("BIAS = 0.0", "BIAS = -0.1")], "lower bias lowers val_bpb", -0.08, question=2),
+        proposal([("DEPTH = 4", "DEPTH = 5")], "depth 5 lowers val_bpb", -0.01, question=99),
+        proposal([("LR = 0.1 ", "LR = 0.09 ")], "lower LR", -0.01, question=True),
+    )
+    a, b, c = (engine.propose("llm") for _ in range(3))
+    # named (and open) → that one; a made-up id → the one open question naming what it changes;
+    # nothing usable and no question names LR → none
+    assert (a.question, b.question, c.question) == (2, 1, None)
+    text = fake.requests[0].text
+    assert "Open research questions" in text
+    assert ("- Q1: Does a deeper model help at this budget? (what would change the researcher's decision: "
+            "if DEPTH 5 is 0.01 better, go deeper); not tested yet") in text
+    assert "Q3" not in text  # closed questions are not asked about
+    assert '"question"' in fake.requests[0].text  # the answer format asks for it
+    assert f"- Q2: Is the BIAS term worth keeping?; tested so far by #{a.id} proposed" in fake.requests[1].text
+
+
 def test_failed_proposals_are_recorded_and_the_loop_goes_on(tmp_path, fake, closing):
     engine = llm_engine(tmp_path, fake, timeout=1.0, max_retries=1)
     closing(engine)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sigmaloop.models import Experiment, Proposal
+from sigmaloop.models import Experiment, Proposal, Question
 
 
 class ProposalError(Exception):
@@ -26,6 +26,7 @@ class ProposalContext:
     lower_is_better: bool
     program: str = ""  # program.md text if present
     state_dir: Path | None = None  # .sigmaloop/ (proposers persist state here)
+    questions: list[Question] = field(default_factory=list)  # the researcher's open questions
 
 
 @runtime_checkable

@@ -157,6 +157,7 @@ Reply with ONE JSON object and nothing else (if you cannot, put it in a single `
   "hypothesis": "one sentence: the change and its expected effect",
   "predicted_delta": <number: expected change of {metric}, new minus current; {sign_rule}>,
   "rationale": "why you expect it, briefly",
+  "question": <the id (a number) of the open research question this tests, or null>,
   "edits": [{{"search": "exact text copied from {script}", "replace": "its replacement"}}]
 }}
 Each "search" must be copied exactly from the script (whitespace included, WITHOUT the
@@ -267,8 +268,22 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
         seen.add(h.lower())
         tried.append(f"- #{e.id} {h} → {e.status.value}")
 
+    # the researcher's open questions: what the next proposals should help answer
+    tested: dict[int, list[str]] = {}
+    for e in proposals:
+        if e.question is not None:
+            tested.setdefault(e.question, []).append(f"#{e.id} {e.status.value}")
+    questions = []
+    for q in ctx.questions:
+        decision = f" (what would change the researcher's decision: {_one_line(q.decision, 200)})" if q.decision else ""
+        so_far = tested.get(q.id, [])
+        tried = f"; tested so far by {', '.join(so_far[-6:])}" if so_far else "; not tested yet"
+        questions.append(f"- Q{q.id}: {_one_line(q.text, 300)}{decision}{tried}")
+
     header = "| id | source | hypothesis | predicted Δ | measured Δ | z | verdict |\n|---|---|---|---|---|---|---|"
     parts = [
+        _Part('Open research questions (propose an edit that tests one; give its id as "question")',
+              questions, 45),
         _Part("Reasons the researcher gave for rejecting proposals (respect them)", reasons, 40),
         _Part("In flight now in other slots (results pending; propose a different idea)", in_flight, 35),
         _Part(
@@ -409,11 +424,12 @@ PROPOSAL_SCHEMA: dict[str, Any] = {
     "schema": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["hypothesis", "predicted_delta", "rationale", "edits"],
+        "required": ["hypothesis", "predicted_delta", "rationale", "question", "edits"],
         "properties": {
             "hypothesis": {"type": "string"},
             "predicted_delta": {"type": "number"},
             "rationale": {"type": "string"},
+            "question": {"type": ["integer", "null"]},
             "edits": {
                 "type": "array",
                 "items": {
@@ -833,7 +849,11 @@ class LLMProposer:
                 messages = [*built.messages, *self._feedback(content, problem, reserve)]
                 continue
             self.last_timings = timings
+            asked = data.get("question")
+            open_ids = {q.id for q in ctx.questions}
             return Proposal(
+                question=asked if isinstance(asked, int) and not isinstance(asked, bool)
+                and asked in open_ids else None,
                 new_source=new,
                 hypothesis=self._redact(hypothesis),
                 source=self.name,
