@@ -23,6 +23,17 @@ export interface Crash {
   message: string;
 }
 
+/**
+ * What a judged candidate showed: the improvement over its paired reference in the metric's units, POSITIVE = BETTER whatever the direction, with its `level` interval [low, high].
+ */
+export interface EffectRecord {
+  better: number;
+  low: number;
+  high: number;
+  /** 0.95 */
+  level: number;
+}
+
 /** One experiment, as every notification and command that returns one sends it. */
 export interface ExperimentRecord {
   id: number;
@@ -87,6 +98,10 @@ export interface ExperimentRecord {
   node?: string;
   /** the commit its edit was written against */
   rebasedFrom?: string;
+  /** questions' id */
+  question?: number | null;
+  warnings?: Record<string, string>;
+  effect?: EffectRecord | null;
 }
 
 /** One progress record of a running trial (plus any extra numbers the script logs). */
@@ -152,6 +167,19 @@ export interface LoopStatus {
   phase: string;
 }
 
+/** A research question at a glance: its words, where it stands, the experiments testing it. */
+export interface QuestionState {
+  id: number;
+  text: string;
+  decision: string;
+  /** "open" | "answered" | "dropped" */
+  status: string;
+  answer: string;
+  experiments: number[];
+  /** one line: questions.verdict */
+  verdict: string;
+}
+
 /**
  * `sigmaloop/state`: sent after initialize and whenever it changes (at most 4 Hz). The status bar, the code lens and the panel render it.
  */
@@ -171,6 +199,8 @@ export interface State {
   loop: LoopStatus;
   /** sigmaloop.toml or the editor settings are broken: the message */
   configError: string | null;
+  /** research questions, oldest first */
+  questions?: QuestionState[];
 }
 
 /** A command without arguments. */
@@ -213,8 +243,21 @@ export interface ExperimentsParams {
   maxPoints?: number;
 }
 
+/** Something odd in a loss curve (`sigmaloop.anomaly.detect`). */
+export interface AnomalyRecord {
+  /** "nan" | "spike" | "divergence" | "plateau" */
+  kind: string;
+  /** where in the budget (0..1) */
+  frac: number;
+  step: number;
+  /** "loss ×3.2 spike at 41% of budget" */
+  message: string;
+}
+
 export interface ExperimentWithCurve extends ExperimentRecord {
   curve?: ProgressPoint[] | null;
+  /** with the curve */
+  anomalies?: AnomalyRecord[] | null;
 }
 
 export interface ExperimentsResult {
@@ -258,6 +301,56 @@ export interface AdoptResult {
   failureReason?: string | null;
   path?: string | null;
   unchanged?: boolean | null;
+}
+
+/**
+ * `sigmaloop.ask`: `[text, decision?]`: a research question and the result that would change the next decision.
+ */
+export interface AskParams {
+  text: string;
+  decision?: string | null;
+}
+
+/** `[id]` of a research question. */
+export interface QuestionParams {
+  id: number;
+}
+
+/**
+ * `sigmaloop.closeQuestion`: `[id, answer?, status?]`: closed with what was learned (status "answered", the default, or "dropped"; "open" reopens it).
+ */
+export interface CloseQuestionParams {
+  id: number;
+  answer?: string | null;
+  status?: 'answered' | 'dropped' | 'open' | null;
+}
+
+/** `sigmaloop.question`: the question and the experiments testing it (each with its effect). */
+export interface QuestionResult {
+  question: QuestionState;
+  experiments: ExperimentRecord[];
+}
+
+/**
+ * `sigmaloop.runEdit`: `[hypothesis?, predictedDelta?, question?]`: the open train script's current text (the synced document, else the file) as an experiment (source "user").
+ */
+export interface RunEditParams {
+  hypothesis?: string | null;
+  predictedDelta?: number | null;
+  question?: number | null;
+}
+
+/** `sigmaloop.editStatus`: the open train script against the research head. */
+export interface EditStatusResult {
+  differs: boolean;
+  /** lines in the file, not in the head */
+  added: number;
+  /** lines in the head, not in the file */
+  removed: number;
+  /** the head commit, short */
+  head: string;
+  /** what Run My Edit / Run Baseline would run, in words */
+  summary: string;
 }
 
 export interface LlmSettings {
@@ -330,6 +423,11 @@ export interface Commands {
   'sigmaloop.showExperiment': { params: ExperimentParams; result: ShowExperimentResult };  // [id]
   'sigmaloop.adopt': { params: ExperimentParams; result: AdoptResult };  // [id]
   'sigmaloop.summary': { params: NoParams; result: State };  // []
+  'sigmaloop.ask': { params: AskParams; result: QuestionState };  // [text, decision?]
+  'sigmaloop.question': { params: QuestionParams; result: QuestionResult };  // [id]
+  'sigmaloop.closeQuestion': { params: CloseQuestionParams; result: QuestionState };  // [id, answer?, status?]
+  'sigmaloop.runEdit': { params: RunEditParams; result: ExperimentRecord };  // [hypothesis?, predictedDelta?, question?]
+  'sigmaloop.editStatus': { params: NoParams; result: EditStatusResult };  // []
 }
 
 export const COMMANDS = [
@@ -345,4 +443,9 @@ export const COMMANDS = [
   'sigmaloop.showExperiment',
   'sigmaloop.adopt',
   'sigmaloop.summary',
+  'sigmaloop.ask',
+  'sigmaloop.question',
+  'sigmaloop.closeQuestion',
+  'sigmaloop.runEdit',
+  'sigmaloop.editStatus',
 ] as const;

@@ -13,6 +13,7 @@ from sigmaloop import state as state_mod
 from sigmaloop.engine import Engine
 from sigmaloop.lsp import params, protocol
 from sigmaloop.models import CrashLocation, Experiment, ProgressRecord, Status
+from sigmaloop.questions import effect
 
 from enginekit import make_workspace
 
@@ -44,11 +45,27 @@ def test_experiment_record_has_exactly_the_schema_fields():
     assert set(rec) == wire_keys(protocol.ExperimentRecord)
     assert rec["status"] == "crashed" and rec["metric"] is None and rec["numbers"] == {"k": None}
     assert rec["crash"] == {"file": "train.py", "line": 4, "message": "boom"}
-    # every schema field is an Experiment field (or derived from one)
-    names = {f.name for f in dataclasses.fields(Experiment)} | {"is_baseline"}
+    assert rec["effect"] is None and rec["warnings"] == {} and rec["question"] is None
+    # every schema field is an Experiment field (or derived from one: the effect is the engine's)
+    names = {f.name for f in dataclasses.fields(Experiment)} | {"is_baseline", "effect"}
     assert {f.name for f in dataclasses.fields(protocol.ExperimentRecord)} <= names
     shown = protocol.experiment(e, script_name="train.py", parent_text="a", proposed_text="b")
     assert set(shown) == wire_keys(protocol.ShowExperimentResult)
+
+
+def test_effect_question_and_warnings_on_the_record():
+    """A judged candidate's effect (positive = better, whatever the direction) with its interval."""
+    e = Experiment(id=5, status=Status.DISCARDED, source="user", metric=1.03, delta=0.03, sigma=0.01,
+                   z=-2.1, numbers={"runs": 2.0, "dof": 3.0}, question=2,
+                   warnings={"barely_trained": "ran 2 optimizer steps"})
+    rec = protocol.experiment(e, effect(e, lower_is_better=True))
+    assert set(rec) == wire_keys(protocol.ExperimentRecord)
+    assert rec["question"] == 2 and rec["warnings"] == {"barely_trained": "ran 2 optimizer steps"}
+    f = rec["effect"]
+    assert set(f) == wire_keys(protocol.EffectRecord) and f["level"] == 0.95
+    assert f["better"] == -0.03 and f["low"] < -0.03 < f["high"]
+    up = protocol.experiment(e, effect(e, lower_is_better=False))["effect"]  # maximize: higher is better
+    assert up["better"] == 0.03
 
 
 def test_progress_point_keeps_extra_numbers():
@@ -65,6 +82,7 @@ def test_engine_state_matches_the_state_schema(tmp_path):
         eng.close()
     assert set(d) == wire_keys(protocol.State)
     assert set(d["loop"]) == wire_keys(protocol.LoopStatus)
+    assert d["questions"] == []
     assert d["reference"] is None and d["best"] is None and d["direction"] == "minimize"
     fake = {"n": 0, "n_predicted": 0}  # calibration: its as_dict() camelCased, as the schema says
     from sigmaloop.calibration import Calibration
@@ -90,6 +108,10 @@ def test_engine_state_matches_the_state_schema(tmp_path):
     (protocol.StartLoopParams, ["many"], "iterations must be an integer"),
     (protocol.ProposeParams, ["gpt"], "kind must be 'tune' or 'llm', not 'gpt'"),
     (protocol.ExperimentsParams, {"ids": "all"}, "ids must be a list"),
+    (protocol.AskParams, [], "needs text"),
+    (protocol.AskParams, [3], "text must be a string, not 3"),
+    (protocol.CloseQuestionParams, [1, "", "closed"], "status must be 'answered' or 'dropped' or 'open'"),
+    (protocol.RunEditParams, ["h", "big"], "predictedDelta must be a number, not 'big'"),
     (protocol.InitializationOptions, {"settings": {"budget": "x"}}, "settings.budget must be a number"),
 ])
 def test_bad_arguments_name_the_argument(cls, args, message):
@@ -103,5 +125,8 @@ def test_arguments_positional_or_one_object_defaults_filled():
     assert params.structure(protocol.StartLoopParams, [], "x").iterations == 10
     assert params.structure(protocol.StartLoopParams, None, "x").iterations == 10
     assert params.structure(protocol.ExperimentsParams, {"maxPoints": 3}, "x").max_points == 3
+    assert params.structure(protocol.RunEditParams, [], "x") == protocol.RunEditParams(None, None, None)
+    assert params.structure(protocol.RunEditParams, ["h", -0.01, 2], "x").predicted_delta == -0.01
+    assert params.structure(protocol.AskParams, ["Does warmup help?"], "x").decision is None
     settings = {"budget": 2, "llm": {"model": "m", "baseUrl": ""}, "proposer": None, "trace": "x"}
     assert protocol.overrides(settings) == {"experiment": {"budget": 2}, "llm": {"model": "m"}}

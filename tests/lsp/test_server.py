@@ -79,13 +79,19 @@ async def test_code_lens_shows_buttons(client: LanguageClient):
     lenses = await client.text_document_code_lens_async(
         types.CodeLensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     titles = [lens.command.title for lens in lenses]
-    assert titles[1:] == ["$(play) Run baseline", "$(lightbulb) Propose", "$(sync) Run loop",
-                          "$(debug-stop) Stop"]
+    head = git_head(client.ws)
+    # the open file is the research head: no edit to run, and nothing runs, so no Stop
+    assert titles[1:] == [f"$(play) Same as research head {head} · Run Baseline", "$(lightbulb) Propose",
+                          "$(sync) Run loop"]
     assert "no baseline yet" in titles[0] and "kept 0 / 0 run" in titles[0]
     assert all(lens.range.start.line == 0 for lens in lenses)
     assert [lens.command.command for lens in lenses][1:] == [
-        "sigmaloop.runBaseline", "sigmaloop.propose", "sigmaloop.startLoop",
-        "sigmaloop.stopLoop"]
+        "sigmaloop.runBaseline", "sigmaloop.propose", "sigmaloop.startLoop"]
+
+
+def git_head(ws) -> str:
+    return subprocess.run(["git", "rev-parse", "--short=7", "sigmaloop/test"], cwd=ws, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageClient):
@@ -142,7 +148,8 @@ async def test_baseline_progress_proposal_accept_hints_hover(client: LanguageCli
     on_line = [h for h in hints if h.position.line == BIAS_LINE]
     assert len(on_line) == 1
     part = on_line[0].label[0]
-    assert part.value.startswith(f"#{exp_id} BIAS 0.0→-0.1 −0.1") and part.value.endswith("σ) kept")
+    assert part.value.startswith(f"kept #{exp_id} 0.1 better ") and part.value.endswith("σ")
+    assert part.tooltip.startswith(f"#{exp_id} BIAS 0.0→-0.1: lower bias lowers val_bpb")
     assert part.command.command == "sigmaloop.showExperiment" and list(part.command.arguments) == [exp_id]
     hover = await client.text_document_hover_async(types.HoverParams(
         text_document=types.TextDocumentIdentifier(uri=uri),

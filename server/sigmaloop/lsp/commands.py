@@ -18,25 +18,33 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
 from .. import secret
+from ..anomaly import detect
 from ..config import ConfigError
-from . import params, protocol
+from . import params, protocol, render
 from .protocol import (
     ApiKeyParams,
+    AskParams,
+    CloseQuestionParams,
     ExperimentParams,
     ExperimentsParams,
     NoParams,
     ProposeParams,
+    QuestionParams,
     RejectParams,
     RejectResultParams,
     RunBaselineParams,
+    RunEditParams,
     StartLoopParams,
 )
+from .render import thin
 from .server import RequestFailed
 
 if TYPE_CHECKING:
     from .server import SigmaloopServer
 
 log = logging.getLogger(__name__)
+
+ANOMALY_POINTS = 2000  # points of a curve the anomaly check reads (the diagnostics read as many)
 
 Handler = Callable[["SigmaloopServer", Any], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {}
@@ -60,7 +68,12 @@ async def run(ls: SigmaloopServer, fn: Callable[..., Any], *args: Any) -> Any:
 @command("sigmaloop.runBaseline")
 async def run_baseline(ls: SigmaloopServer, p: RunBaselineParams) -> dict[str, Any]:
     engine = ls.engine_or_fail(runs_trials=True)
-    ls.in_background("baseline", lambda: engine.run_baseline(budget=p.budget))
+
+    def baseline() -> None:
+        runs = engine.run_baseline(budget=p.budget)
+        ls.say_done(render.baseline_done(runs, engine.state(), engine.config.experiment.metric))
+
+    ls.in_background("baseline", baseline)
     return {"started": "baseline", "seeds": list(engine.config.judge.seeds)}
 
 
@@ -95,7 +108,7 @@ async def confirm_endpoint(ls: SigmaloopServer, kind: str | None) -> None:
 async def propose(ls: SigmaloopServer, p: ProposeParams) -> dict[str, Any]:
     engine = ls.engine_or_fail(runs_trials=True)
     await confirm_endpoint(ls, p.kind)
-    return protocol.experiment(await run(ls, engine.propose, p.kind))
+    return ls.record(await run(ls, engine.propose, p.kind))
 
 
 @command("sigmaloop.accept")
@@ -103,27 +116,27 @@ async def accept(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
     engine = ls.engine_or_fail(runs_trials=True)
     exp = await run(ls, engine.accept, p.id)
     ls.in_background(f"experiment #{p.id}", lambda: engine.run(p.id))
-    return protocol.experiment(exp)
+    return ls.record(exp)
 
 
 @command("sigmaloop.reject")
 async def reject(ls: SigmaloopServer, p: RejectParams) -> dict[str, Any]:
     engine = ls.engine_or_fail()
-    return protocol.experiment(await run(ls, engine.reject, p.id, p.reason))
+    return ls.record(await run(ls, engine.reject, p.id, p.reason))
 
 
 @command("sigmaloop.acceptResult")
 async def accept_result(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
     """Keep an implausibly large gain after a look (the research branch advances)."""
     engine = ls.engine_or_fail()
-    return protocol.experiment(await run(ls, engine.review_result, p.id, True))
+    return ls.record(await run(ls, engine.review_result, p.id, True))
 
 
 @command("sigmaloop.rejectResult")
 async def reject_result(ls: SigmaloopServer, p: RejectResultParams) -> dict[str, Any]:
     """Refuse an implausibly large gain after a look: it stays discarded, for good."""
     engine = ls.engine_or_fail()
-    return protocol.experiment(await run(ls, engine.review_result, p.id, False, p.reason or ""))
+    return ls.record(await run(ls, engine.review_result, p.id, False, p.reason or ""))
 
 
 @command("sigmaloop.startLoop")
@@ -134,7 +147,13 @@ async def start_loop(ls: SigmaloopServer, p: StartLoopParams) -> dict[str, Any]:
     if engine.loop_running:
         raise RequestFailed(message="a loop is already running; stop it first")
     await confirm_endpoint(ls, p.proposer)
-    ls.in_background("loop", lambda: engine.loop(p.iterations, p.budget, p.proposer))
+
+    def loop() -> None:
+        done = engine.loop(p.iterations, p.budget, p.proposer)
+        ls.say_done(render.loop_done(done, p.iterations, engine.stopping, engine.state(),
+                                     engine.effect, engine.config.experiment.metric))
+
+    ls.in_background("loop", loop)
     return {"started": "loop", "iterations": p.iterations}
 
 
@@ -154,8 +173,8 @@ async def stop_experiment(ls: SigmaloopServer, p: ExperimentParams) -> dict[str,
 @command("sigmaloop.showExperiment")
 async def show_experiment(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
     view = await run(ls, ls.engine_or_fail().view, p.id)
-    return protocol.experiment(view.experiment, script_name=view.script_name,
-                               parent_text=view.parent_text, proposed_text=view.proposed_text)
+    return ls.record(view.experiment, script_name=view.script_name,
+                     parent_text=view.parent_text, proposed_text=view.proposed_text)
 
 
 @command("sigmaloop.adopt")
@@ -183,6 +202,73 @@ async def adopt(ls: SigmaloopServer, p: ExperimentParams) -> dict[str, Any]:
     if not out["applied"] and getattr(result, "failure_reason", None):
         out["failureReason"] = result.failure_reason
     return out
+
+
+# --------------------------------------------------------------------------- research questions
+
+
+async def _question_state(ls: SigmaloopServer, qid: int) -> dict[str, Any]:
+    view = await run(ls, ls.engine_or_fail().question, qid)
+    return protocol.question_state(view.question, [e.id for e in view.experiments], view.verdict)
+
+
+@command("sigmaloop.ask")
+async def ask(ls: SigmaloopServer, p: AskParams) -> dict[str, Any]:
+    """A new open research question (and the result that would change the next decision)."""
+    q = await run(ls, ls.engine_or_fail().ask, p.text, p.decision or "")
+    ls.sync.changed()
+    return await _question_state(ls, q.id)
+
+
+@command("sigmaloop.question")
+async def question(ls: SigmaloopServer, p: QuestionParams) -> dict[str, Any]:
+    """A question's page: the question, where it stands, and its experiments with their effects."""
+    view = await run(ls, ls.engine_or_fail().question, p.id)
+    return {"question": protocol.question_state(view.question, [e.id for e in view.experiments], view.verdict),
+            "experiments": [ls.record(e) for e in view.experiments]}
+
+
+@command("sigmaloop.closeQuestion")
+async def close_question(ls: SigmaloopServer, p: CloseQuestionParams) -> dict[str, Any]:
+    """Close a question with what was learned ("answered"), drop it, or reopen it ("open")."""
+    q = await run(ls, ls.engine_or_fail().close_question, p.id, p.answer or "", p.status or "answered")
+    ls.sync.changed()
+    return await _question_state(ls, q.id)
+
+
+# --------------------------------------------------------------------------- the researcher's edit
+
+
+def _script_text(ls: SigmaloopServer) -> str:
+    """The train script as the researcher has it: the open document (unsaved edits too), else the file."""
+    doc = ls.script.open_doc()
+    if doc is not None:
+        return doc.source
+    text = ls.script.saved_text()
+    if text is None:
+        raise RequestFailed(message=f"cannot read {ls.script.path}")
+    return text
+
+
+@command("sigmaloop.runEdit")
+async def run_edit(ls: SigmaloopServer, p: RunEditParams) -> dict[str, Any]:
+    """The open train script's text as an experiment (source "user"): recorded against the research
+    head, queued, and run in the background; the record comes back at once."""
+    engine = ls.engine_or_fail(runs_trials=True)
+    text = _script_text(ls)
+    exp = await run(ls, lambda: engine.run_edit(text, p.hypothesis or "", p.predicted_delta, p.question))
+    ls.in_background(f"experiment #{exp.id}", lambda: engine.run_if_queued(exp.id))
+    return ls.record(exp)
+
+
+@command("sigmaloop.editStatus")
+async def edit_status(ls: SigmaloopServer, p: NoParams) -> dict[str, Any]:
+    """What Run My Edit would run: the open train script against the research head."""
+    engine = ls.engine_or_fail()
+    text = _script_text(ls)
+    st = await run(ls, engine.edit_status, text)
+    return {"differs": st.differs, "added": st.added, "removed": st.removed, "head": st.head,
+            "summary": st.summary}
 
 
 @command("sigmaloop.summary")
@@ -213,9 +299,14 @@ async def experiments(ls: SigmaloopServer, params: Any) -> dict[str, Any]:
                 except UnknownExperiment:
                     continue
         if not p.curves:
-            return [protocol.experiment(e) for e in rows]
-        return [protocol.experiment(e, curve=[protocol.progress(r) for r in engine.curve(e.id, p.max_points)])
-                for e in rows]
+            return [ls.record(e) for e in rows]
+        out = []
+        for e in rows:
+            curve = engine.curve(e.id, max(p.max_points, ANOMALY_POINTS))
+            found = detect(curve) if e.finished else []
+            out.append(ls.record(e, curve=[protocol.progress(r) for r in thin(curve, p.max_points)],
+                                 anomalies=[protocol.anomaly(a) for a in found]))
+        return out
 
     try:
         return {"experiments": await asyncio.to_thread(read)}

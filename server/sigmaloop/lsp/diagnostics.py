@@ -3,13 +3,16 @@ gains waiting for a look, tampered and over-budget results, pending proposals; a
 that follows any change (diagnostics, then inlay hints and the experiments' code lenses).
 
 A crash line is anchored by its text in the experiment's own script (one git read through the
-engine, cached); until that text is fetched the line is placed through the diff.
+engine, cached); until that text is fetched the line is placed through the diff. Once placed it
+is tracked: edits above it shift where it is looked for (:meth:`Diagnostics.edited`), and it is
+found there by its text (or a recognisable edit of it); a crash line deleted or changed beyond
+recognition takes its diagnostic with it. Crash and curve-anomaly diagnostics carry
+``data.expId`` and offer "Open log of #N" (:func:`render.log_actions`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +41,7 @@ class Diagnostics:
         self.crash_text: dict[int, str | None] = {}
         self.anomalies: dict[int, list[Anomaly]] = {}
         self.published: list[types.Diagnostic] | None = None
+        self.crash_at: dict[int, int] = {}  # id → the line its crash diagnostic was tracked to
         self._lensed: list[tuple[int, str, str]] | None = None  # what the experiments' lenses showed
         self._handle: asyncio.TimerHandle | None = None
 
@@ -104,13 +108,26 @@ class Diagnostics:
         index = self.ls.script.index()
         doc = index.doc
         crashed, finished = self._recent()
+        questions = self.ls.sync.questions()
         out: list[types.Diagnostic] = []
         for e in crashed:
-            text = self.crash_text.get(e.id)
+            text, near = self.crash_text.get(e.id), e.crash.line - 1
             if text is None:  # not fetched yet: place it through the diff, no git needed
                 old_line, text = parent_line(e.diff, e.crash.line)
-                e = dataclasses.replace(e, crash=dataclasses.replace(e.crash, line=old_line))
-            out.append(render.crash_diagnostic(doc, e, text))
+                near = old_line - 1
+            tracked = e.id in self.crash_at
+            line = render.locate_crash(doc, text, self.crash_at.get(e.id, near), tracked)
+            if line is None and tracked:  # the crash line left the document: so does its diagnostic
+                del self.crash_at[e.id]
+                continue
+            if line is None:  # its text was never here (a line the edit added): at the edit
+                en = index.entries.get(e.id)
+                if en is None or not en.ranges:
+                    continue
+                line = en.ranges[0][0]
+            elif e.id in self.crash_text:  # placed by its own text: tracked from here on
+                self.crash_at[e.id] = line
+            out.append(render.crash_diagnostic(doc, e, line))
         for e in finished:
             en = index.entries.get(e.id)
             if en is not None and self.anomalies.get(e.id):
@@ -120,8 +137,26 @@ class Diagnostics:
             if d is not None:
                 out.append(d)
         for en in index.pending:
-            out += render.proposal_diagnostics(doc, en)
+            out += render.proposal_diagnostics(doc, en, questions)
         return out
+
+    def edited(self, changes: list) -> None:
+        """The open document changed: tracked crash lines below an edit move with it (a change
+        that touches the line itself leaves it where it is: its text decides)."""
+        for change in changes:
+            rng = getattr(change, "range", None)
+            if rng is None:  # the whole text replaced: found again by their text
+                self.crash_at.clear()
+                return
+            start, end = rng.start.line, rng.end.line
+            shift = change.text.count("\n") - (end - start)
+            if not shift:
+                continue
+            for exp_id, line in list(self.crash_at.items()):
+                if line > end or (line == end and (end > start or rng.end.character == 0)):
+                    self.crash_at[exp_id] = line + shift  # wholly after the edit
+                elif start < line < end:
+                    self.crash_at[exp_id] = start  # among the replaced lines: its text decides
 
     def publish(self) -> None:
         script = self.ls.script

@@ -8,7 +8,7 @@ request; an experiment that changes status is updated in place.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pygls.uris import from_fs_path, to_fs_path
 
@@ -29,6 +29,7 @@ class Script:
         self._index: render.HistoryIndex | None = None
         self._dirty = True
         self._lines: tuple[int | None, render.DocLines] | None = None
+        self._edit: tuple[tuple, Any] | None = None  # (head, version) → EditStatus
 
     def set_name(self, name: str) -> None:
         assert self.ls.root is not None
@@ -70,6 +71,27 @@ class Script:
         self._lines = (version, lines)
         return lines
 
+    def edit_status(self) -> Any:
+        """The engine's ``EditStatus`` of the script as the editor has it against the research
+        head (the head's text as the last state read it); None until that is known."""
+        from ..engine import edit_status
+
+        head = self.ls.sync.head
+        engine = self.ls.engine
+        if head is None or engine is None:
+            return None
+        doc = self.open_doc()
+        key = (head[0], doc.version if doc is not None else None)
+        cached = self._edit
+        if cached is not None and cached[0] == key and doc is not None:
+            return cached[1]
+        text = doc.source if doc is not None else self.saved_text()
+        if text is None:
+            return None
+        status = edit_status(head[1], text, head[0], engine.script_name)
+        self._edit = (key, status)
+        return status
+
     # --- the history index ----------------------------------------------------------------
     def invalidate(self, text: bool = True) -> None:
         """The document's text (or only the indexed set) changed: rebuild on next use."""
@@ -94,7 +116,8 @@ class Script:
         doc = self.lines()
         if self._index is None or self._dirty or self._index.doc is not doc:
             metric = self.ls.engine.config.experiment.metric if self.ls.engine else "val_bpb"
+            lower = self.ls.engine.config.lower_is_better if self.ls.engine else True
             self._index = render.HistoryIndex.build(
-                sorted(self.rows.values(), key=lambda e: e.id), doc, self.diffs, metric)
+                sorted(self.rows.values(), key=lambda e: e.id), doc, self.diffs, metric, lower)
             self._dirty = False
         return self._index

@@ -1,6 +1,8 @@
 """Editor features on the train script: inlay hints (per-line history), hover, code actions on
-pending proposals and on implausible gains, the code lenses (the state's title, the noise advice
-and the buttons at the top; flagged experiments over their edit), and document sync.
+pending proposals, on implausible gains and on crash / anomaly diagnostics (open the log), the
+code lenses (the state's title, the noise advice and the buttons the state allows — Run My Edit
+when the open file differs from the research head — at the top; flagged experiments over their
+edit), and document sync.
 
 Each handler translates LSP → the history index or the state and back; :mod:`.render` shapes.
 """
@@ -20,18 +22,21 @@ if TYPE_CHECKING:
 def did_open(ls: SigmaloopServer, params: types.DidOpenTextDocumentParams) -> None:
     if ls.script.is_script(params.text_document.uri):
         ls.diagnostics.published = None  # a newly opened document gets them again
+        ls.diagnostics.crash_at.clear()
         ls.script.invalidate()
         ls.diagnostics.schedule()
 
 
 def did_change(ls: SigmaloopServer, params: types.DidChangeTextDocumentParams) -> None:
     if ls.script.is_script(params.text_document.uri):
+        ls.diagnostics.edited(params.content_changes)
         ls.script.invalidate()
         ls.diagnostics.schedule()
 
 
 def did_close(ls: SigmaloopServer, params: types.DidCloseTextDocumentParams) -> None:
     if ls.script.is_script(params.text_document.uri):
+        ls.diagnostics.crash_at.clear()
         ls.script.invalidate()
         ls.diagnostics.schedule()
 
@@ -45,7 +50,7 @@ def inlay_hints(ls: SigmaloopServer, params: types.InlayHintParams) -> list[type
 def hover(ls: SigmaloopServer, params: types.HoverParams) -> types.Hover | None:
     if ls.engine is None or not ls.script.is_script(params.text_document.uri):
         return None
-    md = ls.script.index().hover_markdown(params.position.line)
+    md = ls.script.index().hover_markdown(params.position.line, ls.sync.questions())
     if md is None:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=md))
@@ -57,10 +62,12 @@ def code_actions(ls: SigmaloopServer, params: types.CodeActionParams) -> list[ty
     out: list[types.CodeAction] = []
     index = ls.script.index()
     start, end = params.range.start.line, params.range.end.line
+    questions = ls.sync.questions()
     for en in index.pending_at(start, end):
-        out += render.proposal_actions(en)
+        out += render.proposal_actions(en, questions)
     for en in index.review_at(start, end):
         out += render.review_actions(en)
+    out += render.log_actions(ls.diagnostics.published or [], start, end)
     return out
 
 
@@ -74,7 +81,8 @@ async def code_lens(ls: SigmaloopServer, params: types.CodeLensParams) -> list[t
     if title is None:
         state = await ls.sync.current()
         title = render.lens_title(state) if state else "sigmaloop"
-    return render.code_lenses(title, render.lens_advice(state)) + render.experiment_lenses(ls.script.index())
+    return (render.code_lenses(title, render.lens_advice(state), state, ls.script.edit_status())
+            + render.experiment_lenses(ls.script.index()))
 
 
 def cancel(ls: SigmaloopServer, params: types.WorkDoneProgressCancelParams) -> None:

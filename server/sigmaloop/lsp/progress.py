@@ -1,6 +1,7 @@
 """Trial progress for the client: ``sigmaloop/trialProgress`` batches (at most 10 Hz per
 experiment) and a ``$/progress`` bar (work-done progress) for each trial this server runs,
-cancellable from the client (cancel stops that trial).
+cancellable from the client (cancel stops that trial). Once the budget is spent the bar says
+"evaluating…" (the fixed evaluator scores the model), then "judging…".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from ..lifecycle import Phase
 from ..models import Experiment, ProgressRecord, Status
 from . import protocol, render
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from .server import SigmaloopServer
 
 FLUSH_EVERY = 0.1  # s: trialProgress at most 10 Hz
+TRAINED = 0.999  # frac from which the training is over (then the evaluation runs)
 
 
 class Progress:
@@ -79,8 +82,20 @@ class Progress:
         pct = int(max(0.0, min(1.0, last.frac)) * 100)
         loss = f"loss {last.loss:.4f}" if last.loss is not None and math.isfinite(last.loss) \
             else f"loss {last.loss}"
+        message = f"{loss} · step {last.step}"
+        if last.frac >= TRAINED:  # the budget is spent: the fixed evaluator scores the model now
+            message = f"evaluating… ({message})"
         self.ls.work_done_progress.report(self._tokens[exp_id], types.WorkDoneProgressReport(
-            percentage=pct, message=f"{loss} · step {last.step}", cancellable=True))
+            percentage=pct, message=message, cancellable=True))
+
+    def phase(self, e: Experiment) -> None:
+        """A running trial's phase moved on: judging says so in its bar."""
+        bar = self._bars.get(e.id)
+        if e.status != Status.RUNNING or e.phase != Phase.JUDGING or bar is None or not bar.done() \
+                or not bar.result():
+            return
+        self.ls.work_done_progress.report(self._tokens[e.id], types.WorkDoneProgressReport(
+            percentage=100, message="judging…", cancellable=True))
 
     def _end(self, e: Experiment) -> None:
         token = self._tokens.pop(e.id, None)

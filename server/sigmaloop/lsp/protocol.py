@@ -11,14 +11,16 @@ drifts), and the server builds every record it sends from them: :func:`experimen
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
+from ..anomaly import Anomaly
 from ..lifecycle import Phase, Reason
 from ..models import Experiment, ProgressRecord, Status
-from ..state import BestState, LoopStatus, ReferenceState  # the engine's own records
+from ..state import BestState, LoopStatus, QuestionState, ReferenceState  # the engine's own records
 
 # --------------------------------------------------------------------------- names
 
@@ -46,6 +48,17 @@ class Crash:
     file: str
     line: int  # 1-based
     message: str
+
+
+@dataclass
+class EffectRecord:
+    """What a judged candidate showed: the improvement over its paired reference in the metric's
+    units, POSITIVE = BETTER whatever the direction, with its ``level`` interval [low, high]."""
+
+    better: float
+    low: float
+    high: float
+    level: float  # 0.95
 
 
 @dataclass
@@ -98,6 +111,11 @@ class ExperimentRecord:
     printed_metric: float | None = field(default=None, metadata=OPTIONAL)  # the script's own number
     node: str = field(default="", metadata=OPTIONAL)  # the machine the trial ran on
     rebased_from: str = field(default="", metadata=OPTIONAL)  # the commit its edit was written against
+    # the research question it tests; warnings (code → one sentence: "barely_trained",
+    # "step_count"); the effect with its interval (null: a baseline, not measured, no noise yet)
+    question: int | None = field(default=None, metadata=OPTIONAL)  # questions' id
+    warnings: dict[str, str] = field(default_factory=dict, metadata=OPTIONAL)
+    effect: EffectRecord | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass
@@ -153,6 +171,7 @@ class State:
     calibration: CalibrationState | None
     loop: LoopStatus
     config_error: str | None  # sigmaloop.toml or the editor settings are broken: the message
+    questions: list[QuestionState] = field(default_factory=list, metadata=OPTIONAL)  # research questions, oldest first
 
 
 # --------------------------------------------------------------------------- commands
@@ -226,8 +245,19 @@ class ApiKeyResult:
 
 
 @dataclass
+class AnomalyRecord:
+    """Something odd in a loss curve (``sigmaloop.anomaly.detect``)."""
+
+    kind: str  # "nan" | "spike" | "divergence" | "plateau"
+    frac: float  # where in the budget (0..1)
+    step: int
+    message: str  # "loss ×3.2 spike at 41% of budget"
+
+
+@dataclass
 class ExperimentWithCurve(ExperimentRecord):
     curve: list[ProgressPoint] | None = field(default=None, metadata=OPTIONAL)
+    anomalies: list[AnomalyRecord] | None = field(default=None, metadata=OPTIONAL)  # with the curve
 
 
 @dataclass
@@ -275,6 +305,61 @@ class AdoptResult:
     failure_reason: str | None = field(default=None, metadata=OPTIONAL)
     path: str | None = field(default=None, metadata=OPTIONAL)
     unchanged: bool | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass
+class AskParams:
+    """``sigmaloop.ask``: ``[text, decision?]``: a research question and the result that would
+    change the next decision."""
+
+    text: str
+    decision: str | None = None
+
+
+@dataclass
+class QuestionParams:
+    """``[id]`` of a research question."""
+
+    id: int
+
+
+@dataclass
+class CloseQuestionParams:
+    """``sigmaloop.closeQuestion``: ``[id, answer?, status?]``: closed with what was learned
+    (status "answered", the default, or "dropped"; "open" reopens it)."""
+
+    id: int
+    answer: str | None = None
+    status: Literal["answered", "dropped", "open"] | None = None
+
+
+@dataclass
+class QuestionResult:
+    """``sigmaloop.question``: the question and the experiments testing it (each with its effect)."""
+
+    question: QuestionState
+    experiments: list[ExperimentRecord]
+
+
+@dataclass
+class RunEditParams:
+    """``sigmaloop.runEdit``: ``[hypothesis?, predictedDelta?, question?]``: the open train
+    script's current text (the synced document, else the file) as an experiment (source "user")."""
+
+    hypothesis: str | None = None
+    predicted_delta: float | None = None
+    question: int | None = None
+
+
+@dataclass
+class EditStatusResult:
+    """``sigmaloop.editStatus``: the open train script against the research head."""
+
+    differs: bool
+    added: int  # lines in the file, not in the head
+    removed: int  # lines in the head, not in the file
+    head: str  # the head commit, short
+    summary: str  # what Run My Edit / Run Baseline would run, in words
 
 
 # --------------------------------------------------------------------------- settings
@@ -332,11 +417,12 @@ def overrides(settings: Any) -> dict[str, dict[str, Any]]:
 
 #: what the generator writes, in this order
 WIRE_TYPES = (
-    Crash, ExperimentRecord, ProgressPoint, TrialProgressParams, ReferenceState, BestState,
-    CalibrationState, LoopStatus, State, NoParams, ExperimentParams, RejectParams,
-    RejectResultParams, RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, ExperimentWithCurve,
-    ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
-    ShowExperimentResult, AdoptResult, LlmSettings, Settings, InitializationOptions, ApiKeyParams,
+    Crash, EffectRecord, ExperimentRecord, ProgressPoint, TrialProgressParams, ReferenceState, BestState,
+    CalibrationState, LoopStatus, QuestionState, State, NoParams, ExperimentParams, RejectParams,
+    RejectResultParams, RunBaselineParams, ProposeParams, StartLoopParams, ExperimentsParams, AnomalyRecord,
+    ExperimentWithCurve, ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
+    ShowExperimentResult, AdoptResult, AskParams, QuestionParams, CloseQuestionParams, QuestionResult,
+    RunEditParams, EditStatusResult, LlmSettings, Settings, InitializationOptions, ApiKeyParams,
     ApiKeyResult,
 )
 #: what the client sends besides command arguments (fields with defaults may be left out)
@@ -358,6 +444,11 @@ COMMANDS: dict[str, tuple[type, Any]] = {
     "sigmaloop.showExperiment": (ExperimentParams, ShowExperimentResult),
     "sigmaloop.adopt": (ExperimentParams, AdoptResult),
     "sigmaloop.summary": (NoParams, State),
+    "sigmaloop.ask": (AskParams, QuestionState),
+    "sigmaloop.question": (QuestionParams, QuestionResult),
+    "sigmaloop.closeQuestion": (CloseQuestionParams, QuestionState),
+    "sigmaloop.runEdit": (RunEditParams, ExperimentRecord),
+    "sigmaloop.editStatus": (NoParams, EditStatusResult),
 }
 NOTIFICATIONS = {
     TRIAL_PROGRESS: TrialProgressParams, EXPERIMENT_UPDATED: ExperimentRecord, STATE: State,
@@ -382,18 +473,19 @@ def clean(value: Any) -> Any:
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
-    if isinstance(value, (Status, Phase, Reason)):
+    if isinstance(value, enum.Enum):
         return value.value
     return value
 
 
 _RECORD_FIELDS = tuple((f.name, camel(f.name)) for f in fields(ExperimentRecord)
-                       if f.name != "is_baseline")
+                       if f.name not in ("is_baseline", "effect"))
 _PLAIN = (int, str, type(None))
 
 
-def experiment(e: Experiment, **extra: Any) -> dict[str, Any]:
-    """An experiment as an :class:`ExperimentRecord` (plus ``extra`` camelCase fields)."""
+def experiment(e: Experiment, effect: Any = None, **extra: Any) -> dict[str, Any]:
+    """An experiment as an :class:`ExperimentRecord` (plus ``extra`` camelCase fields);
+    ``effect``: the engine's :class:`~sigmaloop.questions.Effect` of it (``Engine.effect``)."""
     out: dict[str, Any] = {}
     for name, key in _RECORD_FIELDS:
         value = getattr(e, name)
@@ -403,9 +495,22 @@ def experiment(e: Experiment, **extra: Any) -> dict[str, Any]:
             value = clean(value)
         out[key] = value
     out["isBaseline"] = e.is_baseline
+    out["effect"] = None if effect is None else clean(
+        {"better": effect.better, "low": effect.low, "high": effect.high, "level": effect.level})
     for k, v in extra.items():
         out[camel(k)] = clean(v)
     return out
+
+
+def anomaly(a: Anomaly) -> dict[str, Any]:
+    """An :class:`AnomalyRecord`."""
+    return clean({"kind": a.kind, "frac": a.frac, "step": a.step, "message": a.message})
+
+
+def question_state(q: Any, experiments: list[int], verdict: str) -> dict[str, Any]:
+    """A :class:`QuestionState` from the engine's ``Question``."""
+    return {"id": q.id, "text": q.text, "decision": q.decision, "status": clean(q.status),
+            "answer": q.answer, "experiments": list(experiments), "verdict": verdict}
 
 
 def progress(r: ProgressRecord) -> dict[str, Any]:

@@ -73,6 +73,14 @@ class SigmaloopServer(LanguageServer):
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
+    def say_done(self, message: str) -> None:
+        """From a worker thread: one information message (a finished baseline or loop)."""
+        loop = self.sync.loop
+        if self.closed or not message or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(self.show, f"sigmaloop: {message}")
+
     def notify(self, method: str, params: Any) -> None:
         if not self.closed:
             self.protocol.notify(method, params)
@@ -222,6 +230,17 @@ class SigmaloopServer(LanguageServer):
         if runs_trials and self.config_error:
             raise RequestFailed(message=f"fix the configuration first: {self.config_error}")
         return self.engine
+
+    def record(self, e: Any, **extra: Any) -> dict[str, Any]:
+        """An experiment as the wire's record, with its effect (``Engine.effect``)."""
+        engine = self.engine
+        effect = None
+        if engine is not None:
+            try:
+                effect = engine.effect(e)
+            except Exception:
+                log.exception("effect of #%s failed", getattr(e, "id", "?"))
+        return protocol.experiment(e, effect, **extra)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

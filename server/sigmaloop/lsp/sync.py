@@ -54,6 +54,7 @@ class Sync:
         self._read_again = False
         self._unsubscribe = self.bus.subscribe(self._on_bus)
         self.state: dict[str, Any] | None = None  # the last state sent
+        self.head: tuple[str, str] | None = None  # the research head (sha, script) when the state was read
         self.lens_title: str | None = None
         self._lens_advice: str | None = None
         self._state_handle: asyncio.TimerHandle | None = None
@@ -114,10 +115,11 @@ class Sync:
             if seen is not None and e.rev <= seen[0]:
                 continue
             self._seen[e.id] = (e.rev, e.status)
-            ls.notify(protocol.EXPERIMENT_UPDATED, protocol.experiment(e))
+            ls.notify(protocol.EXPERIMENT_UPDATED, ls.record(e))
             status_changed = status_changed or seen is None or seen[1] != e.status
             history = ls.script.take(e) or history
             ls.progress.follow(e, own=e.owner_pid == me)
+            ls.progress.phase(e)
             if e.status in FINISHED:
                 crashed = crashed or e.status == Status.CRASHED
                 ls.diagnostics.finished(e)
@@ -189,7 +191,7 @@ class Sync:
     async def _send_state(self) -> dict[str, Any] | None:
         ls = self.ls
         try:
-            st = await asyncio.to_thread(_engine_state, ls.engine)
+            st, head = await asyncio.to_thread(_engine_state, ls.engine, self.head)
         except Exception as exc:
             log.warning("state failed: %s", exc)
             return self.state
@@ -197,16 +199,26 @@ class Sync:
             if self._state_dirty:
                 self.loop.call_soon(self.changed)
         state = protocol.state(st, ls.config_error)
-        if state != self.state:
+        old = self.state
+        if state != old:
             self.state = state
             ls.notify(protocol.STATE, state)
+            if (old or {}).get("questions") != state.get("questions"):
+                ls.diagnostics.schedule()  # proposals say which question they test
         title = render.lens_title(state)
         advice = render.lens_advice(state)
-        if title != self.lens_title or advice != self._lens_advice:
-            self.lens_title, self._lens_advice = title, advice
+        buttons = render.buttons(old), render.buttons(state)
+        if (title != self.lens_title or advice != self._lens_advice or head != self.head
+                or buttons[0] != buttons[1]):
+            self.lens_title, self._lens_advice, self.head = title, advice, head
             if ls.supports("workspace", "code_lens", "refresh_support"):
                 ls.workspace_code_lens_refresh(None)
         return state
+
+    def questions(self) -> dict[int, str]:
+        """The research questions' texts by id, as the last state had them."""
+        return {q["id"]: q["text"] for q in (self.state or {}).get("questions") or ()
+                if isinstance(q, dict) and isinstance(q.get("id"), int)}
 
     async def current(self) -> dict[str, Any] | None:
         """The latest state (computing the first one if none was sent yet)."""
@@ -231,11 +243,15 @@ def _changed_since(engine: Engine, rev: int) -> list[Experiment]:
     return engine.changed_since(rev) if engine.max_rev() > rev else []
 
 
-def _engine_state(engine: Engine):
+def _engine_state(engine: Engine, head: tuple[str, str] | None):
+    """The state, and the research head's (sha, script): read again only when the sha moved."""
     st = engine.state()
+    sha = engine.head()
+    if head is None or head[0] != sha:
+        head = (sha, engine.ratchet.read_script(sha))
     if TRIM:
         _malloc_trim()
-    return st
+    return st, head
 
 
 def _malloc_trim() -> None:
