@@ -8,14 +8,17 @@ import { registerAdminCommands } from './commands/admin';
 import { registerExperimentCommands } from './commands/experiments';
 import { type CommandContext, TRUST_MESSAGE } from './commands/forward';
 import { registerLoopCommands } from './commands/loop';
+import { finishedMessage } from './commands/prompts';
+import { registerResearchCommands } from './commands/research';
 import { ConfigWatcher } from './configWatcher';
 import { ACTIVE_STATUSES, type CurveData, type ExperimentWire, recordsToCurve } from './contract';
 import { ProposalDocuments } from './diffView';
+import type { AnomalyRecord } from './protocol.gen';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
 import { type Verdict, statusCommand, statusView, verdictNotice } from './status';
-import { EXP_SCHEME, ExperimentStore, describe, parseExpId } from './store';
+import { EXP_SCHEME, ExperimentStore, parseExpId } from './store';
 
 let controller: ServerController | undefined;
 
@@ -101,9 +104,19 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
       if (watched.has(e.id) && e.status !== 'proposed' && !ACTIVE_STATUSES.has(e.status)) {
         watched.delete(e.id);
         if (!said) {
-          void vscode.window.showInformationMessage(`Sigmaloop: experiment ${describe(full)}${full.verdict ? ` — ${full.verdict}` : ''}`);
+          // said once: "#7 crashed: RuntimeError: boom (train.py:33)", "#12 0.012 bpb better, 3.1σ; kept"
+          const hasLog = typeof full.logPath === 'string' && full.logPath !== '';
+          const buttons = [...(hasLog ? ['Open Log'] : []), 'Show Diff'];
+          const failed = full.status === 'crashed' || full.status === 'timeout';
+          const shown = failed ? vscode.window.showErrorMessage(finishedMessage(full), ...buttons) : vscode.window.showInformationMessage(finishedMessage(full), ...buttons);
+          void shown.then((pick) => {
+            if (pick) {
+              void vscode.commands.executeCommand(pick === 'Open Log' ? 'sigmaloop.openLog' : 'sigmaloop.showExperiment', e.id);
+            }
+          });
         }
       }
+      void docs.retitle(e.id, full.status);
     },
     onProgress: (p) => {
       store.applyProgress(p);
@@ -134,7 +147,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     store,
     log,
     fetchCurves: async (ids) => {
-      const res = await server.request<{ experiments: (ExperimentWire & { curve?: unknown[] })[] }>('sigmaloop/experiments', {
+      const res = await server.request<{ experiments: (ExperimentWire & { curve?: unknown[]; anomalies?: AnomalyRecord[] | null })[] }>('sigmaloop/experiments', {
         ids,
         curves: true,
         maxPoints: 2000,
@@ -142,7 +155,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
       const out = new Map<number, CurveData>();
       for (const e of res?.experiments ?? []) {
         if (Array.isArray(e.curve)) {
-          out.set(e.id, recordsToCurve(e.id, e.curve as never));
+          out.set(e.id, recordsToCurve(e.id, e.curve as never, e.anomalies));
         }
       }
       return out;
@@ -186,6 +199,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     ...registerLoopCommands(commands),
     ...registerExperimentCommands(commands),
     ...registerAdminCommands(commands),
+    ...registerResearchCommands(commands),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (needsRestart((s) => e.affectsConfiguration(s))) {
         void server.requestRestart({ kind: 'setting', key: 'sigmaloop.pythonPath' });

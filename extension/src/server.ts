@@ -188,7 +188,7 @@ export class ServerController implements vscode.Disposable {
       outputChannel: this.log,
       initializationOptions: initializationOptions(settings, vscode.workspace.isTrusted),
       synchronize: { configurationSection: 'sigmaloop' },
-      markdown: { isTrusted: { enabledCommands: ['sigmaloop.showExperiment'] }, supportHtml: false },
+      markdown: { isTrusted: { enabledCommands: ['sigmaloop.showExperiment', 'sigmaloop.openLog'] }, supportHtml: false },
       errorHandler: this.errorHandler(),
     };
     const client = new LanguageClient('sigmaloop', 'Sigmaloop', serverOptions, clientOptions);

@@ -25,7 +25,7 @@ export function statusCommand(server: ServerState): string {
 }
 
 /**
- * "idle · val_bpb 0.9979 ± 0.0012 · best #7", "running #12 at 43%",
+ * "idle · val_bpb 0.9979 ± 0.0012 · best #7", "running #12 at 43%", "evaluating #12",
  * "loop 7 of 20 · running #12 at 43% (+1)", "2 queued", "config error".
  */
 export function statusView(server: ServerState, store: ExperimentStore): StatusView {
@@ -57,8 +57,7 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
   const running = store.runningIds();
   if (running.length) {
     const first = running[0];
-    const pct = Math.round(100 * Math.min(1, Math.max(0, store.progress.get(first) ?? 0)));
-    activity.push(`running #${first} at ${pct}%${running.length > 1 ? ` (+${running.length - 1})` : ''}`);
+    activity.push(`${trialActivity(first, store.progress.get(first), store.experiments.get(first)?.phase)}${running.length > 1 ? ` (+${running.length - 1})` : ''}`);
   } else {
     const queued = store.busy().queued.length;
     if (queued) {
@@ -85,6 +84,21 @@ export function statusView(server: ServerState, store: ExperimentStore): StatusV
   }
   tooltip.push('Click to show the loss panel');
   return { text, tooltip: tooltip.join('\n') };
+}
+
+/** Progress from which a trial has spent its budget (the fixed evaluator scores it then). */
+export const TRAINED_FRAC = 0.999;
+
+/** A running trial in a few words: "running #12 at 43%", then "evaluating #12" once its budget is spent, "judging #12" after. */
+export function trialActivity(id: number, frac: number | undefined, phase: unknown): string {
+  if (phase === 'judging') {
+    return `judging #${id}`;
+  }
+  const f = Math.min(1, Math.max(0, frac ?? 0));
+  if (f >= TRAINED_FRAC) {
+    return `evaluating #${id}`;
+  }
+  return `running #${id} at ${Math.round(100 * f)}%`;
 }
 
 /**

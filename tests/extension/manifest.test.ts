@@ -32,6 +32,10 @@ test('every fixed command is contributed with its title, in category "Sigmaloop"
     'sigmaloop.adopt': 'Adopt…',
     'sigmaloop.acceptResult': 'Accept Implausible Result…',
     'sigmaloop.rejectResult': 'Reject Implausible Result…',
+    'sigmaloop.runEdit': 'Run My Edit',
+    'sigmaloop.ask': 'Ask a Research Question',
+    'sigmaloop.closeQuestion': 'Close a Research Question…',
+    'sigmaloop.openLog': 'Open Trial Log…',
   };
   for (const [id, title] of Object.entries(titles)) {
     assert.equal(commands.get(id)?.title, title, id);

@@ -4,6 +4,7 @@
 import * as vscode from 'vscode';
 import type { AdoptResult, ExperimentWire, ShowExperimentResult } from '../contract';
 import { type CommandContext, forward, idOrActive, pickExperiment } from './forward';
+import { rejectPrompt } from './prompts';
 
 export function registerExperimentCommands(c: CommandContext): vscode.Disposable[] {
   const { store } = c;
@@ -57,7 +58,7 @@ export function registerExperimentCommands(c: CommandContext): vscode.Disposable
       if (reason === undefined) {
         reason = await vscode.window.showInputBox({
           title: `Reject experiment #${id}`,
-          prompt: 'Why? (optional; the proposer reads it)',
+          prompt: rejectPrompt(store.experiments.get(id)?.source ?? ''),
           placeHolder: 'reason (optional)',
         });
         if (reason === undefined) {

@@ -15,10 +15,22 @@ export const CLIENT_OWNED_COMMANDS = new Set([
   'sigmaloop.adopt',
   // the server's code lens title: opens the loss panel
   'sigmaloop.summary',
+  // the researcher's own edit (asks for its hypothesis, prediction and question first)
+  'sigmaloop.runEdit',
+  // research questions (asked with their decision; closed with what was learned)
+  'sigmaloop.ask',
+  'sigmaloop.closeQuestion',
 ]);
 
 /** Commands that exist only in the client. */
-export const CLIENT_ONLY_COMMANDS = new Set(['sigmaloop.showPanel', 'sigmaloop.setApiKey', 'sigmaloop.restartServer', 'sigmaloop.installServer']);
+export const CLIENT_ONLY_COMMANDS = new Set([
+  'sigmaloop.showPanel',
+  'sigmaloop.setApiKey',
+  'sigmaloop.restartServer',
+  'sigmaloop.installServer',
+  // a trial's log in an editor tab (palette, hover link, code action, panel)
+  'sigmaloop.openLog',
+]);
 
 /** Commands that start trials or agents: refused in an untrusted workspace. */
 export const NEEDS_TRUST = new Set([
@@ -27,6 +39,7 @@ export const NEEDS_TRUST = new Set([
   'sigmaloop.accept',
   'sigmaloop.startLoop',
   'sigmaloop.adopt',
+  'sigmaloop.runEdit',
   // runs pip in the chosen interpreter
   'sigmaloop.installServer',
 ]);
