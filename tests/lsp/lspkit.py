@@ -66,6 +66,11 @@ def make_ws(tmp_path: Path, kind: str) -> Path:
     if kind == "foreign_llm":  # a cloned project whose committed config points the LLM elsewhere
         return make_workspace(ws, config=CONFIG + '[proposer]\nkind = "llm"\n\n[llm]\n'
                               'base_url = "https://llm.invalid/v1"\ntimeout = 2\nmax_retries = 0\n')
+    if kind == "spiky":  # a loss curve with a spike at step 8 of 20 (an anomaly to find)
+        train = FAKE_TRAIN.replace("steps = 5", "steps = 20").replace(
+            '"loss": 3.0 - 0.2 * step + BIAS', '"loss": (9.0 if step == 8 else 3.0 - 0.05 * step) + BIAS')
+        assert train != FAKE_TRAIN
+        return make_workspace(ws, train=train)
     if kind == "nogit":
         ws.mkdir()
         (ws / "train.py").write_text(FAKE_TRAIN)

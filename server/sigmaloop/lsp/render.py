@@ -785,8 +785,11 @@ def baseline_done(runs: Sequence[Experiment], state: Any, metric: str) -> str:
     for e in crashed[:2]:
         where = f" ({e.crash.file}:{e.crash.line})" if e.crash else ""
         parts.append(f"#{e.id} {e.status.value}: {_short(e.crash.message if e.crash else e.detail or e.verdict, 90)}{where}")
-    warned = [(e.id, w) for e in runs for w in (e.warnings or {}).values()]
-    parts += [f"⚠ #{i}: {w}" for i, w in warned[:2]]
+    warned: dict[str, list[int]] = {}  # the same warning on every seed is said once
+    for e in runs:
+        for w in (e.warnings or {}).values():
+            warned.setdefault(w, []).append(e.id)
+    parts += [f"⚠ {', '.join(f'#{i}' for i in ids)}: {w}" for w, ids in list(warned.items())[:2]]
     word = "Baseline stopped" if stopped else "Baseline failed" if ref is None else "Baseline done"
     return f"{word}: " + "; ".join(parts) if parts else f"{word}."
 
