@@ -88,7 +88,7 @@ def test_nan_edit_fails_fast_with_the_scripts_message(engine):
     engine.run_baseline()
     exp = engine.run(user_edit(engine, "MAKE_NAN = False", "MAKE_NAN = True").id)
     assert exp.status == Status.CRASHED
-    assert "FAIL: loss is NaN" in exp.verdict
+    assert exp.verdict == "crashed: loss is NaN at step 3", exp.verdict
 
 
 def test_hanging_trial_is_killed_at_the_limit(workspace):

@@ -91,12 +91,12 @@ def test_engine_operations_say_why_they_cannot(workspace):
 
 def test_describe_is_made_from_fields_only():
     e = Experiment(id=7, status=Status.RUNNING, source="tune", phase=Phase.CONFIRMING, delta=-0.02, z=3.1)
-    assert describe(e) == "-0.0200 val_bpb, 3.1σ: confirming on another seed"
+    assert describe(e) == "0.0200 val_bpb better, 3.1σ: confirming on another seed"
     e = Experiment(id=7, status=Status.KEPT, source="tune", reason=Reason.IMPROVED, delta=-0.02, z=3.4,
                    numbers={"runs": 2})
-    assert describe(e, "loss") == "-0.0200 loss, 3.4σ over 2 seeds, kept"
+    assert describe(e, "loss") == "0.0200 loss better, 3.4σ over 2 seeds, kept"
     e = Experiment(id=8, status=Status.DISCARDED, source="tune", reason=Reason.STALE, delta=-0.02, z=3.4,
                    detail="the branch moved on")
-    assert describe(e) == "-0.0200 val_bpb, 3.4σ, beyond noise but not kept: the branch moved on"
+    assert describe(e) == "0.0200 val_bpb better, 3.4σ, beyond noise but not kept: the branch moved on"
     e = Experiment(id=9, status=Status.CRASHED, source="tune", reason=Reason.CRASHED, detail="FAIL: loss is NaN")
-    assert describe(e) == "crashed: FAIL: loss is NaN"
+    assert describe(e) == "crashed: loss is NaN"  # the trainer's FAIL marker is for the runner
