@@ -125,7 +125,7 @@ def changed_names(diff: str) -> set[str]:
     return {m.group(1) for line in diff.splitlines() if (m := _ASSIGNED.match(line))}
 
 
-def _mentions(text: str, name: str) -> bool:
+def mentions(text: str, name: str) -> bool:
     """Whether a question's text names ``name``: as written (``WARMUP_RATIO``), or in words
     (``warmup ratio``), case-insensitively, as whole words."""
     lowered = text.lower()
@@ -139,7 +139,7 @@ def match(open_questions: Iterable[Question], names: Iterable[str]) -> int | Non
     """The one open question whose text names a changed constant; None when none or several do
     (a proposal is never credited to a question by a guess)."""
     names = list(names)
-    hits = [q.id for q in open_questions if any(_mentions(q.text + " " + q.decision, n) for n in names)]
+    hits = [q.id for q in open_questions if any(mentions(q.text + " " + q.decision, n) for n in names)]
     return hits[0] if len(hits) == 1 else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import re
 import statistics
@@ -135,6 +136,29 @@ def test_proposes_valid_single_constant_changes(tmp_path):
             assert line.endswith(original_line[original_line.index("#") :])
     assert len(seen) >= 4  # spreads over the constants
     assert {c.name for c in find_constants(TRAIN)} - TUNABLE >= {"SEED", "TIME_BUDGET", "LOG_EVERY"}
+
+
+def test_steered_to_the_constants_an_open_question_names(tmp_path):
+    from sigmaloop.models import Question
+
+    tuner = TuneProposer(tmp_path, seed=5, two_change_prob=0.0, question_prob=0.75)
+    qs = [Question(1, "Does the matrix lr matter?"), Question(2, "Is depth 6 better?",
+          decision="switch to DEPTH 6"), Question(3, "Should we use a cosine schedule?")]
+    ps = [tuner.propose(dataclasses.replace(ctx_for(TRAIN), questions=qs)) for _ in range(40)]
+    by_q = {}
+    for p in ps:
+        (name,) = p.params["changes"]
+        by_q.setdefault(p.question, []).append(name)
+    assert set(by_q.get(1, [])) == {"MATRIX_LR"} and set(by_q.get(2, [])) == {"DEPTH"}
+    assert 3 not in by_q  # names nothing the tuner can change
+    steered = len(by_q[1]) + len(by_q[2])
+    assert 20 <= steered <= 38  # ~75% of 40; the rest explores everything
+    assert len(set(by_q[None])) >= 3
+    # without questions the tuner draws exactly as before (the same seed, the same edits)
+    plain = [TuneProposer(tmp_path / "a", seed=9).propose(ctx_for(TRAIN)).params["changes"] for _ in range(1)]
+    again = [TuneProposer(tmp_path / "b", seed=9).propose(
+        dataclasses.replace(ctx_for(TRAIN), questions=[qs[2]])).params["changes"] for _ in range(1)]
+    assert plain == again
 
 
 def test_two_changes_sometimes(tmp_path):

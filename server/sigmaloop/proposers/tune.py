@@ -60,8 +60,9 @@ from sigmaloop.edits import (
     set_constants,
     validate_source,
 )
-from sigmaloop.models import MEASURED, Experiment, Proposal, Status
+from sigmaloop.models import MEASURED, Experiment, Proposal, Question, Status
 from sigmaloop.proposers.base import ProposalContext, ProposalError
+from sigmaloop.questions import mentions
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class TuneProposer:
         n_startup_trials: int = 5,
         two_change_prob: float = 0.15,
         max_reasks: int = 3,
+        question_prob: float = 0.75,
     ):
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.exclude = list(exclude)
@@ -179,6 +181,7 @@ class TuneProposer:
         self.n_startup_trials = n_startup_trials
         self.two_change_prob = two_change_prob
         self.max_reasks = max_reasks
+        self.question_prob = question_prob  # how often an open question's constants are tuned
         self._asked: set[int] = set()  # trials this instance asked (never "orphans")
         self._reconciled = False
         self.study = self._open(direction, metric)
@@ -379,6 +382,21 @@ class TuneProposer:
             pool.remove(choice)
         return picked
 
+    def _steered(self, rng: random.Random, constants: list[Constant],
+                 questions: Sequence[Question]) -> tuple[list[Constant], int | None]:
+        """The constants to pick from, and the question they test: with probability
+        ``question_prob`` the ones an open question names (one such question, drawn), else all
+        of them (the tuner still explores; the engine credits such an edit by name if it can)."""
+        named: dict[int, list[Constant]] = {}
+        for q in questions:
+            hits = [c for c in constants if mentions(f"{q.text} {q.decision}", c.name)]
+            if hits:
+                named[q.id] = hits
+        if not named or rng.random() >= self.question_prob:
+            return constants, None
+        qid = sorted(named)[rng.randrange(len(named))]
+        return named[qid], qid
+
     def _nudge(self, rng: random.Random, c: Constant, dist: BaseDistribution) -> Any:
         """A value in range that differs from the current one (after rounding)."""
         if isinstance(dist, CategoricalDistribution):
@@ -425,7 +443,8 @@ class TuneProposer:
         space = self._register(constants)
         n_trials = len(self.study.get_trials(deepcopy=False))
         rng = random.Random(f"{self.seed}:{n_trials}")
-        picked = self._pick(rng, constants)
+        pool, question = self._steered(rng, constants, ctx.questions)
+        picked = self._pick(rng, pool)
         dists = {c.name: json_to_distribution(space[c.name]["distribution"]) for c in picked}
 
         trial = None
@@ -489,6 +508,7 @@ class TuneProposer:
         json_changes = {name: [old, new] for name, (old, new) in changes.items()}
         trial.set_user_attr("changes", json_changes)
         return Proposal(
+            question=question,
             new_source=new_source,
             hypothesis=hypothesis,
             source="tune",
