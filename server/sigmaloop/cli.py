@@ -18,16 +18,19 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, project
 from . import config as config_mod
 from .events import Event, ExperimentUpdated, LoopState, Notice, TrialProgress
-from .lifecycle import Phase
+from .lifecycle import Phase, delta_words, explain, short
 from .models import Experiment, Status
 
 console = Console(highlight=False)
@@ -144,21 +147,85 @@ def fmt(value: float | None, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def experiments_table(exps: list[Experiment], metric: str) -> Table:
-    table = Table(title=None, show_lines=False, header_style="bold")
-    for col, kw in (("#", {"justify": "right"}), ("status", {}), ("source", {}), ("seed", {"justify": "right"}),
-                    (metric, {"justify": "right"}), ("Δ", {"justify": "right"}), ("z", {"justify": "right"}),
-                    ("hypothesis / verdict", {"overflow": "fold"})):
-        table.add_column(col, **kw)
-    for e in exps:
-        style = STATUS_STYLE.get(e.status.value, "")
-        what = e.hypothesis or ""
-        if e.verdict and not e.is_baseline:
-            what = f"{what}\n[dim]{e.verdict}[/]" if what else e.verdict
-        status = f"[{style}]{e.status.value}[/]" + ("\n[red]unsandboxed[/]" if e.sandboxed is False else "")
-        table.add_row(str(e.id), status, e.source, fmt(e.seed, "d") if e.seed is not None else "–",
-                      fmt(e.metric, ".6f"), fmt(e.delta, "+.4f"), fmt(e.z, ".1f"), what)
-    return table
+def _cut(text: str, width: int) -> Text:
+    """``text`` on one line, at most ``width`` cells, cut with "…"."""
+    t = Text(" ".join((text or "").split()))
+    if width <= 0:
+        return Text("")
+    if cell_len(t.plain) > width:
+        t.truncate(width, overflow="ellipsis")
+    return t
+
+
+class _Col:
+    def __init__(self, name: str, cells: list[str], right: bool = False, styles: list[str] | None = None):
+        self.name, self.cells, self.right = name, cells, right
+        self.styles = styles or [""] * len(cells)
+        self.width = max([cell_len(c) for c in cells] + [cell_len(name)])
+
+    def cell(self, text: str, style: str = "") -> Text:
+        pad = " " * (self.width - cell_len(text))
+        return Text.assemble(pad, (text, style)) if self.right else Text.assemble((text, style), pad)
+
+
+def log_lines(exps: list[Experiment], metric: str, lower_is_better: bool, width: int) -> list[Text]:
+    """The experiments, one line each, at most ``width`` cells: id, status, the metric, Δ in
+    words ("0.0120 better"), a short verdict, the question it tests (when any does), the
+    hypothesis cut to what is left; wider terminals add z, source and seed. ``show ID`` has the rest."""
+    ids = _Col("#", [str(e.id) for e in exps], right=True)
+    status = _Col("status", [e.status.value + ("*" if e.sandboxed is False else "") for e in exps],
+                  styles=[STATUS_STYLE.get(e.status.value, "") for e in exps])
+    metric_name = metric if len(metric) <= 12 else metric[:11] + "…"
+    value = _Col(metric_name, [fmt(e.metric) for e in exps], right=True)
+    delta = _Col("Δ vs ref", [delta_words(e.delta, lower_is_better) or ("" if e.is_baseline else "–")
+                              for e in exps])
+    why = _Col("verdict", [short(e) for e in exps], styles=["dim"] * len(exps))
+    cols = [ids, status, value, delta, why]
+    if any(e.question is not None for e in exps):
+        cols.append(_Col("q", ["" if e.question is None else f"q{e.question}" for e in exps]))
+    gap = 1 if width < 100 else 2
+    extras = [_Col("z", ["" if e.z is None or e.is_baseline else f"{abs(e.z):.1f}σ" for e in exps], right=True),
+              _Col("source", [e.source for e in exps]),
+              _Col("seed", ["" if e.seed is None else str(e.seed) for e in exps], right=True)]
+
+    def fixed(cs: list[_Col]) -> int:
+        return sum(c.width + gap for c in cs)
+
+    for extra in extras:  # while the hypothesis keeps 40 cells
+        if width - fixed([*cols, extra]) >= 40:
+            cols.insert(len(cols) if extra.name != "z" else 4, extra)
+    room = width - fixed(cols)
+    head = Text(" " * gap).join([c.cell(c.name) for c in cols])
+    if room > 0:
+        head.append(" " * gap + "hypothesis"[:room])
+    head.stylize("bold")
+    out = [head]
+    for i, e in enumerate(exps):
+        line = Text(" " * gap).join([c.cell(c.cells[i], c.styles[i]) for c in cols])
+        if room > 0:
+            line.append(" " * gap)
+            line.append_text(_cut(e.hypothesis, room))
+        out.append(line)
+    for line in out:  # never more than the width, whatever the cells held
+        if cell_len(line.plain) > width:
+            line.truncate(width, overflow="ellipsis")
+    return out
+
+
+def print_log(exps: list[Experiment], metric: str, lower_is_better: bool) -> None:
+    for line in log_lines(exps, metric, lower_is_better, console.width):
+        console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+    if any(e.sandboxed is False for e in exps):
+        console.print("[red]*[/] ran unsandboxed, with your full authority")
+
+
+def print_learned(engine, exps: list[Experiment] | None = None, title: str = "what it learned") -> None:
+    """The end of a loop, the demo, `sigmaloop report`: learned.learned's sentences."""
+    from .learned import learned
+
+    console.rule(f"[bold]{title}")
+    for line in learned(engine.experiments() if exps is None else exps, engine.state()):
+        console.print(Padding(Text(line), (0, 0, 0, 2), expand=False))
 
 
 class LiveReporter:
@@ -168,8 +235,8 @@ class LiveReporter:
         self.engine = engine
         self.quiet = quiet
         self.progress = Progress(
-            TextColumn("[bold]#{task.fields[exp]}[/] {task.description}"), BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("[bold]#{task.fields[exp]}[/] {task.description}"), BarColumn(bar_width=20),
+            TextColumn("{task.fields[what]}"), TextColumn("loss {task.fields[loss]}"),
             TimeElapsedColumn(), console=console, transient=True,
         )
         self.tasks: dict[int, int] = {}
@@ -190,7 +257,10 @@ class LiveReporter:
             if isinstance(event, TrialProgress) and event.exp_id in self.tasks and event.records:
                 last = event.records[-1]
                 loss = f"{last.loss:.3f}" if last.loss is not None else "–"
-                self.progress.update(self.tasks[event.exp_id], completed=min(1.0, last.frac) * 100, loss=loss)
+                frac = min(1.0, last.frac)
+                # the budget is spent: what remains is the evaluation, not more training
+                what = "evaluating…" if frac >= 1.0 else f"{100 * frac:3.0f}%"
+                self.progress.update(self.tasks[event.exp_id], completed=frac * 100, loss=loss, what=what)
             elif isinstance(event, ExperimentUpdated):
                 self._on_experiment(event.experiment)
             elif isinstance(event, LoopState) and event.running and event.iteration and not self.quiet:
@@ -201,49 +271,81 @@ class LiveReporter:
 
     def _on_experiment(self, e: Experiment) -> None:
         if e.status == Status.RUNNING and e.id not in self.tasks and e.phase == Phase.TRAINING:
-            label = e.hypothesis or e.source
-            self.tasks[e.id] = self.progress.add_task(label[:60], total=100, exp=e.id, loss="–")
+            label = " ".join((e.hypothesis or e.source).split())
+            label = label if len(label) <= 28 else label[:27] + "…"
+            self.tasks[e.id] = self.progress.add_task(escape(label), total=100, exp=e.id, loss="–", what="  0%")
             return
         if e.phase == Phase.CONFIRMING and (e.id, "confirm") not in self.announced:
             self.announced.add((e.id, "confirm"))
-            console.print(f"  #{e.id} {e.verdict}")
+            print_rows([(f"#{e.id}", e.verdict)], indent=2)
         if e.id in self.tasks and e.status != Status.RUNNING:
             self.progress.remove_task(self.tasks.pop(e.id))
-        if e.status in (Status.PROPOSED, Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED,
-                        Status.TIMEOUT, Status.INTERRUPTED) and (e.id, e.status.value) not in self.announced:
+        if e.status in _ANNOUNCED and (e.id, e.status.value) not in self.announced:
             self.announced.add((e.id, e.status.value))
             style = STATUS_STYLE.get(e.status.value, "")
             text = e.verdict if e.status != Status.PROPOSED else e.hypothesis
             if e.status == Status.CRASHED and e.crash:
-                text += f" (at {e.crash.file}:{e.crash.line})"
-            console.print(f"  [{style}]#{e.id} {e.status.value}[/] {text}")
+                text += f" (at {e.crash.file}:{e.crash.line}; sigmaloop show {e.id} for the log)"
+            rows: list[tuple[str, str | Text]] = [(f"#{e.id}", Text.assemble((e.status.value, style), " ", text))]
+            if e.confirms is None:  # a confirmation's warnings are its candidate's, said once
+                rows += [("warning", sentence) for sentence in (e.warnings or {}).values()]
+            print_rows(rows, indent=2)
+
+
+_ANNOUNCED = frozenset({Status.PROPOSED, Status.REJECTED, Status.KEPT, Status.DISCARDED, Status.CRASHED,
+                        Status.TIMEOUT, Status.INTERRUPTED, Status.PRUNED, Status.OVER_BUDGET, Status.TAMPERED})
+
+
+def print_rows(rows: list[tuple[str, str | Text]], indent: int = 0) -> None:
+    """label  value rows; a long value wraps under itself, not under the labels. Values that
+    are plain strings are printed as text (no markup); empty ones are left out."""
+    grid = Table.grid(padding=(0, 2))
+    if indent:
+        grid.add_column(width=indent - 2 if indent > 2 else None, no_wrap=True)
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        if isinstance(value, str) and value in ("", "–", "None"):
+            continue
+        style = "yellow" if label.startswith("warning") or label == "noise" else ""
+        cell = Text(value, style=style) if isinstance(value, str) else value
+        grid.add_row(*([""] if indent else []), Text(label, style="bold " + style), cell)
+    console.print(grid)
 
 
 def print_status(engine) -> None:
     head = engine.head()
     s = engine.state()
     better = "lower" if s.direction == "minimize" else "higher"
-    console.print(f"[bold]workspace[/] {engine.workspace}")
-    console.print(f"[bold]branch[/]    {engine.branch} @ {head[:8]}")
+    rows: list[tuple[str, str | Text]] = [("workspace", str(engine.workspace)),
+                                          ("branch", f"{engine.branch} @ {head[:8]}")]
     ref = s.reference
     if ref is None:
-        console.print(f"[bold]reference[/] {s.metric} – ({better} is better; run `sigmaloop baseline`)")
+        rows.append(("reference", f"{s.metric}: none yet ({better} is better; run `sigmaloop baseline`)"))
     else:
-        sigma = "" if ref.sigma is None else f" ± {ref.sigma:.4f} (σ from {ref.sigma_dof} repeat dof)"
-        seeds = ", ".join(str(x) for x in ref.seeds)
-        console.print(f"[bold]reference[/] {s.metric} {ref.value:.6f}{sigma}, seeds {seeds} ({better} is better)")
+        sigma = "" if ref.sigma is None else f" ± {ref.sigma:.4f}"
+        n = len(ref.seeds)
+        seeds = f"{n} seed{'s' if n != 1 else ''}"
+        rows.append(("reference", f"{s.metric} {ref.value:.6f}{sigma} over {seeds} ({better} is better)"))
+        if s.best is not None:
+            # the best is the head's code, measured as the mean over its seeds, never one lucky seed
+            what = "the baseline" if s.best.hypothesis.startswith("baseline") else s.best.hypothesis
+            rows.append(("best", f"{ref.value:.6f}, the head's mean over {seeds}: #{s.best.id} {what}"))
         if ref.keep_threshold is not None:
-            console.print(f"[bold]keepable[/]  an edit must be ≥ {ref.keep_threshold:.4f} {better} "
-                          f"({100 * ref.keep_threshold / abs(ref.value or 1):.2f}%) to be kept")
-        if ref.advice:
-            console.print(f"[yellow]noise:[/] {escape(ref.advice)}")
-    if s.best is not None:
-        console.print(f"[bold]best[/]      #{s.best.id} {s.metric} {s.best.metric:.6f}  {escape(s.best.hypothesis)}")
-    console.print(f"[bold]kept[/]      {s.kept} of {s.run} candidates run")
+            rows.append(("keep bar", f"an edit must be ≥ {ref.keep_threshold:.4f} {s.metric} {better} "
+                                     f"({100 * ref.keep_threshold / abs(ref.value or 1):.2f}%) to be kept"))
+        else:
+            rows.append(("keep bar", "none yet: σ needs two seeds of the head (sigmaloop baseline)"))
+        rows.append(("noise", ref.advice or ""))
+    rows.append(("kept", f"{s.kept} of {s.run} edits run"))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-    console.print(f"[bold]journal[/]   {counts or 'empty'}")
+    rows.append(("journal", counts or "empty"))
+    if s.questions:
+        n_open = sum(1 for q in s.questions if q.status == "open")
+        rows.append(("questions", f"{n_open} open of {len(s.questions)} (sigmaloop questions)"))
     if s.running:
-        console.print(f"[bold]running[/]   {', '.join('#' + str(i) for i in s.running)}")
+        rows.append(("running", ", ".join("#" + str(i) for i in s.running)))
+    print_rows(rows)
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -338,7 +440,8 @@ def cmd_baseline(args) -> int:
     def go(engine) -> int:
         with LiveReporter(engine):
             exps = engine.run_baseline(budget=args.budget)
-        console.print(experiments_table(exps, engine.config.experiment.metric))
+        print_log(exps, engine.config.experiment.metric, engine.config.lower_is_better)
+        console.rule("[bold]baseline done")
         print_status(engine)
         return 0 if all(e.status == Status.KEPT for e in exps) else 1
 
@@ -347,10 +450,13 @@ def cmd_baseline(args) -> int:
 
 def cmd_loop(args) -> int:
     def go(engine) -> int:
+        before = engine.max_rev()
         with LiveReporter(engine):
-            exps = engine.loop(args.iterations, budget=args.budget, proposer=args.proposer)
-        console.print(experiments_table(exps, engine.config.experiment.metric))
-        print_status(engine)
+            engine.loop(args.iterations, budget=args.budget, proposer=args.proposer)
+        # this loop's rows: what it proposed and ran (confirmations and re-queued rows too)
+        exps = [e for e in engine.experiments() if e.rev > before]
+        print_log(exps, engine.config.experiment.metric, engine.config.lower_is_better)
+        print_learned(engine, exps, "the loop " + ("stopped" if engine.stopping else "is done") + ": what it learned")
         return 130 if engine.stopping else 0
 
     return _with_engine(args, go)
@@ -367,7 +473,7 @@ def cmd_log(args) -> int:
             for e in exps:
                 print(json.dumps(as_json(e)))
         else:
-            console.print(experiments_table(exps, engine.config.experiment.metric))
+            print_log(exps, engine.config.experiment.metric, engine.config.lower_is_better)
     return 0
 
 
@@ -382,30 +488,34 @@ def _scored_by(e) -> str:
 def cmd_show(args) -> int:
     with opened(args) as engine:
         e = engine.get(args.id)
-        metric = engine.config.experiment.metric
+        metric, lib = engine.config.experiment.metric, engine.config.lower_is_better
         console.rule(f"experiment #{e.id}  [{STATUS_STYLE.get(e.status.value, '')}]{e.status.value}[/]")
-        rows = [("source", e.source), ("hypothesis", e.hypothesis), ("predicted Δ", fmt(e.predicted_delta, "+.4f")),
+        question = ""
+        if e.question is not None:
+            try:
+                question = f"#{e.question} {engine.question(e.question).question.text}"
+            except _user_errors():  # a question row gone is no reason not to show the rest
+                question = f"#{e.question}"
+        rows = [("source", e.source), ("question", question), ("hypothesis", e.hypothesis),
+                ("predicted", delta_words(e.predicted_delta, lib, metric)),
                 ("rationale", e.rationale), ("seed", str(e.seed)), (metric, fmt(e.metric, ".6f")),
                 ("scored by", _scored_by(e)), ("printed", fmt(e.printed_metric, ".6f")),
                 ("ran on", " · ".join(p for p in (f"{e.budget:g}s" if e.budget else "", e.node, e.device, e.data)
-                                      if p)),
-                ("Δ vs reference", fmt(e.delta, "+.4f")), ("σ", fmt(e.sigma)), ("z", fmt(e.z, ".2f")),
-                ("verdict", e.verdict),
-                ("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),
-                ("parent", (e.parent_commit or "")[:10] + (f" (rebased from {e.rebased_from[:10]}: the edit was "
-                                                             "written against that commit)" if e.rebased_from else "")),
-                ("commit", (e.commit or "")[:10]),
-                ("rejection reason", e.rejection_reason or ""), ("log", e.log_path or "")]
+                                      if p))]
+        rows += explain(e, metric, lib)
+        rows += [("sandbox", {True: "yes", False: "NO: ran with your full authority", None: ""}[e.sandboxed]),
+                 ("parent", (e.parent_commit or "")[:10] + (f" (rebased from {e.rebased_from[:10]}: the edit was "
+                                                            "written against that commit)" if e.rebased_from else "")),
+                 ("commit", (e.commit or "")[:10]),
+                 ("rejection reason", e.rejection_reason or ""), ("log", e.log_path or "")]
         if e.crash:
             rows.append(("crash", f"{e.crash.file}:{e.crash.line}: {e.crash.message}"))
         if e.timings:
             names = {"limit": "kill limit"}
             rows.append(("timings", ", ".join(f"{names.get(k, k)} {v:.1f}s" for k, v in e.timings.items())))
-        for k, v in rows:
-            if v not in ("", "–", "None"):
-                console.print(f"[bold]{k:>16}[/]  {v}")
         if e.summary:
-            console.print("[bold]         summary[/]  " + "  ".join(f"{k}={v:g}" for k, v in e.summary.items()))
+            rows.append(("summary", "  ".join(f"{k}={v:g}" for k, v in e.summary.items())))
+        print_rows(rows)
         if e.diff:
             console.print(Syntax(e.diff, "diff", theme="ansi_dark", background_color="default"))
         if e.log_path and os.path.exists(e.log_path):
@@ -471,6 +581,125 @@ def cmd_calibration(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    with opened(args) as engine:
+        exps = engine.experiments()
+        if args.since:
+            exps = [e for e in exps if e.id >= args.since]
+        print_learned(engine, exps)
+    return 0
+
+
+# -- research questions -------------------------------------------------------------------------------
+def cmd_ask(args) -> int:
+    with opened(args) as engine:
+        q = engine.ask(args.text, args.decision or "")
+        console.print(f"question [bold]#{q.id}[/] (open): {escape(q.text)}")
+        if q.decision:
+            console.print(f"  decision: {escape(q.decision)}")
+        console.print(f"  proposals now say which question they test; `sigmaloop question {q.id}` shows its "
+                      f"experiments, `sigmaloop run-edit --question {q.id}` runs your edit for it")
+    return 0
+
+
+def cmd_questions(args) -> int:
+    with opened(args) as engine:
+        qs = engine.state().questions
+        if not args.all:
+            qs = [q for q in qs if q.status == "open"] or qs
+        if not qs:
+            console.print('no questions yet: sigmaloop ask "Does a longer warmup help at this budget?" '
+                          '--decision "what result would change your next step"')
+            return 0
+        width = console.width
+        for q in qs:
+            style = {"open": "cyan", "answered": "green", "dropped": "dim"}.get(q.status, "")
+            n = len(q.experiments)
+            head = Text.assemble((f"#{q.id} ", "bold"), (f"{q.status:<8} ", style), f"{n:>3} exp  ")
+            head.append_text(_cut(q.text, width - cell_len(head.plain)))
+            console.print(head, no_wrap=True, crop=True)
+            console.print(Text("    ").append_text(_cut(q.verdict, width - 4)).copy(), style="dim",
+                          no_wrap=True, crop=True)
+    return 0
+
+
+def cmd_question(args) -> int:
+    with opened(args) as engine:
+        if args.close is not None or args.drop is not None or args.reopen:
+            if args.reopen:
+                q = engine.close_question(args.id, "", "open")
+            elif args.drop is not None:
+                q = engine.close_question(args.id, args.drop, "dropped")
+            else:
+                q = engine.close_question(args.id, args.close, "answered")
+            console.print(f"question #{q.id} is {q.status.value}" + (f": {escape(q.answer)}" if q.answer else ""))
+            return 0
+        print_question(engine, args.id)
+    return 0
+
+
+def print_question(engine, qid: int) -> None:
+    """A question's page: its words, the decision it feeds, where it stands, its experiments
+    with their effects and 95% intervals, one line each."""
+    view = engine.question(qid)
+    q = view.question
+    metric = engine.config.experiment.metric
+    style = {"open": "cyan", "answered": "green", "dropped": "dim"}.get(q.status.value, "")
+    console.rule(f"question #{q.id}  [{style}]{q.status.value}[/]")
+    print_rows([("question", q.text), ("decision", q.decision), ("stands", view.verdict),
+                ("answer", q.answer if q.status.value != "open" else ""),
+                ("from", "program.md" if q.source == "program.md" else "")])
+    if not view.experiments:
+        console.print(f"[dim]no experiment tests it yet: the LLM proposer is steered to open questions; "
+                      f"`sigmaloop run-edit --question {q.id}` runs your own edit for it[/]")
+        return
+    effects = {f.exp_id: f for f in view.effects}
+    cells = []
+    for e in view.experiments:
+        f = effects.get(e.id)
+        if f is not None:
+            size = delta_words(-f.better, True) + f" ± {(f.high - f.low) / 2:.4f}"
+        else:
+            size = "–"
+        cells.append((e, size))
+    level = view.effects[0].level if view.effects else 0.95
+    console.print(f"[bold]experiments[/] (the effect in {metric}, ± its {100 * level:.0f}% interval)")
+    ids = _Col("#", [f"#{e.id}" for e, _ in cells], right=True)
+    status = _Col("status", [e.status.value for e, _ in cells], styles=[STATUS_STYLE.get(e.status.value, "")
+                                                                       for e, _ in cells])
+    size = _Col("effect", [c for _, c in cells])
+    why = _Col("verdict", [short(e) for e, _ in cells], styles=["dim"] * len(cells))
+    cols = [ids, status, size, why]
+    room = console.width - sum(c.width + 1 for c in cols) - 2
+    for i, (e, _) in enumerate(cells):
+        line = Text("  ").append_text(Text(" ").join([c.cell(c.cells[i], c.styles[i]) for c in cols]))
+        if room > 0:
+            line.append(" ")
+            line.append_text(_cut(e.hypothesis, room))
+        console.print(line, no_wrap=True, crop=True)
+
+
+def cmd_run_edit(args) -> int:
+    def go(engine) -> int:
+        path = Path(args.file) if args.file else engine.workspace / engine.script_name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"can't read {path}: {exc}") from None
+        status = engine.edit_status(text)
+        console.print(escape(status.summary))
+        exp = engine.run_edit(text, args.hypothesis or "", args.predicted_delta, args.question)
+        console.print(f"#{exp.id} queued (source user): {escape(exp.hypothesis)}")
+        with LiveReporter(engine, quiet=True):
+            exp = engine.run_if_queued(exp.id, args.budget)
+        metric, lib = engine.config.experiment.metric, engine.config.lower_is_better
+        print_rows(explain(exp, metric, lib))
+        console.print(f"[dim]sigmaloop show {exp.id} for the diff and the log[/]")
+        return 0 if exp.status in (Status.KEPT, Status.DISCARDED) else 1
+
+    return _with_engine(args, go)
+
+
 def cmd_demo(args) -> int:
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sigmaloop-demo-"))
     console.rule("[bold]sigmaloop demo")
@@ -486,12 +715,12 @@ def cmd_demo(args) -> int:
             engine.run_baseline(budget=args.budget)
             console.rule(f"{args.iterations} tuned proposals")
             engine.loop(args.iterations, budget=args.budget, proposer="tune")
-        console.print(experiments_table(engine.experiments(), engine.config.experiment.metric))
-        print_status(engine)
+        print_log(engine.experiments(), engine.config.experiment.metric, engine.config.lower_is_better)
         console.print(f"\n[bold]where everything is[/]\n  journal   {engine.state_dir / 'journal.db'}\n"
                       f"  logs      {engine.state_dir / 'logs'}\n  results   {engine.results_path()}\n"
                       f"  branch    {engine.branch} (every experiment at refs/sigmaloop/exp/<id>)\n"
-                      f"  try       sigmaloop --workspace {ws} show 3")
+                      f"  try       sigmaloop --workspace {ws} show 3", soft_wrap=True)
+        print_learned(engine, title="what the demo learned")
         return 130 if engine.stopping else 0
 
     args.workspace = ws
@@ -540,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--proposer", choices=["tune", "llm"], default=None, help="default: the config's")
     s.set_defaults(fn=cmd_loop)
 
-    s = sub.add_parser("log", help="the experiments as a table")
+    s = sub.add_parser("log", help="the experiments, one line each (`show ID` for the rest)")
     s.add_argument("--limit", type=int, default=0)
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(fn=cmd_log)
@@ -550,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tail", type=int, default=20, help="log lines to show")
     s.set_defaults(fn=cmd_show)
 
-    s = sub.add_parser("status", help="reference ± sigma, best so far, counts")
+    s = sub.add_parser("status", help="reference ± sigma, the best (the head's mean), the keep bar, counts")
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("export", help="every field of every experiment, as jsonl or csv")
@@ -573,6 +802,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--points", action="store_true", help="with --json: every (predicted, measured) pair")
     s.add_argument("--source", default=None, help='only sources starting with this, e.g. "llm"')
     s.set_defaults(fn=cmd_calibration)
+
+    s = sub.add_parser("report", help="what the experiments taught: kept, within noise, the bar, what next")
+    s.add_argument("--since", type=int, default=0, help="only experiments from this id on")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("ask", help="state a research question (and the result that would change your decision)")
+    s.add_argument("text", help='e.g. "Does a longer warmup help at a 60 s budget?"')
+    s.add_argument("--decision", "-d", default="",
+                   help='what result would change your next decision, e.g. "≥ 0.01 bpb better: I keep it"')
+    s.set_defaults(fn=cmd_ask)
+
+    s = sub.add_parser("questions", help="the research questions: status, experiments, where each stands")
+    s.add_argument("--all", action="store_true", help="answered and dropped ones too")
+    s.set_defaults(fn=cmd_questions)
+
+    s = sub.add_parser("question", help="one question's page: its experiments with effects and 95%% intervals")
+    s.add_argument("id", type=int)
+    s.add_argument("--close", metavar="ANSWER", default=None, help="close it as answered, with what you learned")
+    s.add_argument("--drop", metavar="WHY", default=None, help="close it without an answer")
+    s.add_argument("--reopen", action="store_true", help="open a closed question again")
+    s.set_defaults(fn=cmd_question)
+
+    s = sub.add_parser("run-edit", help="run your edit of the train script as an experiment (source user)")
+    s.add_argument("file", nargs="?", default=None,
+                   help="the edited script (default: the workspace's train script as saved)")
+    s.add_argument("--hypothesis", "-H", default="", help="what you expect and why (default: the diff's size)")
+    s.add_argument("--predicted-delta", type=float, default=None,
+                   help="the change in the metric you expect (signed, metric units)")
+    s.add_argument("--question", "-q", type=int, default=None, help="the research question it tests")
+    s.add_argument("--budget", type=float, default=None, help="training seconds (default: the config's)")
+    s.set_defaults(fn=cmd_run_edit)
 
     s = sub.add_parser("demo", help="the embedded default: the baseline seeds + N tuned proposals on CPU")
     s.add_argument("--dir", default=None, help="workspace folder (default: a new temporary one)")

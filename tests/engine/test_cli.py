@@ -37,7 +37,9 @@ def test_baseline_loop_log_show_status_export(workspace):
     assert "log tail" in r.stdout
     r = rl("status", cwd=workspace)
     assert "sigmaloop/test" in r.stdout and "± " in r.stdout
-    assert "seeds 42, 43 (lower is better)" in r.stdout and "best      #" in r.stdout
+    assert "over 2 seeds (lower is better)" in r.stdout
+    # the best is the head's mean over its seeds (never one lucky seed), with the bar to beat
+    assert "the head's mean over 2 seeds: #" in r.stdout and "keep bar" in r.stdout
     r = rl("export", "--format", "csv", "-o", str(workspace / "out.csv"), cwd=workspace)
     assert r.returncode == 0 and (workspace / "out.csv").read_text().startswith("id,")
 
@@ -93,3 +95,59 @@ def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
     tuned = [x for x in rows if x["source"] == "tune" and x["confirms"] is None]
     assert len(tuned) == 1 and tuned[0]["status"] in ("kept", "discarded", "crashed", "rejected")
     assert "where everything is" in r.stdout
+    # it ends with what it learned, kept or not: the reference, the tally, the bar or the keep, a next step
+    learned = r.stdout[r.stdout.index("what the demo learned"):]
+    assert "Reference: val_bpb" in learned and "Next:" in learned
+    assert "Of 1 edit run:" in learned or "1 proposal was rejected before running" in learned
+    assert "Kept #" in learned or "The smallest effect that could have been kept" in learned
+
+
+LONG = ("a much longer hypothesis than any terminal row can hold: the bias moves the metric down because "
+        "the stand-in adds it to val_bpb, and we want to see the row cut rather than wrapped")
+
+
+def test_questions_run_edit_and_an_80_column_log(workspace):
+    """As over SSH: ask a question, run an edit of the saved script for it, read its page, close it;
+    the log is one line per experiment at 80 columns, more at 160."""
+    narrow = {"COLUMNS": "80"}
+    assert rl("baseline", cwd=workspace, env=narrow).returncode == 0
+    r = rl("ask", "Does a negative bias help?", "--decision", "≥ 0.05 better: I keep it", cwd=workspace)
+    assert r.returncode == 0 and r.stdout.startswith("question #1 (open): Does a negative bias help?"), r.stdout
+    # the saved file differs from the research head: run-edit says so, then runs it for question 1
+    train = workspace / "train.py"
+    train.write_text(train.read_text().replace("BIAS = 0.0 ", "BIAS = -0.2 "))
+    r = rl("run-edit", "-H", LONG, "--question", "1", cwd=workspace, env=narrow)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "differ from the research head" in r.stdout and "#3 queued (source user)" in r.stdout
+    assert "0.2000 val_bpb better" in r.stdout and "keep bar" in r.stdout and "kept" in r.stdout
+    # the same text again is the head now: nothing to run, said in one line
+    r = rl("run-edit", cwd=workspace)
+    assert r.returncode == 2 and "same as the research head" in r.stderr
+
+    r = rl("log", cwd=workspace, env=narrow)
+    lines = r.stdout.splitlines()
+    rows = [json.loads(x) for x in rl("log", "--json", cwd=workspace).stdout.splitlines()]
+    assert len(lines) == 1 + len(rows), r.stdout  # a header, then exactly one line per experiment
+    assert all(len(line) <= 80 for line in lines), [len(x) for x in lines]
+    assert lines[0].split()[:5] == ["#", "status", "val_bpb", "Δ", "vs"] and "q" in lines[0].split()
+    mine = next(line for line in lines if line.lstrip().startswith("3 "))
+    assert "0.2000 better" in mine and " q1 " in mine and mine.endswith("…") and LONG[:20] in mine
+    r = rl("log", cwd=workspace, env={"COLUMNS": "160"})
+    wide = r.stdout.splitlines()
+    assert all(len(line) <= 160 for line in wide) and "source" in wide[0] and "seed" in wide[0]
+    assert len(next(line for line in wide if line.lstrip().startswith("3 "))) > len(mine)
+
+    r = rl("questions", cwd=workspace, env=narrow)
+    assert r.stdout.splitlines()[0].split()[:4] == ["#1", "open", "1", "exp"], r.stdout
+    r = rl("question", "1", cwd=workspace, env=narrow)
+    assert "decision  ≥ 0.05 better: I keep it" in r.stdout and "open: #3 kept" in r.stdout
+    page = r.stdout.splitlines()
+    row = next(line for line in page if line.lstrip().startswith("#3 "))
+    assert "0.2000 better ± " in row and len(row) <= 80
+    r = rl("question", "1", "--close", "yes: −0.2 bias is 0.2 bpb better", cwd=workspace)
+    assert r.returncode == 0 and "question #1 is answered: yes" in r.stdout
+    assert "answered" in rl("questions", "--all", cwd=workspace).stdout
+    r = rl("status", cwd=workspace)  # the best: the kept edit's code, its mean over its two seeds
+    assert "the head's mean over 2 seeds: #3 a much longer" in r.stdout, r.stdout
+    r = rl("report", cwd=workspace, env=narrow)
+    assert "Kept #3" in r.stdout and "Next:" in r.stdout
