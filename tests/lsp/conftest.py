@@ -54,7 +54,8 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
     def on_lens_refresh(params):
         return None
 
-    settings = {"budget": 0.3}
+    marked = request.node.get_closest_marker("settings")
+    settings = marked.args[0] if marked else {"budget": 0.3}
     lsp_client.set_configuration(settings, section="sigmaloop")
     options = request.node.get_closest_marker("init_options")
     await lsp_client.initialize_session(types.InitializeParams(
@@ -76,3 +77,4 @@ async def client(lsp_client: LanguageClient, request, tmp_path):
 def pytest_configure(config):
     config.addinivalue_line("markers", "workspace(kind): the workspace the server opens")
     config.addinivalue_line("markers", "init_options(dict): initializationOptions the client sends")
+    config.addinivalue_line("markers", "settings(dict): the editor settings (default: a 0.3 s budget)")

@@ -12,7 +12,7 @@ from lsprotocol import types
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
-from enginekit import CONFIG, FAKE_TRAIN, make_workspace
+from enginekit import CONFIG, FAKE_TRAIN, git, make_workspace
 
 SERVER = [sys.executable, "-m", "sigmaloop.lsp"]
 
@@ -71,6 +71,16 @@ def make_ws(tmp_path: Path, kind: str) -> Path:
             '"loss": 3.0 - 0.2 * step + BIAS', '"loss": (9.0 if step == 8 else 3.0 - 0.05 * step) + BIAS')
         assert train != FAKE_TRAIN
         return make_workspace(ws, train=train)
+    if kind == "trainer":  # the real trainer, as `sigmaloop init` writes it: 2 s trials, two seeds
+        from sigmaloop.cli import init_workspace
+
+        init_workspace(ws, budget=2)
+        toml = ws / "sigmaloop.toml"
+        text = toml.read_text()
+        seeds = next(line for line in text.splitlines() if line.startswith("seeds = "))
+        toml.write_text(text.replace(seeds, "seeds = [42, 43]"))
+        git(ws, "commit", "-qam", "two seeds")
+        return ws
     if kind == "nogit":
         ws.mkdir()
         (ws / "train.py").write_text(FAKE_TRAIN)
