@@ -186,6 +186,10 @@ async def test_code_lens_follows_the_loop_and_a_finished_loop_says_so_once(clien
     msg = await wait_until(lambda: said(client, "sigmaloop: Loop done"), timeout=90)
     assert len(msg) == 1 and msg[0].startswith("sigmaloop: Loop done: 1 run, ")
     assert "; best val_bpb " in msg[0]
+    # what it learned, in sentences, in the log (the terminal's words: sigmaloop.learned)
+    logged = [m.message for m in client.log_messages]
+    assert "what the loop learned:" in logged
+    assert any(m.startswith("Reference: val_bpb ") for m in logged)
     # and the buttons come back
     titles = await lens_until(client, lambda t: "$(sync) Run loop" in t)
     assert not any("Stop" in t for t in titles)

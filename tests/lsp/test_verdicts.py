@@ -157,7 +157,8 @@ async def test_tampered_and_over_budget_are_flagged_and_the_noise_advisor_speaks
         range=types.Range(start=types.Position(line=0, character=0),
                           end=types.Position(line=len(LINES), character=0))))
     labels = {h.position.line: h.label[0].value for h in hints}
-    assert labels[LR_LINE].endswith(" tampered") and labels[DEPTH_LINE].endswith(" over budget")
+    # status first; an untrusted number gets no size
+    assert labels[LR_LINE] == f"tampered #{tampered}" and labels[DEPTH_LINE] == f"over budget #{over}"
     hover = await client.text_document_hover_async(types.HoverParams(
         text_document=types.TextDocumentIdentifier(uri=client.script_uri),
         position=types.Position(line=LR_LINE, character=1)))

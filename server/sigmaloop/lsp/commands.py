@@ -20,6 +20,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from .. import secret
 from ..anomaly import detect
 from ..config import ConfigError
+from ..learned import learned
 from . import params, protocol, render
 from .protocol import (
     ApiKeyParams,
@@ -150,8 +151,10 @@ async def start_loop(ls: SigmaloopServer, p: StartLoopParams) -> dict[str, Any]:
 
     def loop() -> None:
         done = engine.loop(p.iterations, p.budget, p.proposer)
-        ls.say_done(render.loop_done(done, p.iterations, engine.stopping, engine.state(),
-                                     engine.effect, engine.config.experiment.metric))
+        st = engine.state()
+        ls.say_done(render.loop_done(done, p.iterations, engine.stopping, st, engine.effect,
+                                     engine.config.experiment.metric),
+                    details=["what the loop learned:", *learned(done, st)])
 
     ls.in_background("loop", loop)
     return {"started": "loop", "iterations": p.iterations}

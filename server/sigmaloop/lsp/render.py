@@ -161,6 +161,8 @@ def hint_text(e: Experiment | Row, more: int = 0, lower_is_better: bool = True) 
     :data:`HINT_MAX` characters are left out, least important first."""
     head = f"{status_text(e)} #{e.id}"
     words, z = effect_words(e, lower_is_better), sigmas(e)
+    if e.status in UNTRUSTED:  # its number can't be trusted: no size to read
+        words = z = ""
     tails = [f" · +{more} more", f" +{more}", ""] if more else [""]
     for body in (f" {words} {z}" if words and z else None, f" {words}" if words else None, ""):
         if body is None:

@@ -73,13 +73,20 @@ class SigmaloopServer(LanguageServer):
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
-    def say_done(self, message: str) -> None:
-        """From a worker thread: one information message (a finished baseline or loop)."""
+    def say_done(self, message: str, details: list[str] | None = None) -> None:
+        """From a worker thread: one information message (a finished baseline or loop); the
+        ``details`` (what it learned, in sentences) go to the client's log."""
         loop = self.sync.loop
         if self.closed or not message or loop is None:
             return
+
+        def say() -> None:
+            for line in details or ():
+                self.window_log_message(types.LogMessageParams(type=types.MessageType.Info, message=line))
+            self.show(f"sigmaloop: {message}")
+
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            loop.call_soon_threadsafe(self.show, f"sigmaloop: {message}")
+            loop.call_soon_threadsafe(say)
 
     def notify(self, method: str, params: Any) -> None:
         if not self.closed:
