@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the demo: the loop on the embedded default (CPU, offline corpus, built-in tuner).
+# It ends with what it learned, kept or not (the reference ± σ, the tally, the smallest keepable
+# effect, what to try next): `sigmaloop report`'s block.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

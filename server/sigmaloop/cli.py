@@ -302,7 +302,7 @@ def print_rows(rows: list[tuple[str, str | Text]], indent: int = 0) -> None:
     grid = Table.grid(padding=(0, 2))
     if indent:
         grid.add_column(width=indent - 2 if indent > 2 else None, no_wrap=True)
-    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(no_wrap=True, style="bold", min_width=7 if indent else None)  # "warning" lines up
     grid.add_column(overflow="fold")
     for label, value in rows:
         if isinstance(value, str) and value in ("", "–", "None"):

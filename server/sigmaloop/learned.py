@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from .lifecycle import Reason, delta_words
+from .lifecycle import Reason, delta_words, short
 from .models import MEASURED, Experiment, Status
 from .state import EngineState
 
@@ -117,8 +117,9 @@ def learned(experiments: Iterable[Experiment], state: EngineState) -> list[str]:
         lines.append(f"{len(pending)} still queued or running: {', '.join('#' + str(e.id) for e in pending[:8])}.")
 
     # nothing kept: the bar, and what came closest
+    # held for a look (implausibly large) is not "close": it is said on its own, below
     measured = [e for e in ran if e.status in MEASURED and e.z is not None and math.isfinite(e.z)
-                and e.delta is not None]
+                and e.delta is not None and e.reason != Reason.IMPLAUSIBLE.value]
     if not kept and ref is not None:
         if ref.keep_threshold is not None:
             rel = f" ({100 * ref.keep_threshold / abs(ref.value):.1f}% of the reference)" if ref.value else ""
@@ -129,7 +130,7 @@ def learned(experiments: Iterable[Experiment], state: EngineState) -> list[str]:
                          "ran on one seed); `sigmaloop baseline` runs the judge's seeds.")
     closest = max(measured, key=lambda e: e.z or 0.0) if measured else None
     if not kept and closest is not None:
-        lines.append(f"Closest: {_name(closest)}, {_size(closest, metric, lib)}.")
+        lines.append(f"Closest: {_name(closest)}, {_size(closest, metric, lib)} ({short(closest)}).")
 
     # what to try next
     lines += [f"Next: {n}" for n in _next(exps, state, kept, ran, closest)]
@@ -159,6 +160,11 @@ def _next(exps: list[Experiment], state: EngineState, kept: list[Experiment], ra
     elif len(barely) * 2 > max(1, len(ran)):
         out.append(f"{len(barely)} of {len(ran)} edits barely trained: raise the budget so the metric measures "
                    "the ideas, not start-up.")
+    held = [e for e in ran if e.reason == Reason.IMPLAUSIBLE.value]
+    if held:
+        ids = ", ".join(f"#{e.id}" for e in held[:5])
+        out.append(f"look at {ids}: {'gains' if len(held) > 1 else 'a gain'} too large to keep unseen "
+                   f"(`sigmaloop show {held[0].id}`, then `sigmaloop review {held[0].id} accept` or `reject`).")
     if ref is not None and ref.advice:
         # the advice opens with the bar, said above; what follows is why it is high and what lowers it
         advice = ref.advice.split("): ", 1)[1] if "): " in ref.advice else ref.advice
@@ -173,8 +179,10 @@ def _next(exps: list[Experiment], state: EngineState, kept: list[Experiment], ra
         out.append(f"the loop goes on from the new head (#{kept[-1].id}); `sigmaloop adopt {kept[-1].id}` copies "
                    "its script into your working tree.")
     elif closest is not None and (closest.z or 0) > 0:
-        out.append(f"#{closest.id} pointed the right way but stayed within noise: push further in that "
-                   "direction, or lower the bar (more baseline seeds, a longer budget).")
+        held_up = "did not hold on another seed" if closest.reason == Reason.NOT_CONFIRMED.value else \
+            "stayed within noise"
+        out.append(f"#{closest.id} pointed the right way but {held_up}: push further in that direction, or "
+                   "lower the bar (more baseline seeds, a longer budget).")
     elif ran and all(e.status in (Status.CRASHED, Status.TIMEOUT) for e in ran):
         out.append(f"every edit crashed or timed out: `sigmaloop show {ran[-1].id}` shows the log.")
     elif ran:

@@ -51,3 +51,25 @@ def test_a_keep_is_named_with_its_size_and_the_open_question_with_where_it_stand
     assert any(line.startswith(f"Question #{q.id} (Does a negative bias help?): open: #{kept.id} kept") for line in lines)
     # one loop's rows only: nothing of it ran yet
     assert learned([e for e in engine.experiments() if e.id not in before], engine.state())[1] == "No edits were tried."
+
+
+def test_a_gain_held_for_a_look_is_not_called_close_and_a_maximized_metric_reads_the_same():
+    """Pure: hand-made rows and state (the shapes the engine stores)."""
+    from sigmaloop.models import Experiment
+    from sigmaloop.state import EngineState, ReferenceState
+
+    ref = ReferenceState(0.80, 0.01, 10, [1, 2, 3], [1, 2, 3], keep_threshold=0.0227)
+    state = EngineState("acc", "maximize", ref, None, {}, 0, 2, [], None)
+    near = Experiment(id=4, status=Status.DISCARDED, source="tune", hypothesis="wider", reason="within_noise",
+                      delta=0.01, z=0.7, metric=0.81, numbers={"runs": 1})
+    held = Experiment(id=5, status=Status.DISCARDED, source="tune", hypothesis="leak?", reason="implausible",
+                      delta=0.3, z=21.0, metric=1.1, numbers={"runs": 2})
+    lines = learned([near, held], state)
+    assert lines[0] == "Reference: acc 0.8000 ± 0.0100, the head's mean over 3 seeds (higher is better)."
+    assert "Of 2 edits run: 0 kept, 1 within noise, 1 held as implausibly large." in lines
+    assert "Nothing was kept. The smallest effect that could have been kept: 0.0227 acc higher " \
+           "(2.8% of the reference)." in lines
+    assert "Closest: #4 (wider), 0.0100 acc better, 0.7σ (within noise)." in lines
+    nexts = [line for line in lines if line.startswith("Next: ")]
+    assert nexts[0].startswith("Next: look at #5: a gain too large to keep unseen (`sigmaloop show 5`")
+    assert nexts[1].startswith("Next: #4 pointed the right way but stayed within noise")
