@@ -27,7 +27,7 @@ def test_after_a_real_baseline_the_state_says_what_can_be_kept(engine, workspace
     assert wire["keepThreshold"] == ref.keep_threshold and wire["advice"] == ref.advice
     out = subprocess.run([sys.executable, "-m", "sigmaloop.cli", "status"], cwd=workspace,
                          capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
-    assert f"an edit must be ≥ {ref.keep_threshold:.4f} lower" in out, out
+    assert f"an edit must be ≥ {ref.keep_threshold:.4f} val_bpb lower" in out, out
 
 
 def test_noise_as_large_as_the_metric_gets_advice():
