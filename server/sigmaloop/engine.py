@@ -84,7 +84,7 @@ def edit_status(head_text: str, text: str, head: str, script_name: str) -> EditS
             removed += 1
     n = max(added, removed)
     return EditStatus(True, added, removed, short,
-                      f"{n} line{'s' if n != 1 else ''} differ from the research head {short} "
+                      f"{n} line{'s differ' if n != 1 else ' differs'} from the research head {short} "
                       f"(+{added}/-{removed}): Run My Edit runs your file; Run Baseline runs the head")
 
 

@@ -65,10 +65,20 @@ def effect(e: Experiment, lower_is_better: bool = True) -> Effect | None:
     return Effect(e.id, better, better - crit * se, better + crit * se, e.z, runs)
 
 
+def _words(x: float, digits: int) -> str:
+    return f"{abs(x):.{digits}f} {'better' if x >= 0 else 'worse'}"
+
+
 def fmt_effect(f: Effect, digits: int = 4) -> str:
-    """``0.0120 better [0.0040, 0.0200]`` (magnitude and word; the interval signed as "better")."""
-    word = "better" if f.better >= 0 else "worse"
-    return f"{abs(f.better):.{digits}f} {word} [{f.low:+.{digits}f}, {f.high:+.{digits}f}]"
+    """The effect and its interval in one sign convention, magnitudes with a word:
+    ``0.0120 better (95%: 0.0040 to 0.0200 better)``, ``0.0200 worse (95%: 0.0457 worse to
+    0.0057 better)``."""
+    level = f"{100 * f.level:.0f}%"
+    if (f.low >= 0) == (f.high >= 0):
+        lo, hi = sorted((abs(f.low), abs(f.high)))
+        side = "better" if f.low >= 0 else "worse"
+        return f"{_words(f.better, digits)} ({level}: {lo:.{digits}f} to {hi:.{digits}f} {side})"
+    return f"{_words(f.better, digits)} ({level}: {_words(f.low, digits)} to {_words(f.high, digits)})"
 
 
 def view(question: Question, experiments: list[Experiment], lower_is_better: bool = True,

@@ -95,7 +95,7 @@ def test_question_page_effects_with_intervals_from_real_trials(engine):
     assert f.low < f.better < f.high and f.low > 0  # kept: its interval excludes no effect
     half = f.high - f.better
     assert half == pytest.approx(f.better - f.low)
-    assert page.verdict.startswith(f"open: #{better.id} kept, {abs(f.better):.4f} better [")
+    assert page.verdict.startswith(f"open: #{better.id} kept, {abs(f.better):.4f} better (95%: ")
     assert "close it with what you learned" in page.verdict
     state_q = engine.state().questions[0]
     assert state_q.experiments == [better.id] and state_q.verdict == page.verdict
@@ -110,7 +110,7 @@ def test_run_edit_refuses_the_head_and_a_broken_file(engine):
     broken = head.replace("def main():", "def main(:")
     st = engine.edit_status(broken)
     assert st.differs and (st.added, st.removed) == (1, 1)
-    assert st.summary.startswith(f"1 line differ from the research head {engine.head()[:7]}")
+    assert st.summary.startswith(f"1 line differs from the research head {engine.head()[:7]}")
     with pytest.raises(EngineError, match="was not run"):
         engine.run_edit(broken, "broken")
     rejected = engine.experiments(Status.REJECTED)
@@ -130,7 +130,10 @@ def test_effect_sign_follows_the_direction():
     assert lo.better == pytest.approx(-0.02) and hi.better == pytest.approx(0.02)
     se = math.sqrt(2) * 0.01 / math.sqrt(2)
     assert hi.high - hi.better == pytest.approx(2.5705818 * se, rel=1e-6)  # t(0.975, 5)
-    assert qmod.fmt_effect(lo) == "0.0200 worse [-0.0457, +0.0057]"
+    assert qmod.fmt_effect(lo) == "0.0200 worse (95%: 0.0457 worse to 0.0057 better)"
+    assert qmod.fmt_effect(hi) == "0.0200 better (95%: 0.0057 worse to 0.0457 better)"
+    clear = qmod.Effect(1, -0.03, -0.05, -0.01, -3.0, 2)
+    assert qmod.fmt_effect(clear) == "0.0300 worse (95%: 0.0100 to 0.0500 worse)"
     assert qmod.effect(Experiment(id=4, status=Status.KEPT, source="baseline", delta=0.0, sigma=0.01)) is None
     assert qmod.effect(Experiment(id=5, status=Status.CRASHED, source="tune")) is None
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sigmaloop import guard, secret
+from sigmaloop import guard, lifecycle, secret
 from sigmaloop.edits import EditError, apply_search_replace, validate_source
 from sigmaloop.lifecycle import Reason
 from sigmaloop.models import Experiment, Proposal, Status
@@ -230,11 +230,8 @@ def _context_parts(ctx: ProposalContext, k: float | None) -> list[_Part]:
     # recent experiments, newest first
     rows = []
     for e in newest[:MAX_TABLE_ROWS]:
-        status = e.status.value
-        verdict = _one_line(e.verdict, 60)
-        verdict = (
-            verdict if status in verdict.split(":")[0] else f"{status}: {verdict}".rstrip(": ")
-        )
+        status, why = e.status.value, lifecycle.short(e)
+        verdict = status if why in ("", status) else f"{status}: {_one_line(why, 50)}"
         rows.append(
             f"| {e.id} | {_one_line(e.source, 16)} | {_one_line(e.hypothesis, 90)} | "
             f"{_fmt(e.predicted_delta, '+.4f')} | {_fmt(e.delta, '+.4f')} | {_fmt(e.z, '+.1f')} | "
