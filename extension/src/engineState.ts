@@ -3,10 +3,13 @@
 // notification (a field the server leaves out is left out here, never guessed) and the few
 // words the status bar and the panel make of it.
 
-import type { CalibrationState, ReferenceState, State } from './contract';
+import type { CalibrationState, PanelQuestion, PanelReference, ReferenceState, State } from './contract';
 
-/** The engine's state as the client keeps it: the wire's `State`. */
-export type EngineStateView = State;
+/** A research question as the state sends it (`QuestionState` on the wire). */
+export type QuestionView = PanelQuestion;
+
+/** The engine's state as the client keeps it: the wire's `State`, its questions always a list. */
+export type EngineStateView = Omit<State, 'questions'> & { questions: QuestionView[] };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -14,6 +17,29 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 const ints = (v: unknown): number[] => (Array.isArray(v) ? v.filter((x): x is number => typeof x === 'number' && Number.isInteger(x)) : []);
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/** The state's questions (an older server sends none); an entry without an id or text is skipped. */
+function parseQuestions(v: unknown): QuestionView[] {
+  if (!Array.isArray(v)) {
+    return [];
+  }
+  const out: QuestionView[] = [];
+  for (const q of v) {
+    if (isObject(q) && typeof q.id === 'number' && Number.isInteger(q.id) && q.id >= 0 && typeof q.text === 'string') {
+      out.push({
+        id: q.id,
+        text: q.text,
+        decision: str(q.decision),
+        status: str(q.status) || 'open',
+        answer: str(q.answer),
+        experiments: ints(q.experiments).filter((id) => id >= 0),
+        verdict: str(q.verdict),
+      });
+    }
+  }
+  return out;
+}
 
 /** `sigmaloop/state` params → the view, or undefined when it is not a state at all (no metric or direction). */
 export function parseEngineState(params: unknown): EngineStateView | undefined {
@@ -63,6 +89,7 @@ export function parseEngineState(params: unknown): EngineStateView | undefined {
     },
     configError: typeof params.configError === 'string' && params.configError ? params.configError : null,
     calibration: isObject(params.calibration) ? (params.calibration as unknown as CalibrationState) : null,
+    questions: parseQuestions(params.questions),
   };
 }
 
@@ -106,6 +133,20 @@ export function referenceLine(s: EngineStateView | undefined): { text: string; a
     parts.push(keeps);
   }
   return { text: parts.join(' · '), advice: ref.advice ?? null };
+}
+
+/** What the panel draws of the state: the reference line, its numbers and runs, and the best. */
+export function panelReference(s: EngineStateView | undefined): PanelReference {
+  const line = referenceLine(s);
+  const ref = s?.reference;
+  return {
+    ...line,
+    value: ref?.value ?? null,
+    sigma: ref?.sigma ?? null,
+    keepThreshold: ref?.keepThreshold ?? null,
+    ids: ref?.ids ?? [],
+    bestId: s?.best?.id ?? null,
+  };
 }
 
 /**

@@ -1,6 +1,8 @@
 // The loss panel's host side: creates (or restores) the webview with a strict CSP, waits for the
-// page's 'ready' before posting data, forwards experiments and curves, and opens an
-// experiment's diff when the page asks.
+// page's 'ready' before posting data, forwards experiments, curves, the reference and the
+// questions, keeps the page's selection and tab across close / reopen, fetches the curves the
+// page draws (the reference runs, the selected experiments, the running trials), and opens an
+// experiment's diff or log when the page asks.
 
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
@@ -8,14 +10,20 @@ import {
   type CurveData,
   type Direction,
   type ExperimentWire,
+  FINISHED_STATUSES,
   type HostToPanel,
+  type PanelExperiment,
+  type PanelPersistedState,
+  type PanelQuestion,
   type TrialProgressParams,
   isPanelToHost,
+  packCurve,
+  readPersistedState,
   recordsToCurve,
   toPanelExperiment,
 } from './contract';
-import { type EngineStateView, referenceLine } from './engineState';
-import { selectCurves } from './panelModel';
+import { type EngineStateView, panelReference } from './engineState';
+import { wantedCurves } from './panelModel';
 import type { ExperimentStore } from './store';
 
 export const PANEL_VIEW_TYPE = 'sigmaloop.lossPanel';
@@ -23,7 +31,7 @@ export const PANEL_VIEW_TYPE = 'sigmaloop.lossPanel';
 export interface PanelDeps {
   store: ExperimentStore;
   log: vscode.LogOutputChannel;
-  /** sigmaloop/experiments with curves for these ids (records per experiment). */
+  /** sigmaloop/experiments with curves for these ids (records per experiment, with anomalies). */
   fetchCurves(ids: number[]): Promise<Map<number, CurveData>>;
   openExperiment(id: number): void;
   serverState(): string;
@@ -40,8 +48,13 @@ export class LossPanel implements vscode.Disposable {
   /** The project's metric and direction: the engine's state says (until it has, the defaults). */
   direction: Direction = 'minimize';
   metric = 'val_bpb';
-  /** The reference line with the noise advisor (from the engine's state). */
-  private reference = referenceLine(undefined);
+  /** The reference line with the noise advisor, the reference runs and the best (from the engine's state). */
+  private reference = panelReference(undefined);
+  private questions: PanelQuestion[] = [];
+  /** The page's selection and tab: outlives the page (closing the panel keeps them for the next one). */
+  private view: PanelPersistedState = readPersistedState(undefined);
+  /** Whether `view` came from a page (else the page keeps what its own getState has). */
+  private viewKnown = false;
 
   constructor(
     private readonly extensionUri: vscode.Uri,
@@ -50,8 +63,8 @@ export class LossPanel implements vscode.Disposable {
 
   static serializer(panel: LossPanel): vscode.WebviewPanelSerializer {
     return {
-      deserializeWebviewPanel: (webviewPanel: vscode.WebviewPanel) => {
-        panel.attach(webviewPanel);
+      deserializeWebviewPanel: (webviewPanel: vscode.WebviewPanel, state: unknown) => {
+        panel.attach(webviewPanel, state);
         return Promise.resolve();
       },
     };
@@ -59,6 +72,11 @@ export class LossPanel implements vscode.Disposable {
 
   get isOpen(): boolean {
     return !!this.panel;
+  }
+
+  /** The selection and tab the panel keeps (for tests and commands). */
+  get persisted(): PanelPersistedState {
+    return { ...this.view, selected: [...this.view.selected] };
   }
 
   show(preserveFocus = false): void {
@@ -83,10 +101,15 @@ export class LossPanel implements vscode.Disposable {
     };
   }
 
-  attach(panel: vscode.WebviewPanel): void {
+  /** Show the panel in this webview; `restored`: the state a reload's serializer hands back. */
+  attach(panel: vscode.WebviewPanel, restored?: unknown): void {
     this.panel?.dispose();
     this.panel = panel;
     this.ready = false;
+    if (restored !== undefined && restored !== null && !this.viewKnown) {
+      this.view = readPersistedState(restored);
+      this.viewKnown = true;
+    }
     panel.webview.options = this.webviewOptions();
     panel.webview.html = this.html(panel.webview);
     this.disposables.push(
@@ -113,6 +136,17 @@ export class LossPanel implements vscode.Disposable {
       case 'openExperiment':
         this.deps.openExperiment(msg.id);
         break;
+      case 'openLog':
+        void vscode.commands.executeCommand('sigmaloop.openLog', msg.id).then(undefined, (err: unknown) => {
+          this.deps.log.warn(`panel: could not open the log of #${msg.id}: ${String(err)}`);
+        });
+        break;
+      case 'view':
+        this.view = readPersistedState(msg.view);
+        this.viewKnown = true;
+        this.prune();
+        void this.fetchWanted();
+        break;
       case 'error':
         this.deps.log.error(`panel: ${msg.message}`);
         break;
@@ -125,18 +159,28 @@ export class LossPanel implements vscode.Disposable {
     }
   }
 
+  private panelExperiments(): Map<number, PanelExperiment> {
+    const out = new Map<number, PanelExperiment>();
+    for (const e of this.deps.store.experiments.values()) {
+      out.set(e.id, toPanelExperiment(e));
+    }
+    return out;
+  }
+
   private sendInit(): void {
-    const experiments = [...this.deps.store.experiments.values()].map(toPanelExperiment);
+    const experiments = [...this.panelExperiments().values()];
     this.post({
       type: 'init',
       experiments,
-      curves: [...this.curves.values()],
+      curves: [...this.curves.values()].map(packCurve),
       direction: this.direction,
       metric: this.metric,
+      ...(this.viewKnown ? { view: this.persisted } : {}),
     });
     this.post({ type: 'serverState', state: this.deps.serverState() });
     this.post({ type: 'reference', ...this.reference });
-    void this.fetchSelected();
+    this.post({ type: 'questions', questions: this.questions });
+    void this.fetchWanted();
   }
 
   /** Everything changed (server (re)started and the store was reloaded). */
@@ -147,12 +191,21 @@ export class LossPanel implements vscode.Disposable {
     }
   }
 
-  /** The engine's state: a new metric name or direction redraws the panel (which run is best depends on it). */
+  /**
+   * The engine's state: the reference (line, runs, threshold, best) and the questions go to the
+   * page when they change; a new metric name or direction re-sends everything.
+   */
   engineState(s: EngineStateView): void {
-    const ref = referenceLine(s);
-    if (ref.text !== this.reference.text || ref.advice !== this.reference.advice) {
+    const ref = panelReference(s);
+    if (JSON.stringify(ref) !== JSON.stringify(this.reference)) {
       this.reference = ref;
       this.post({ type: 'reference', ...ref });
+      void this.fetchWanted();
+    }
+    const questions = s.questions ?? [];
+    if (JSON.stringify(questions) !== JSON.stringify(this.questions)) {
+      this.questions = questions;
+      this.post({ type: 'questions', questions });
     }
     if (s.direction === this.direction && s.metric === this.metric) {
       return;
@@ -175,14 +228,12 @@ export class LossPanel implements vscode.Disposable {
       // a restarted client joins a trial midway: fetch what was logged so far
       this.fetched.delete(e.id);
     }
-    if (e.status === 'kept') {
-      // the live stream may have missed the start: take the journal's curve
+    if (FINISHED_STATUSES.has(e.status)) {
+      // the live stream may have missed the start, and the journal's curve has the anomalies
       this.fetched.delete(e.id);
-    }
-    if (e.status !== 'running') {
       this.prune();
     }
-    void this.fetchSelected();
+    void this.fetchWanted();
   }
 
   progress(p: TrialProgressParams): void {
@@ -191,23 +242,28 @@ export class LossPanel implements vscode.Disposable {
     if (cur) {
       cur.xs.push(...c.xs);
       cur.ys.push(...c.ys);
+      if (cur.steps && c.steps) {
+        cur.steps.push(...c.steps);
+      }
     } else {
-      this.curves.set(p.expId, { expId: p.expId, xs: c.xs.slice(), ys: c.ys.slice() });
+      this.curves.set(p.expId, { expId: p.expId, xs: c.xs.slice(), ys: c.ys.slice(), steps: c.steps?.slice() });
     }
     if (c.xs.length) {
-      this.post({ type: 'curve', curve: c, replace: false });
+      this.post({ type: 'curve', curve: packCurve(c), replace: false });
     }
   }
 
-  /** Fetch the journal's curves of the selected experiments we have not fetched yet. */
-  private async fetchSelected(): Promise<void> {
+  /** Curves the page draws: the reference runs, the selection, the running trials. */
+  private wanted(): Set<number> {
+    return wantedCurves(this.panelExperiments(), this.view.selected, this.reference.ids ?? []);
+  }
+
+  /** Fetch the journal's curves of the wanted experiments we have not fetched yet. */
+  private async fetchWanted(): Promise<void> {
     if (!this.panel) {
       return;
     }
-    const panelExps = [...this.deps.store.experiments.values()].map(toPanelExperiment);
-    const want = selectCurves(panelExps, this.direction)
-      .map((s) => s.expId)
-      .filter((id) => !this.fetched.has(id) && !this.fetching.has(id));
+    const want = [...this.wanted()].filter((id) => !this.fetched.has(id) && !this.fetching.has(id) && this.deps.store.experiments.has(id));
     if (!want.length) {
       return;
     }
@@ -226,18 +282,23 @@ export class LossPanel implements vscode.Disposable {
         // keep live points newer than the journal's last (the journal lags the stream a little)
         if (live && live.xs.length && c.xs.length && live.xs[live.xs.length - 1] > c.xs[c.xs.length - 1]) {
           const last = c.xs[c.xs.length - 1];
+          const steps = c.steps && live.steps ? c.steps : undefined;
           for (let i = 0; i < live.xs.length; i++) {
             if (live.xs[i] > last) {
               c.xs.push(live.xs[i]);
               c.ys.push(live.ys[i]);
+              steps?.push(live.steps?.[i] ?? 0);
             }
+          }
+          if (!steps) {
+            delete c.steps;
           }
         }
         if (!c.xs.length && live && live.xs.length) {
           continue;
         }
         this.curves.set(id, c);
-        this.post({ type: 'curve', curve: c, replace: true });
+        this.post({ type: 'curve', curve: packCurve(c), replace: true });
       }
     } catch (err) {
       this.deps.log.warn(`panel: could not fetch curves ${want.join(', ')}: ${String(err)}`);
@@ -253,12 +314,12 @@ export class LossPanel implements vscode.Disposable {
 
   /** Drop curves of experiments no longer drawn (keeps host memory bounded on long loops). */
   prune(): void {
-    const panelExps = [...this.deps.store.experiments.values()].map(toPanelExperiment);
-    const keep = new Set(selectCurves(panelExps, this.direction).map((s) => s.expId));
+    const keep = this.wanted();
     for (const id of this.curves.keys()) {
       const e = this.deps.store.experiments.get(id);
       if (!keep.has(id) && e && e.status !== 'running') {
         this.curves.delete(id);
+        this.fetched.delete(id);
       }
     }
   }

@@ -1,143 +1,261 @@
-// Pure data side of the loss panel (no DOM, no vscode): which curves to draw, min/max
-// downsampling to the chart's pixel width, and alignment of several curves on one x axis for
-// uPlot. The webview and the unit tests and the bench all run this same code.
+// Pure data side of the loss panel (no DOM, no vscode): which curves to draw, their min/max
+// reduction onto a common x grid (one grid for every curve: uPlot gets one short x array, and a
+// live update re-grids only the curve that grew), the reference band, the metric view's points,
+// the selection, and the words the table and the tooltips use. The webview, the unit tests and
+// the bench all run this same code.
 
-import { type CurveData, type Direction, type PanelExperiment, SELF_REPORTED, awaitsReview } from './contract';
+import {
+  type Direction,
+  MAX_SELECTED,
+  type PanelAnomaly,
+  type PanelEffect,
+  type PanelCurve,
+  type PanelExperiment,
+  SELF_REPORTED,
+  UNTRUSTED_STATUSES,
+  awaitsReview,
+} from './contract';
+import { decimalsFor } from './engineState';
 
-export type CurveRole = 'baseline' | 'best' | 'running';
+// ---------------------------------------------------------------------------------- which curves
 
-export interface SelectedCurve {
+export type CurveRole = 'selected' | 'running' | 'baseline';
+
+export interface PlannedCurve {
   expId: number;
   role: CurveRole;
   label: string;
 }
 
+/** "#12 lr 0.04 → 0.06" (the hypothesis cut to `max` characters with an ellipsis). */
+export function curveLabel(e: PanelExperiment | undefined, id: number, max = 40): string {
+  const h = e?.hypothesis.replace(/\s+/g, ' ').trim() ?? '';
+  if (e?.source === 'baseline' && !h) {
+    return `#${id} baseline`;
+  }
+  return h ? `#${id} ${truncate(h, max)}` : `#${id}`;
+}
+
+export function truncate(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, Math.max(1, max - 1))}…` : s;
+}
+
 /**
- * Curves worth drawing: the latest baseline, the best kept non-baseline run (by metric in the
- * metric's direction), and every running trial (newest first), each experiment at most once.
+ * The lines drawn over the reference band: the selected experiments (in selection order), then
+ * the running trials nobody selected (newest first), then — only while there is no reference
+ * band yet — the latest kept baseline. Each experiment at most once.
  */
-export function selectCurves(experiments: Iterable<PanelExperiment>, direction: Direction, maxRunning = 8): SelectedCurve[] {
-  let baseline: PanelExperiment | undefined;
-  let best: PanelExperiment | undefined;
-  const running: PanelExperiment[] = [];
-  const better = (a: number, b: number) => (direction === 'minimize' ? a < b : a > b);
-  for (const e of experiments) {
-    if (e.source === 'baseline') {
-      if (e.status === 'kept' && (!baseline || e.id > baseline.id)) {
+export function planCurves(
+  experiments: ReadonlyMap<number, PanelExperiment>,
+  selected: readonly number[],
+  referenceIds: readonly number[],
+  maxRunning = 8,
+): PlannedCurve[] {
+  const out: PlannedCurve[] = [];
+  const seen = new Set<number>();
+  for (const id of selected.slice(-MAX_SELECTED)) {
+    if (!seen.has(id)) {
+      out.push({ expId: id, role: 'selected', label: curveLabel(experiments.get(id), id) });
+      seen.add(id);
+    }
+  }
+  const running = [...experiments.values()].filter((e) => e.status === 'running' && !seen.has(e.id)).sort((a, b) => b.id - a.id);
+  for (const e of running.slice(0, maxRunning)) {
+    out.push({ expId: e.id, role: 'running', label: `running ${curveLabel(e, e.id, 30)}` });
+    seen.add(e.id);
+  }
+  if (!referenceIds.length) {
+    let baseline: PanelExperiment | undefined;
+    for (const e of experiments.values()) {
+      if (e.source === 'baseline' && e.status === 'kept' && (!baseline || e.id > baseline.id)) {
         baseline = e;
       }
-    } else if (e.status === 'kept' && e.metric !== null && e.confirms === null) {
-      if (!best || best.metric === null || better(e.metric, best.metric)) {
-        best = e;
-      }
     }
-    if (e.status === 'running') {
-      running.push(e);
-    }
-  }
-  const out: SelectedCurve[] = [];
-  const seen = new Set<number>();
-  if (baseline) {
-    out.push({ expId: baseline.id, role: 'baseline', label: `baseline #${baseline.id}` });
-    seen.add(baseline.id);
-  }
-  if (best && !seen.has(best.id)) {
-    out.push({ expId: best.id, role: 'best', label: `best #${best.id}` });
-    seen.add(best.id);
-  }
-  running.sort((a, b) => b.id - a.id);
-  for (const e of running.slice(0, maxRunning)) {
-    if (!seen.has(e.id)) {
-      out.push({ expId: e.id, role: 'running', label: `running #${e.id}` });
-      seen.add(e.id);
+    if (baseline && !seen.has(baseline.id)) {
+      out.push({ expId: baseline.id, role: 'baseline', label: `baseline #${baseline.id}` });
     }
   }
   return out;
 }
 
-/**
- * Min/max downsampling: split the x-sorted points into `buckets` equal-count buckets and keep
- * each bucket's minimum and maximum (in x order), so spikes survive. At most 2 x buckets points
- * come out; inputs at or below that size are returned as they are (copied).
- */
-export function downsampleMinMax(xs: ArrayLike<number>, ys: ArrayLike<number>, buckets: number): { xs: number[]; ys: number[] } {
-  const n = Math.min(xs.length, ys.length);
-  const maxOut = Math.max(2, Math.floor(buckets) * 2);
-  if (n <= maxOut) {
-    return { xs: Array.from({ length: n }, (_, i) => xs[i]), ys: Array.from({ length: n }, (_, i) => ys[i]) };
+/** Every experiment whose curve the panel needs: the reference runs, the planned lines. */
+export function wantedCurves(
+  experiments: ReadonlyMap<number, PanelExperiment>,
+  selected: readonly number[],
+  referenceIds: readonly number[],
+  maxRunning = 8,
+): Set<number> {
+  const ids = new Set(referenceIds);
+  for (const c of planCurves(experiments, selected, referenceIds, maxRunning)) {
+    ids.add(c.expId);
   }
+  return ids;
+}
+
+// ---------------------------------------------------------------------------------- the grid
+
+/**
+ * The common x grid: `buckets` equal buckets over [0, xmax], two rows each (at 1/4 and 3/4 of
+ * the bucket), so a curve keeps each bucket's minimum and maximum in x order (spikes survive).
+ * With a bucket per pixel column the shift of a point is under a pixel.
+ */
+export function gridX(buckets: number, xmax: number): number[] {
   const b = Math.max(1, Math.floor(buckets));
-  const outX: number[] = [];
-  const outY: number[] = [];
+  const w = xmax / b;
+  const out = new Array<number>(2 * b);
   for (let i = 0; i < b; i++) {
-    const start = Math.floor((i * n) / b);
-    const end = Math.floor(((i + 1) * n) / b);
+    out[2 * i] = (i + 0.25) * w;
+    out[2 * i + 1] = (i + 0.75) * w;
+  }
+  return out;
+}
+
+function bucketOf(x: number, b: number, xmax: number): number {
+  const i = Math.floor((x / xmax) * b);
+  return i < 0 ? 0 : i >= b ? b - 1 : i;
+}
+
+/** The first index in [lo, hi) whose x is at or past `x` (xs sorted). */
+function lowerBound(xs: ArrayLike<number>, x: number, lo: number, hi: number): number {
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (xs[mid] < x) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+/**
+ * One x-sorted curve on the grid (length 2 x buckets; null where it has no point): per bucket
+ * its minimum and maximum in the order they occur, or its one point twice. Each bucket's end is
+ * found by binary search, so the only pass over every point is the min/max scan of the losses.
+ */
+export function gridCurve(xs: ArrayLike<number>, ys: ArrayLike<number>, buckets: number, xmax: number): (number | null)[] {
+  const b = Math.max(1, Math.floor(buckets));
+  const out = new Array<number | null>(2 * b).fill(null);
+  const n = Math.min(xs.length, ys.length);
+  const w = xmax / b;
+  let start = 0;
+  for (let k = 0; k < b && start < n; k++) {
+    // the last bucket takes every point past xmax too
+    const end = k === b - 1 ? n : lowerBound(xs, (k + 1) * w, start, n);
     if (end <= start) {
       continue;
     }
     let iMin = start;
     let iMax = start;
+    let yMin = ys[start];
+    let yMax = yMin;
     for (let j = start + 1; j < end; j++) {
       const y = ys[j];
-      if (y < ys[iMin]) {
+      if (y < yMin) {
+        yMin = y;
         iMin = j;
-      }
-      if (y > ys[iMax]) {
+      } else if (y > yMax) {
+        yMax = y;
         iMax = j;
       }
     }
-    if (iMin === iMax) {
-      outX.push(xs[iMin]);
-      outY.push(ys[iMin]);
-    } else if (iMin < iMax) {
-      outX.push(xs[iMin], xs[iMax]);
-      outY.push(ys[iMin], ys[iMax]);
-    } else {
-      outX.push(xs[iMax], xs[iMin]);
-      outY.push(ys[iMax], ys[iMin]);
-    }
+    out[2 * k] = iMin <= iMax ? yMin : yMax;
+    out[2 * k + 1] = iMin <= iMax ? yMax : yMin;
+    start = end;
   }
-  return { xs: outX, ys: outY };
+  return out;
 }
 
-/** uPlot's aligned data: one shared x array, then one y array per series (null = no point). */
-export type AlignedData = [number[], ...(number | null)[][]];
+/** Per-bucket means of one curve, linearly interpolated over empty buckets inside its x range (NaN outside). */
+function bucketMeans(xs: ArrayLike<number>, ys: ArrayLike<number>, b: number, xmax: number): Float64Array {
+  const sum = new Float64Array(b);
+  const cnt = new Uint32Array(b);
+  const n = Math.min(xs.length, ys.length);
+  for (let i = 0; i < n; i++) {
+    const k = bucketOf(xs[i], b, xmax);
+    sum[k] += ys[i];
+    cnt[k]++;
+  }
+  const out = new Float64Array(b).fill(Number.NaN);
+  let prev = -1;
+  for (let k = 0; k < b; k++) {
+    if (!cnt[k]) {
+      continue;
+    }
+    out[k] = sum[k] / cnt[k];
+    if (prev >= 0 && k - prev > 1) {
+      for (let g = prev + 1; g < k; g++) {
+        out[g] = out[prev] + ((out[k] - out[prev]) * (g - prev)) / (k - prev);
+      }
+    }
+    prev = k;
+  }
+  return out;
+}
+
+/** The reference band on the grid: the mean of the runs' curves and their min and max, per bucket. */
+export interface Band {
+  mean: (number | null)[];
+  lo: (number | null)[];
+  hi: (number | null)[];
+  /** Curves it was made of. */
+  runs: number;
+}
 
 /**
- * Merge several x-sorted curves into one aligned table. Equal x values share a row. Runs in
- * O(total points x curves) with a k-way merge (k is small: a handful of curves).
+ * The reference runs' curves on the common grid: each curve's bucket means (interpolated over
+ * gaps inside its range), then across curves the mean, minimum and maximum. A bucket no curve
+ * reaches is null.
  */
-export function alignCurves(curves: { xs: number[]; ys: number[] }[]): AlignedData {
-  const k = curves.length;
-  const idx = new Array<number>(k).fill(0);
-  const x: number[] = [];
-  const cols: (number | null)[][] = curves.map(() => []);
-  for (;;) {
-    let next = Infinity;
-    for (let c = 0; c < k; c++) {
-      const i = idx[c];
-      if (i < curves[c].xs.length && curves[c].xs[i] < next) {
-        next = curves[c].xs[i];
+export function referenceBand(curves: { xs: ArrayLike<number>; ys: ArrayLike<number> }[], buckets: number, xmax: number): Band {
+  const b = Math.max(1, Math.floor(buckets));
+  const per = curves.filter((c) => c.xs.length > 0).map((c) => bucketMeans(c.xs, c.ys, b, xmax));
+  const mean = new Array<number | null>(2 * b).fill(null);
+  const lo = new Array<number | null>(2 * b).fill(null);
+  const hi = new Array<number | null>(2 * b).fill(null);
+  for (let k = 0; k < b; k++) {
+    let s = 0;
+    let n = 0;
+    let mn = Infinity;
+    let mx = -Infinity;
+    for (const m of per) {
+      const v = m[k];
+      if (!Number.isNaN(v)) {
+        s += v;
+        n++;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
       }
     }
-    if (next === Infinity) {
-      break;
-    }
-    x.push(next);
-    for (let c = 0; c < k; c++) {
-      const i = idx[c];
-      if (i < curves[c].xs.length && curves[c].xs[i] === next) {
-        cols[c].push(curves[c].ys[i]);
-        idx[c] = i + 1;
-      } else {
-        cols[c].push(null);
-      }
+    if (n) {
+      mean[2 * k] = mean[2 * k + 1] = s / n;
+      lo[2 * k] = lo[2 * k + 1] = mn;
+      hi[2 * k] = hi[2 * k + 1] = mx;
     }
   }
-  return [x, ...cols];
+  return { mean, lo, hi, runs: per.length };
 }
 
-/** Whether xs is non-decreasing (curves arrive in step order; this guards the merge). */
+/** Index of the point whose x is nearest to `x` in an x-sorted array (-1 when empty). */
+export function nearestIndex(xs: ArrayLike<number>, x: number): number {
+  const n = xs.length;
+  if (!n) {
+    return -1;
+  }
+  let lo = 0;
+  let hi = n - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < x) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo > 0 && Math.abs(xs[lo - 1] - x) <= Math.abs(xs[lo] - x) ? lo - 1 : lo;
+}
+
+/** Whether xs is non-decreasing (curves arrive in step order; this guards the grid). */
 export function isSorted(xs: ArrayLike<number>): boolean {
   for (let i = 1; i < xs.length; i++) {
     if (xs[i] < xs[i - 1]) {
@@ -147,43 +265,116 @@ export function isSorted(xs: ArrayLike<number>): boolean {
   return true;
 }
 
-/** Sort a curve by x, keeping y paired (only needed when records arrive out of order). */
-export function sortCurve(xs: number[], ys: number[]): { xs: number[]; ys: number[] } {
+/** Sort a curve by x, keeping y (and steps) paired (only needed when records arrive out of order). */
+export function sortCurve(xs: number[], ys: number[], steps?: number[]): { xs: number[]; ys: number[]; steps?: number[] } {
   const order = xs.map((_, i) => i).sort((a, b) => xs[a] - xs[b] || a - b);
-  return { xs: order.map((i) => xs[i]), ys: order.map((i) => ys[i]) };
+  const out: { xs: number[]; ys: number[]; steps?: number[] } = { xs: order.map((i) => xs[i]), ys: order.map((i) => ys[i]) };
+  if (steps) {
+    out.steps = order.map((i) => steps[i]);
+  }
+  return out;
 }
 
 /**
- * Raw curves by experiment, appended to as progress arrives, with a per-curve downsample cache
- * keyed by (version, buckets): only curves that changed are downsampled again on a redraw.
+ * A growable column of numbers: a Float64Array with spare capacity (curves grow by appends at
+ * 10 Hz). Typed storage keeps the grid's loops fast whatever array kind a message arrived in
+ * (a structured clone's arrays are not the JIT's packed doubles).
  */
-export class CurveStore {
-  private readonly curves = new Map<number, { xs: number[]; ys: number[]; version: number }>();
-  private readonly cache = new Map<number, { version: number; buckets: number; xs: number[]; ys: number[] }>();
+class Column {
+  data: Float64Array;
+  length: number;
 
-  set(curve: CurveData): void {
-    const sorted = isSorted(curve.xs) ? { xs: curve.xs.slice(), ys: curve.ys.slice() } : sortCurve(curve.xs, curve.ys);
-    const prev = this.curves.get(curve.expId);
-    this.curves.set(curve.expId, { ...sorted, version: (prev?.version ?? 0) + 1 });
+  /** A Float64Array is taken over as it is (appends never write into it: they grow a copy). */
+  constructor(values: ArrayLike<number>) {
+    this.length = values.length;
+    if (values instanceof Float64Array) {
+      this.data = values;
+    } else {
+      this.data = new Float64Array(Math.max(16, values.length));
+      this.data.set(values);
+    }
   }
 
-  append(curve: CurveData): void {
+  push(values: ArrayLike<number>): void {
+    const need = this.length + values.length;
+    if (need > this.data.length) {
+      const grown = new Float64Array(Math.max(need, this.data.length * 2));
+      grown.set(this.data.subarray(0, this.length));
+      this.data = grown;
+    }
+    this.data.set(values, this.length);
+    this.length = need;
+  }
+
+  view(): Float64Array {
+    return this.data.subarray(0, this.length);
+  }
+}
+
+interface StoredCurve {
+  xs: Column;
+  ys: Column;
+  /** Parallel to xs while every message carried steps; dropped otherwise. */
+  steps: Column | undefined;
+  anomalies: PanelAnomaly[];
+  version: number;
+}
+
+/** A point of a curve under the cursor. */
+export interface CurvePoint {
+  x: number;
+  y: number;
+  step: number | null;
+}
+
+/**
+ * Raw curves by experiment, appended to as progress arrives, with a per-curve cache of its grid
+ * row keyed by (version, buckets, xmax): a redraw re-grids only the curves that changed.
+ */
+export class CurveStore {
+  private readonly curves = new Map<number, StoredCurve>();
+  private readonly cache = new Map<number, { version: number; key: string; row: (number | null)[] }>();
+  /** Versions never repeat (a curve deleted and set again is a new version). */
+  private nextVersion = 1;
+
+  /** Replace a curve (a Float64Array column is taken over, plain arrays are copied). */
+  set(curve: PanelCurve): void {
+    const steps = curve.steps && curve.steps.length === curve.xs.length ? curve.steps : undefined;
+    const sorted = isSorted(curve.xs) ? { xs: curve.xs, ys: curve.ys, steps } : sortCurve(Array.from(curve.xs), Array.from(curve.ys), steps && Array.from(steps));
+    const prev = this.curves.get(curve.expId);
+    this.curves.set(curve.expId, {
+      xs: new Column(sorted.xs),
+      ys: new Column(sorted.ys),
+      steps: sorted.steps ? new Column(sorted.steps) : undefined,
+      anomalies: curve.anomalies ?? prev?.anomalies ?? [],
+      version: this.nextVersion++,
+    });
+  }
+
+  append(curve: PanelCurve): void {
     const cur = this.curves.get(curve.expId);
     if (!cur) {
       this.set(curve);
       return;
     }
-    const last = cur.xs.length ? cur.xs[cur.xs.length - 1] : -Infinity;
-    for (let i = 0; i < curve.xs.length; i++) {
-      cur.xs.push(curve.xs[i]);
-      cur.ys.push(curve.ys[i]);
+    const last = cur.xs.length ? cur.xs.data[cur.xs.length - 1] : -Infinity;
+    if (cur.steps && curve.steps && curve.steps.length === curve.xs.length) {
+      cur.steps.push(curve.steps);
+    } else {
+      cur.steps = undefined;
+    }
+    cur.xs.push(curve.xs);
+    cur.ys.push(curve.ys);
+    if (curve.anomalies) {
+      cur.anomalies = curve.anomalies;
     }
     if (curve.xs.length && curve.xs[0] < last) {
-      const s = sortCurve(cur.xs, cur.ys);
-      cur.xs = s.xs;
-      cur.ys = s.ys;
+      const s = sortCurve(Array.from(cur.xs.view()), Array.from(cur.ys.view()), cur.steps ? Array.from(cur.steps.view()) : undefined);
+      cur.xs = new Column(s.xs);
+      cur.ys = new Column(s.ys);
+      cur.steps = s.steps ? new Column(s.steps) : undefined;
     }
-    cur.version++;
+    cur.version = this.nextVersion++;
   }
 
   has(expId: number): boolean {
@@ -203,6 +394,33 @@ export class CurveStore {
     return this.curves.get(expId)?.xs.length ?? 0;
   }
 
+  /** Changes whenever the curve does (0: unknown). */
+  version(expId: number): number {
+    return this.curves.get(expId)?.version ?? 0;
+  }
+
+  /** The curve's points (views of the store's storage: read, don't keep). */
+  raw(expId: number): { xs: Float64Array; ys: Float64Array } | undefined {
+    const c = this.curves.get(expId);
+    return c ? { xs: c.xs.view(), ys: c.ys.view() } : undefined;
+  }
+
+  anomalies(expId: number): PanelAnomaly[] {
+    return this.curves.get(expId)?.anomalies ?? [];
+  }
+
+  /** The largest x of these curves (0 when none has a point). */
+  maxX(ids: Iterable<number>): number {
+    let m = 0;
+    for (const id of ids) {
+      const c = this.curves.get(id);
+      if (c && c.xs.length && c.xs.data[c.xs.length - 1] > m) {
+        m = c.xs.data[c.xs.length - 1];
+      }
+    }
+    return m;
+  }
+
   /** Total raw points held. */
   totalPoints(): number {
     let n = 0;
@@ -212,41 +430,224 @@ export class CurveStore {
     return n;
   }
 
-  downsampled(expId: number, buckets: number): { xs: number[]; ys: number[] } {
+  /** The raw point nearest to x (with its step when known). */
+  nearest(expId: number, x: number): CurvePoint | undefined {
+    const c = this.curves.get(expId);
+    const i = c ? nearestIndex(c.xs.view(), x) : -1;
+    if (!c || i < 0) {
+      return undefined;
+    }
+    return { x: c.xs.data[i], y: c.ys.data[i], step: c.steps ? c.steps.data[i] : null };
+  }
+
+  /** The curve's last point. */
+  last(expId: number): CurvePoint | undefined {
+    const c = this.curves.get(expId);
+    if (!c || !c.xs.length) {
+      return undefined;
+    }
+    const i = c.xs.length - 1;
+    return { x: c.xs.data[i], y: c.ys.data[i], step: c.steps ? c.steps.data[i] : null };
+  }
+
+  /** The curve on the common grid (cached until the curve or the grid changes). */
+  gridded(expId: number, buckets: number, xmax: number): (number | null)[] {
     const cur = this.curves.get(expId);
+    const key = `${buckets}:${xmax}`;
     if (!cur) {
-      return { xs: [], ys: [] };
+      return new Array<number | null>(2 * Math.max(1, Math.floor(buckets))).fill(null);
     }
     const hit = this.cache.get(expId);
-    if (hit && hit.version === cur.version && hit.buckets === buckets) {
-      return hit;
+    if (hit && hit.version === cur.version && hit.key === key) {
+      return hit.row;
     }
-    const entry = { version: cur.version, buckets, ...downsampleMinMax(cur.xs, cur.ys, buckets) };
-    this.cache.set(expId, entry);
-    return entry;
+    const row = gridCurve(cur.xs.view(), cur.ys.view(), buckets, xmax);
+    this.cache.set(expId, { version: cur.version, key, row });
+    return row;
   }
 }
 
-/** Aligned plot data for the selected curves, plus how many points each contributes. */
-export function buildPlotData(selected: SelectedCurve[], store: CurveStore, buckets: number): { data: AlignedData; drawn: number; raw: number } {
-  const parts = selected.map((s) => store.downsampled(s.expId, buckets));
-  const data = alignCurves(parts);
-  let drawn = 0;
-  let raw = 0;
-  for (let i = 0; i < parts.length; i++) {
-    drawn += parts[i].xs.length;
-    raw += store.size(selected[i].expId);
-  }
-  return { data, drawn, raw };
+// ---------------------------------------------------------------------------------- selection
+
+/** Click on a row: in or out of the selection (the oldest selection gives way past the cap). */
+export function toggleSelected(selected: readonly number[], id: number, max = MAX_SELECTED): number[] {
+  return selected.includes(id) ? selected.filter((x) => x !== id) : [...selected, id].slice(-max);
 }
+
+/** Add these ids (a question's experiments, a shift-click range) to the selection, capped. */
+export function addSelected(selected: readonly number[], ids: readonly number[], max = MAX_SELECTED): number[] {
+  const out = [...selected];
+  for (const id of ids) {
+    if (!out.includes(id)) {
+      out.push(id);
+    }
+  }
+  return out.slice(-max);
+}
+
+/** Shift-click: the rows between the anchor and this one, in the table's order (both included). */
+export function rangeBetween(order: readonly number[], anchor: number, id: number): number[] {
+  const a = order.indexOf(anchor);
+  const b = order.indexOf(id);
+  if (a < 0 || b < 0) {
+    return [id];
+  }
+  return order.slice(Math.min(a, b), Math.max(a, b) + 1);
+}
+
+// ---------------------------------------------------------------------------------- metric view
+
+export type MetricClass = 'reference' | 'kept' | 'discarded' | 'untrusted';
+export const METRIC_CLASSES: MetricClass[] = ['reference', 'kept', 'discarded', 'untrusted'];
+
+export function metricClass(e: PanelExperiment, referenceIds: ReadonlySet<number>): MetricClass {
+  if (UNTRUSTED_STATUSES.has(e.status) || awaitsReview(e)) {
+    return 'untrusted';
+  }
+  if (referenceIds.has(e.id)) {
+    return 'reference';
+  }
+  return e.status === 'kept' ? 'kept' : 'discarded';
+}
+
+/** The metric view's data: x = experiment id (those with a metric), one y array per class. */
+export interface MetricPoints {
+  ids: number[];
+  byClass: Record<MetricClass, (number | null)[]>;
+}
+
+export function metricPoints(experiments: Iterable<PanelExperiment>, referenceIds: readonly number[]): MetricPoints {
+  const ref = new Set(referenceIds);
+  const list = [...experiments].filter((e) => e.metric !== null && Number.isFinite(e.metric) && e.status !== 'running').sort((a, b) => a.id - b.id);
+  const byClass = {} as Record<MetricClass, (number | null)[]>;
+  for (const c of METRIC_CLASSES) {
+    byClass[c] = new Array<number | null>(list.length).fill(null);
+  }
+  list.forEach((e, i) => {
+    byClass[metricClass(e, ref)][i] = e.metric;
+  });
+  return { ids: list.map((e) => e.id), byClass };
+}
+
+/** Where a keep starts: the reference moved by the keep threshold in the better direction. */
+export function keepLine(value: number | null | undefined, keepThreshold: number | null | undefined, direction: Direction): number | null {
+  if (typeof value !== 'number' || typeof keepThreshold !== 'number') {
+    return null;
+  }
+  return direction === 'minimize' ? value - keepThreshold : value + keepThreshold;
+}
+
+/** The metric view's y range: its points, the reference ± σ and the keep line, padded by 8%. */
+export function metricRange(values: Iterable<number | null>, extra: (number | null | undefined)[]): [number, number] | null {
+  let lo = Infinity;
+  let hi = -Infinity;
+  const take = (v: number | null | undefined) => {
+    if (typeof v === 'number' && Number.isFinite(v)) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+  };
+  for (const v of values) {
+    take(v);
+  }
+  extra.forEach(take);
+  if (lo === Infinity) {
+    return null;
+  }
+  const pad = hi > lo ? (hi - lo) * 0.08 : Math.abs(hi) * 0.01 || 1;
+  return [lo - pad, hi + pad];
+}
+
+// ---------------------------------------------------------------------------------- words
 
 /** Table text for a number (em dash when missing). */
-export function fmt(v: number | null, digits = 4, signed = false): string {
-  if (v === null || !Number.isFinite(v)) {
+export function fmt(v: number | null | undefined, digits = 4, signed = false): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) {
     return '—';
   }
   const s = v.toFixed(digits);
   return signed && v > 0 ? `+${s}` : s;
+}
+
+/** The improvement in metric units, positive = better, whichever the direction. */
+export function improvement(delta: number, direction: Direction): number {
+  return direction === 'minimize' ? -delta : delta;
+}
+
+/** Digits that show a run's numbers against its σ (two significant digits of σ). */
+export function digitsFor(sigma: number | null | undefined): number {
+  return decimalsFor(typeof sigma === 'number' ? sigma : null);
+}
+
+/**
+ * Δ in one sign convention: "0.037 worse · 0.7σ", "0.012 better · 2.4σ", "no change". The σ
+ * count is |z| (the judge's z is positive when better).
+ */
+export function deltaWords(e: Pick<PanelExperiment, 'delta' | 'z' | 'sigma'>, direction: Direction): string {
+  if (e.delta === null) {
+    return '—';
+  }
+  const d = digitsFor(e.sigma);
+  const better = improvement(e.delta, direction);
+  const amount = Math.abs(better).toFixed(d);
+  const words = Number(amount) === 0 ? 'no change' : `${amount} ${better > 0 ? 'better' : 'worse'}`;
+  return e.z === null ? words : `${words} · ${Math.abs(e.z).toFixed(1)}σ`;
+}
+
+/** "keep needs ≥ 2.1σ better" (from the verdict's t_crit), or "". */
+export function keepNeeds(tCrit: number | null | undefined): string {
+  return typeof tCrit === 'number' && Number.isFinite(tCrit) ? `keep needs ≥ ${tCrit.toFixed(1)}σ better` : '';
+}
+
+/** "+0.012 [−0.003, +0.027]": an effect (positive = better) with its interval. */
+export function effectText(effect: PanelEffect | null | undefined, digits: number): string {
+  if (!effect) {
+    return '';
+  }
+  const s = (v: number) => (v > 0 ? `+${v.toFixed(digits)}` : v < 0 ? `−${Math.abs(v).toFixed(digits)}` : (0).toFixed(digits));
+  return `${s(effect.better)} [${s(effect.low)}, ${s(effect.high)}]`;
+}
+
+const REASON_WORDS: Record<string, string> = {
+  improved_one_seed: 'improved on one seed',
+  within_noise: 'within noise',
+  user_rejected: 'rejected by you',
+  confirmation: 'confirmation run',
+  implausible: 'implausible gain',
+  result_accepted: 'result accepted',
+  result_rejected: 'result rejected',
+  no_model: 'no model saved',
+  pruned: 'pruned early',
+  stopped_in_confirmation: 'stopped in confirmation',
+  node_lost: 'node lost',
+};
+
+/** The reason column: the reason in words, with the researcher's own words for a rejection. */
+export function reasonWords(e: Pick<PanelExperiment, 'reason' | 'rejectionReason'>): string {
+  const code = e.reason ?? '';
+  const words = REASON_WORDS[code] ?? code.replace(/_/g, ' ');
+  const own = e.rejectionReason?.trim();
+  return own ? (words ? `${words}: “${own}”` : `“${own}”`) : words;
+}
+
+/** "14 s", "4m 05s", "1h 02m" (em dash when unknown). */
+export function durationText(seconds: number | null | undefined): string {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) {
+    return '—';
+  }
+  if (seconds < 60) {
+    return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+  }
+  const s = Math.round(seconds);
+  if (s < 3600) {
+    return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  }
+  return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** The warnings of a run, one sentence a line ("" when none). */
+export function warningText(e: Pick<PanelExperiment, 'warnings'>): string {
+  return Object.values(e.warnings ?? {}).join('\n');
 }
 
 /** How a row's status reads in the table, and the class that colours it. */
@@ -283,4 +684,9 @@ export function statusCell(e: PanelExperiment): StatusCell {
 /** The source cell: the source, and "self-reported metric" when the number is what the script printed. */
 export function sourceCell(e: PanelExperiment): string {
   return e.evaluator === SELF_REPORTED ? `${e.source} · self-reported metric` : e.source;
+}
+
+/** A row's tooltip: the hypothesis, the verdict line, what a keep needed, the status note. */
+export function rowTooltip(e: PanelExperiment): string {
+  return [e.hypothesis, e.verdict ?? '', keepNeeds(e.tCrit), statusCell(e).note].filter((s) => s).join('\n');
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatReference, parseEngineState, stateSummary, stateTooltip } from '../../extension/src/engineState';
+import { formatReference, panelReference, parseEngineState, stateSummary, stateTooltip } from '../../extension/src/engineState';
 import { statusView, stoppedMessage } from '../../extension/src/status';
 import { ExperimentStore } from '../../extension/src/store';
 
@@ -30,6 +30,30 @@ test('sigmaloop/state is read tolerantly; a message without metric or direction 
   assert.equal(bare.reference, null);
   assert.equal(bare.best, null);
   assert.deepEqual(bare.loop, { running: false, iteration: 0, iterations: 0, phase: '' });
+});
+
+test('the state’s questions are read tolerantly (an older server sends none)', () => {
+  assert.deepEqual(parseEngineState(wire)?.questions, []);
+  const s = parseEngineState({
+    ...wire,
+    questions: [
+      { id: 1, text: 'Does warmup matter?', decision: 'drop warmup if not ≥ 0.01 better', status: 'open', answer: '', experiments: [3, 4, 'x'], verdict: '2 experiments: no effect clears the noise' },
+      { id: 2, text: 'Is depth 8 better?', status: 'answered', answer: 'no', experiments: [5] },
+      { text: 'no id' },
+      'junk',
+    ],
+  });
+  assert.deepEqual(s?.questions, [
+    { id: 1, text: 'Does warmup matter?', decision: 'drop warmup if not ≥ 0.01 better', status: 'open', answer: '', experiments: [3, 4], verdict: '2 experiments: no effect clears the noise' },
+    { id: 2, text: 'Is depth 8 better?', decision: '', status: 'answered', answer: 'no', experiments: [5], verdict: '' },
+  ]);
+});
+
+test('the panel’s reference: the line, the numbers the charts draw, the reference runs and the best', () => {
+  const ref = panelReference(parseEngineState({ ...wire, reference: { ...wire.reference, keepThreshold: 0.004 } }));
+  assert.equal(ref.text, 'val_bpb 0.9979 ± 0.0012 (2 seeds) · keeps ≥ 0.004 (0.4%)');
+  assert.deepEqual([ref.value, ref.sigma, ref.keepThreshold, ref.ids, ref.bestId], [0.99791, 0.00123, 0.004, [1, 2], 7]);
+  assert.deepEqual(panelReference(undefined), { text: '', advice: null, value: null, sigma: null, keepThreshold: null, ids: [], bestId: null });
 });
 
 test('reference ± σ with σ to two significant digits', () => {
