@@ -580,7 +580,7 @@ export function digitsFor(sigma: number | null | undefined): number {
 }
 
 /**
- * Δ in one sign convention: "0.037 worse · 0.7σ", "0.012 better · 2.4σ", "no change". The σ
+ * Δ in one sign convention: "0.037 worse, 0.7σ", "0.012 better, 2.4σ", "no change". The σ
  * count is |z| (the judge's z is positive when better).
  */
 export function deltaWords(e: Pick<PanelExperiment, 'delta' | 'z' | 'sigma'>, direction: Direction): string {
@@ -591,7 +591,7 @@ export function deltaWords(e: Pick<PanelExperiment, 'delta' | 'z' | 'sigma'>, di
   const better = improvement(e.delta, direction);
   const amount = Math.abs(better).toFixed(d);
   const words = Number(amount) === 0 ? 'no change' : `${amount} ${better > 0 ? 'better' : 'worse'}`;
-  return e.z === null ? words : `${words} · ${Math.abs(e.z).toFixed(1)}σ`;
+  return e.z === null ? words : `${words}, ${Math.abs(e.z).toFixed(1)}σ`;
 }
 
 /** "keep needs ≥ 2.1σ better" (from the verdict's t_crit), or "". */
@@ -599,13 +599,21 @@ export function keepNeeds(tCrit: number | null | undefined): string {
   return typeof tCrit === 'number' && Number.isFinite(tCrit) ? `keep needs ≥ ${tCrit.toFixed(1)}σ better` : '';
 }
 
-/** "+0.012 [−0.003, +0.027]": an effect (positive = better) with its interval. */
+/**
+ * An effect (positive = better) and its interval in the one sign convention, as the terminal
+ * says it: "0.012 better (95%: 0.004 to 0.020 better)", "0.020 worse (95%: 0.046 worse to 0.006 better)".
+ */
 export function effectText(effect: PanelEffect | null | undefined, digits: number): string {
   if (!effect) {
     return '';
   }
-  const s = (v: number) => (v > 0 ? `+${v.toFixed(digits)}` : v < 0 ? `−${Math.abs(v).toFixed(digits)}` : (0).toFixed(digits));
-  return `${s(effect.better)} [${s(effect.low)}, ${s(effect.high)}]`;
+  const words = (x: number) => `${Math.abs(x).toFixed(digits)} ${x >= 0 ? 'better' : 'worse'}`;
+  const level = `${Math.round(100 * effect.level)}%`;
+  if (effect.low >= 0 === effect.high >= 0) {
+    const [lo, hi] = [Math.abs(effect.low), Math.abs(effect.high)].sort((a, b) => a - b);
+    return `${words(effect.better)} (${level}: ${lo.toFixed(digits)} to ${hi.toFixed(digits)} ${effect.low >= 0 ? 'better' : 'worse'})`;
+  }
+  return `${words(effect.better)} (${level}: ${words(effect.low)} to ${words(effect.high)})`;
 }
 
 const REASON_WORDS: Record<string, string> = {

@@ -159,11 +159,11 @@ test('CurveStore appends, sorts late records (steps stay paired), caches the gri
 
 test('Δ in one sign convention: better / worse whichever the direction, with σ from z', () => {
   const row = { delta: 0.037, z: -0.71, sigma: 0.052 };
-  assert.equal(deltaWords(row, 'minimize'), '0.037 worse · 0.7σ');
-  assert.equal(deltaWords({ delta: -0.0123, z: 2.44, sigma: 0.005 }, 'minimize'), '0.0123 better · 2.4σ');
+  assert.equal(deltaWords(row, 'minimize'), '0.037 worse, 0.7σ');
+  assert.equal(deltaWords({ delta: -0.0123, z: 2.44, sigma: 0.005 }, 'minimize'), '0.0123 better, 2.4σ');
   // maximize: a higher metric is better
-  assert.equal(deltaWords({ delta: 0.012, z: 1.2, sigma: 0.01 }, 'maximize'), '0.012 better · 1.2σ');
-  assert.equal(deltaWords({ delta: 0, z: 0, sigma: 0.01 }, 'minimize'), 'no change · 0.0σ');
+  assert.equal(deltaWords({ delta: 0.012, z: 1.2, sigma: 0.01 }, 'maximize'), '0.012 better, 1.2σ');
+  assert.equal(deltaWords({ delta: 0, z: 0, sigma: 0.01 }, 'minimize'), 'no change, 0.0σ');
   assert.equal(deltaWords({ delta: 0.5, z: null, sigma: null }, 'minimize'), '0.5000 worse');
   assert.equal(deltaWords({ delta: null, z: null, sigma: null }, 'minimize'), '—');
   assert.equal(keepNeeds(2.13), 'keep needs ≥ 2.1σ better');
@@ -171,7 +171,10 @@ test('Δ in one sign convention: better / worse whichever the direction, with σ
   assert.equal(keepLine(2.0, 0.035, 'minimize'), 1.965);
   assert.equal(keepLine(0.8, 0.01, 'maximize'), 0.81);
   assert.equal(keepLine(null, 0.01, 'maximize'), null);
-  assert.equal(effectText({ better: 0.012, low: -0.003, high: 0.027, level: 0.95 }, 3), '+0.012 [−0.003, +0.027]');
+  // as the terminal says it (questions.fmt_effect)
+  assert.equal(effectText({ better: 0.012, low: 0.004, high: 0.02, level: 0.95 }, 4), '0.0120 better (95%: 0.0040 to 0.0200 better)');
+  assert.equal(effectText({ better: -0.02, low: -0.0457, high: 0.0057, level: 0.95 }, 4), '0.0200 worse (95%: 0.0457 worse to 0.0057 better)');
+  assert.equal(effectText({ better: -0.03, low: -0.05, high: -0.01, level: 0.95 }, 2), '0.03 worse (95%: 0.01 to 0.05 worse)');
   assert.equal(effectText(null, 3), '');
 });
 
