@@ -795,7 +795,7 @@ function updateLegendValues(x: number | undefined): void {
 function onLossCursor(u: uPlot): void {
   const left = u.cursor.left ?? -1;
   if (left < 0) {
-    cursorLine.textContent = 'values: the last point of each curve (hover the chart for values at a point)';
+    cursorLine.textContent = legendItems.length ? 'the last point of each curve; hover the chart for the values at a point' : '';
     updateLegendValues(undefined);
     return;
   }
@@ -1338,6 +1338,22 @@ function pushCapped(list: number[], v: number): void {
 }
 
 let tableFrame = 0;
+
+/**
+ * Curves no longer drawn are dropped (a long session selects many): the host drops them too and
+ * sends them again when they are wanted. Running trials' curves stay (the host keeps streaming them).
+ */
+function forgetCurves(): void {
+  const keep = new Set(reference.ids ?? []);
+  for (const c of planned) {
+    keep.add(c.expId);
+  }
+  for (const id of store.ids()) {
+    if (!keep.has(id) && experiments.get(id)?.status !== 'running') {
+      store.delete(id);
+    }
+  }
+}
 /** Milliseconds spent on messages since the last redraw. */
 let messageMs = 0;
 
@@ -1359,6 +1375,7 @@ function redraw(): void {
   frameRequested = false;
   const t0 = performance.now();
   planned = planCurves(experiments, view.selected, reference.ids ?? [], MAX_RUNNING);
+  forgetCurves();
   debug.phases.select = performance.now() - t0;
   if (dirty.loss) {
     dirty.loss = false;

@@ -53,7 +53,11 @@ async function openPanel(state?: unknown): Promise<Page> {
   return page;
 }
 
-/** The scene the host would send: two reference runs, four experiments, curves as Float64Array (structured-cloned like a real message). */
+/**
+ * The scene the host would send: two reference runs, four experiments, curves as Float64Array
+ * (structured-cloned like a real message). Like the host, it sends the reference runs' curves and
+ * the selection's, and a newly selected experiment's curve when the page says what it selected.
+ */
 async function sendScene(page: Page, view?: unknown): Promise<void> {
   await page.evaluate((view) => {
     const curve = (expId: number, rate: number, n = 400) => {
@@ -80,8 +84,36 @@ async function sendScene(page: Page, view?: unknown): Promise<void> {
       exp(5, 'crashed', 'llm:x', null, { reason: 'crashed', hasLog: true }),
     ];
     const c4 = { ...curve(4, 5), anomalies: [{ kind: 'spike', frac: 0.5, step: 2000, message: 'loss ×3.2 spike at 50% of budget' }] };
+    const journal: Record<number, unknown> = { 1: curve(1, 4), 2: curve(2, 4.2), 3: curve(3, 3.5), 4: c4 };
+    const send = (data: unknown) => window.dispatchEvent(new MessageEvent('message', { data: structuredClone(data) }));
+    const posted = (window as unknown as { __posted: Posted[] }).__posted;
+    const sent = new Set<number>();
+    posted.push = (...items: Posted[]) => {
+      for (const m of items) {
+        Array.prototype.push.call(posted, m);
+        for (const id of m.type === 'view' ? (m.view?.selected ?? []) : []) {
+          if (!sent.has(id) && journal[id]) {
+            sent.add(id);
+            setTimeout(() => send({ type: 'curve', curve: journal[id], replace: true }), 0);
+          }
+        }
+        if (m.type === 'view') {
+          // like the host: what is no longer selected is sent again when it is selected again
+          for (const id of [...sent]) {
+            if (!m.view?.selected.includes(id)) {
+              sent.delete(id);
+            }
+          }
+        }
+      }
+      return posted.length;
+    };
+    const selected = (view as { selected?: number[] } | undefined)?.selected ?? [];
+    for (const id of selected) {
+      sent.add(id);
+    }
     const msgs = [
-      { type: 'init', experiments, curves: [curve(1, 4), curve(2, 4.2), curve(3, 3.5), c4], direction: 'minimize', metric: 'val_bpb', ...(view ? { view } : {}) },
+      { type: 'init', experiments, curves: [1, 2, ...selected].map((id) => journal[id]), direction: 'minimize', metric: 'val_bpb', ...(view ? { view } : {}) },
       { type: 'reference', text: 'val_bpb 2.105 ± 0.010 (2 seeds) · keeps ≥ 0.03 (1.4%)', advice: null, value: 2.105, sigma: 0.01, keepThreshold: 0.03, ids: [1, 2], bestId: 1 },
       {
         type: 'questions',
@@ -89,7 +121,7 @@ async function sendScene(page: Page, view?: unknown): Promise<void> {
       },
     ];
     for (const m of msgs) {
-      window.dispatchEvent(new MessageEvent('message', { data: structuredClone(m) }));
+      send(m);
     }
   }, view);
   await page.waitForFunction(() => {
