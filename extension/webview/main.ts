@@ -1582,8 +1582,11 @@ setTitles();
 assignSlots();
 applyTab();
 renderQuestions();
-lossPlot = buildLossPlot(Math.max(200, window.innerWidth - 24));
-metricPlot = buildMetricPlot(Math.max(200, Math.floor((window.innerWidth - 24) / 2)));
+// at their boxes' widths (one layout now, at startup): the first real draw resizes nothing
+lossWidth = Math.floor(chartBox.getBoundingClientRect().width);
+metricWidth = Math.floor(metricBox.getBoundingClientRect().width);
+lossPlot = buildLossPlot(Math.max(200, lossWidth || window.innerWidth - 24));
+metricPlot = buildMetricPlot(Math.max(200, metricWidth || Math.floor((window.innerWidth - 24) / 2)));
 warmUpCharts(lossPlot, metricPlot, warmScene);
 debug.startupMs = performance.now() - scriptStart;
 debug.ready = true;
