@@ -537,25 +537,43 @@ export function keepLine(value: number | null | undefined, keepThreshold: number
   return direction === 'minimize' ? value - keepThreshold : value + keepThreshold;
 }
 
-/** The metric view's y range: its points, the reference ± σ and the keep line, padded by 8%. */
-export function metricRange(values: Iterable<number | null>, extra: (number | null | undefined)[]): [number, number] | null {
-  let lo = Infinity;
-  let hi = -Infinity;
-  const take = (v: number | null | undefined) => {
-    if (typeof v === 'number' && Number.isFinite(v)) {
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-  };
-  for (const v of values) {
-    take(v);
-  }
-  extra.forEach(take);
-  if (lo === Infinity) {
+/**
+ * The metric view's y range: the reference ± σ, the keep line and the points, padded by 8%; a
+ * point far out (past 5 interquartile ranges, or 5 spans of the reference lines, beyond the
+ * quartiles: a run that barely trained) is left off so the rest stay readable, and counted.
+ */
+export function metricRange(values: Iterable<number | null>, extra: (number | null | undefined)[]): { range: [number, number]; off: number } | null {
+  const finite = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v);
+  const pts = [...values].filter(finite).sort((a, b) => a - b);
+  const ref = extra.filter(finite);
+  if (!pts.length && !ref.length) {
     return null;
   }
+  let lo = Infinity;
+  let hi = -Infinity;
+  let off = 0;
+  if (pts.length) {
+    const q1 = pts[Math.floor((pts.length - 1) * 0.25)];
+    const q3 = pts[Math.ceil((pts.length - 1) * 0.75)];
+    const refSpan = ref.length ? Math.max(...ref) - Math.min(...ref) : 0;
+    const fence = 5 * Math.max(q3 - q1, refSpan);
+    const inLo = Math.min(q1, ...ref) - fence;
+    const inHi = Math.max(q3, ...ref) + fence;
+    for (const v of pts) {
+      if (fence > 0 && (v < inLo || v > inHi)) {
+        off++;
+      } else {
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+    }
+  }
+  for (const v of ref) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
   const pad = hi > lo ? (hi - lo) * 0.08 : Math.abs(hi) * 0.01 || 1;
-  return [lo - pad, hi + pad];
+  return { range: [lo - pad, hi + pad], off };
 }
 
 // ---------------------------------------------------------------------------------- words

@@ -737,13 +737,15 @@ function renderLegend(): void {
     const bandText = band.runs > 1 ? `mean, min–max of ${band.runs} runs` : 'one run';
     items.push(legendEntry('reference', theme.reference, `reference (${bandText})`, `the reference runs ${refIds.map((id) => `#${id}`).join(' ')}: the research head on its seeds`));
   }
+  let running = 0;
   for (const c of planned) {
     const e = experiments.get(c.expId);
-    const colour = c.role === 'selected' ? selectedColour(c.expId) : c.role === 'baseline' ? theme.reference : theme.palette[3];
+    const colour = c.role === 'selected' ? selectedColour(c.expId) : c.role === 'baseline' ? theme.reference : theme.palette[(running++ + 3) % theme.palette.length];
+    const dashed = c.role === 'baseline' || (c.role === 'selected' && (slotOf.get(c.expId) ?? 0) >= theme.palette.length);
     const label = store.has(c.expId) ? c.label : `${c.label} (no curve)`;
     const warn = e ? warningText(e) : '';
     const tip = [e?.hypothesis ?? '', e ? `${statusCell(e).text} · ${deltaWords(e, direction)}` : '', warn].filter((s) => s).join('\n');
-    items.push(legendEntry(c.role, colour, label, tip, c.expId, c.role === 'baseline'));
+    items.push(legendEntry(c.role, colour, label, tip, c.expId, dashed));
   }
   legendItems = items;
   legend.replaceChildren(...items.map((i) => i.item));
@@ -809,6 +811,8 @@ function onLossCursor(u: uPlot): void {
 let metricIds: number[] = [];
 let metricIndex = new Map<number, number>();
 let metricYRange: [number, number] = [0, 1];
+/** Points left off the metric view (far out: runs that barely trained). */
+let metricOff = 0;
 
 function classColour(c: MetricClass): string {
   return c === 'reference' ? theme.reference : c === 'kept' ? theme.kept : c === 'untrusted' ? theme.untrusted : theme.discarded;
@@ -937,7 +941,7 @@ function onMetricCursor(u: uPlot): void {
   metricTip.hidden = false;
   const x = u.valToPos(e.id, 'x') + u.over.offsetLeft;
   const y = e.metric !== null ? u.valToPos(e.metric, 'y') + u.over.offsetTop : 0;
-  const w = metricBox.clientWidth;
+  const w = metricWidth;
   metricTip.style.left = `${Math.round(Math.min(Math.max(0, x + 12), Math.max(0, w - 240)))}px`;
   metricTip.style.top = `${Math.round(Math.max(0, y - 10))}px`;
 }
@@ -971,6 +975,11 @@ function renderMetricLegend(): void {
       items.push(line(theme.kept, `keep needs ${direction === 'minimize' ? '≤' : '≥'} ${keep.toFixed(d)}`, true, `the smallest improvement the judge can keep: ${fmt(reference.keepThreshold, d)} ${metricName} better than the reference`));
     }
   }
+  if (metricOff) {
+    const off = el('span', 'rl-legend-item rl-off', `${metricOff} far off the scale, not shown`);
+    off.title = 'metrics beyond 5 interquartile ranges of the rest (a run that barely trained, a diverged one): see the table';
+    items.push(off);
+  }
   metricLegend.replaceChildren(...items);
 }
 
@@ -983,7 +992,9 @@ function drawMetric(): void {
   const sigma = typeof reference.sigma === 'number' ? reference.sigma : 0;
   const value = typeof reference.value === 'number' ? reference.value : null;
   const values = METRIC_CLASSES.flatMap((c) => pts.byClass[c]);
-  metricYRange = metricRange(values, value === null ? [] : [value - sigma, value + sigma, keep]) ?? [0, 1];
+  const fit = metricRange(values, value === null ? [] : [value - sigma, value + sigma, keep]);
+  metricYRange = fit?.range ?? [0, 1];
+  metricOff = fit?.off ?? 0;
   metricEmpty.hidden = pts.ids.length > 0;
   if (!metricPlot) {
     metricPlot = buildMetricPlot(width);
@@ -998,6 +1009,7 @@ function drawMetric(): void {
   debug.metricDraws++;
   debug.metricPoints = pts.ids.length;
   metricBox.dataset.points = String(pts.ids.length);
+  metricBox.dataset.off = String(metricOff);
   metricBox.dataset.reference = value === null ? '' : String(value);
   metricBox.dataset.keepLine = keep === null ? '' : String(keep);
 }

@@ -202,9 +202,16 @@ test('the metric view: points by verdict class, reference runs apart, untrusted 
   assert.deepEqual(pts.byClass.kept, [null, null, null, 0.9, null, null, null]);
   assert.deepEqual(pts.byClass.discarded, [null, null, 1.05, null, null, null, null]);
   assert.deepEqual(pts.byClass.untrusted, [null, null, null, null, 0.5, 0.6, 0.4]);
-  const [lo, hi] = metricRange([1, 1.1], [0.8, null]) ?? [0, 0];
-  assert.ok(lo < 0.8 && hi > 1.1);
+  const r = metricRange([1, 1.1], [0.8, null]);
+  assert.ok(r && r.range[0] < 0.8 && r.range[1] > 1.1 && r.off === 0);
   assert.equal(metricRange([null], []), null);
+  // a run that barely trained (loss ≈ ln(vocab)) is left off, counted, and the rest stay readable
+  const spread = metricRange([2.1, 2.11, 2.12, 2.09, 2.1, 8.3], [2.1, 2.09, 2.11, 2.07]);
+  assert.ok(spread);
+  assert.equal(spread.off, 1);
+  assert.ok(spread.range[1] < 2.3, `range ${spread.range.join(' – ')}`);
+  // the reference lines are always in view, with or without points
+  assert.deepEqual(metricRange([], [1, 1]), { range: [0.99, 1.01], off: 0 });
 });
 
 test('fmt', () => {
