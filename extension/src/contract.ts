@@ -11,7 +11,7 @@
 // protocol.gen.ts by scripts/gen_protocol.py; a test fails when they drift). The client imports
 // them from here only.
 
-import type { Crash, Direction, ExperimentRecord, LoopStatus, ProgressPoint, TrialProgressParams } from './protocol.gen';
+import type { Crash, Direction, ExperimentRecord, LoopStatus, ProgressPoint, QuestionState, TrialProgressParams } from './protocol.gen';
 
 export type {
   AdoptResult,
@@ -191,19 +191,8 @@ export interface PanelReference {
   bestId?: number | null;
 }
 
-/** A research question as the panel lists it (the state's `questions`). */
-export interface PanelQuestion {
-  id: number;
-  text: string;
-  /** The result that would change the researcher's decision. */
-  decision: string;
-  /** "open" | "answered" | "dropped" */
-  status: string;
-  answer: string;
-  experiments: number[];
-  /** One line: what its experiments say so far. */
-  verdict: string;
-}
+/** A research question as the panel lists it: the state's `QuestionState`. */
+export type PanelQuestion = QuestionState;
 
 /**
  * One curve as parallel arrays: x (fraction of the time budget, 0..1) and loss; `steps` (the
