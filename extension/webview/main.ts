@@ -794,8 +794,12 @@ function updateLegendValues(x: number | undefined): void {
   }
 }
 
+/** Whether the cursor is over the loss chart (its values then follow the cursor, not the stream). */
+let hovering = false;
+
 function onLossCursor(u: uPlot): void {
   const left = u.cursor.left ?? -1;
+  hovering = left >= 0;
   if (left < 0) {
     cursorLine.textContent = legendItems.length ? 'the last point of each curve; hover the chart for the values at a point' : '';
     updateLegendValues(undefined);
@@ -1396,6 +1400,10 @@ function redraw(): void {
   if (dirty.legend || dirty.loss) {
     dirty.legend = false;
     renderLegend();
+    if (!hovering) {
+      // the running curves' last points move on
+      updateLegendValues(undefined);
+    }
   }
   const t1 = performance.now();
   if (dirty.metric) {
