@@ -198,7 +198,9 @@ def test_noise_advisor_in_the_lens_title_and_its_advice_lens():
     assert render.lens_title(state) == \
         "val_bpb ↓ 2.1234 ± 0.0123 (#1, 3 seeds) · keeps ≥ 0.035 (1.6%) · kept 0 / 0 run"
     lenses = render.code_lenses(render.lens_title(state), render.lens_advice(state))
-    assert lenses[0].command.tooltip == advice
+    (summary,) = [lens for lens in lenses if lens.command.command == "sigmaloop.summary"
+                  and not lens.command.title.startswith("$(warning)")]
+    assert summary.command.tooltip == advice and lenses[-2] is summary  # after the buttons
     assert lenses[-1].command.title == f"$(warning) {advice}" and lenses[-1].range.start.line == 0
     quiet = {**state, "reference": {**state["reference"], "keepThreshold": 0.004, "advice": None}}
     assert "keeps ≥ 0.004 (0.2%)" in render.lens_title(quiet)

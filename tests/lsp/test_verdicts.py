@@ -177,5 +177,7 @@ async def test_tampered_and_over_budget_are_flagged_and_the_noise_advisor_speaks
     assert ref["keepThreshold"] > 0.1 and ref["advice"]
     top = [lens.command for lens in got if lens.range.start.line == 0]
     keeps = f"keeps ≥ {ref['keepThreshold']:.2g} ({100 * ref['keepThreshold'] / ref['value']:.1f}%)"
-    assert top[0].title.startswith("val_bpb ↓ ") and f"(#1, 2 seeds) · {keeps} · kept 0 / 0 run" in top[0].title
-    assert top[-1].title == f"$(warning) {ref['advice']}" and top[0].tooltip == ref["advice"]
+    title = top[-2]  # after the buttons, before the advice
+    assert title.command == "sigmaloop.summary"
+    assert title.title.startswith("val_bpb ↓ ") and f"(#1, 2 seeds) · {keeps} · kept 0 / 0 run" in title.title
+    assert top[-1].title == f"$(warning) {ref['advice']}" and title.tooltip == ref["advice"]

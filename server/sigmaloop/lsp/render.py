@@ -532,12 +532,13 @@ def _at(line: int) -> types.Range:
 
 def code_lenses(title: str, advice: str | None = None, state: dict[str, Any] | None = None,
                 edit: Any = None) -> list[types.CodeLens]:
+    """The top of the script: the buttons first (a long title must not push Run My Edit out of
+    a narrow editor), then the state's title, then the advice."""
     top = _at(0)
-    lenses = [types.CodeLens(range=top, command=types.Command(
-        title=title, command="sigmaloop.summary", tooltip=advice))]
-    for label, command, tooltip in buttons(state, edit):
-        lenses.append(types.CodeLens(range=top, command=types.Command(title=label, command=command,
-                                                                      tooltip=tooltip)))
+    lenses = [types.CodeLens(range=top, command=types.Command(title=label, command=command, tooltip=tooltip))
+              for label, command, tooltip in buttons(state, edit)]
+    lenses.append(types.CodeLens(range=top, command=types.Command(
+        title=title, command="sigmaloop.summary", tooltip=advice)))
     if advice:
         lenses.append(types.CodeLens(range=top, command=types.Command(
             title=f"$(warning) {advice}", command="sigmaloop.summary", tooltip=advice)))
