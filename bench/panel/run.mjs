@@ -9,6 +9,9 @@
 // Prints ONE JSON line: the figures next to their goals (first draw ≤ 50 ms; frame work p99 ≤ 16 ms),
 // whether the page overflowed sideways at 1000 px, and page errors.
 //   node bench/panel/run.mjs [--duration 60] [--points 100000] [--overlay 20] [--overlay-points 10000] [--screenshot out.png]
+// BENCH_DEBUG=1 adds each repeat's phases (all_phases) and the page's console to the output.
+// On a 2-core machine other work shows: run it on a quiet one (first draw 30 ms quiet, up to
+// ~75 ms with an e2e run beside it).
 /* global structuredClone */
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
