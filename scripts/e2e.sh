@@ -3,12 +3,15 @@
 # Chromium, driven by playwright-core (tests/e2e/run.mjs). Installs what it needs first
 # (scripts/install-e2e-deps.sh, idempotent), builds the .vsix, starts code-server on 127.0.0.1
 # with a fresh user-data dir and a fixture git workspace, and always stops code-server.
-# Screenshots and result.json land in artifacts/e2e/.
+# Screenshots and result.json land in artifacts/e2e/. E2E_PHASES picks phases (default: all of
+# "full research maximize restricted missing").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ART=$ROOT/artifacts/e2e
 START=$(date +%s)
+PHASES=" ${E2E_PHASES:-full research maximize restricted missing} "
+want() { [[ "$PHASES" == *" $1 "* ]]; }
 
 bash scripts/install-e2e-deps.sh
 if ! .venv/bin/python -c "import sigmaloop.lsp" >/dev/null 2>&1; then
@@ -93,6 +96,7 @@ write_settings() {
   "chat.disableAIFeatures": true,
   "chat.commandCenter.enabled": false,
   "editor.inlayHints.enabled": "on",
+  "files.autoSave": "off",
   "editor.minimap.enabled": false,
   "workbench.secondarySideBar.defaultVisibility": "hidden",
   "editor.lightbulb.enabled": "on",
@@ -130,23 +134,37 @@ start_code_server() {
   echo "[e2e] code-server did not answer in 60 s"; cat "$TMP/code-server.log"; exit 1
 }
 
-# Phase 1: a trusted workspace, the whole flow.
-WS=$TMP/workspace
-make_workspace "$WS"
-write_settings false
-start_code_server "$WS" --disable-workspace-trust
-FULL_RC=0
-E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS" E2E_ARTIFACTS="$ART" E2E_MODE=full \
-  E2E_USER_DATA="$TMP/user-data" node tests/e2e/run.mjs || FULL_RC=$?
-stop_code_server
+# A trusted phase on a fresh fixture workspace: run.mjs in E2E_MODE=$1; its exit status.
+trusted_phase() {
+  PHASE=$1
+  local ws=$TMP/$1 rc=0
+  make_workspace "$ws"
+  write_settings false
+  start_code_server "$ws" --disable-workspace-trust
+  E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$ws" E2E_ARTIFACTS="$ART" E2E_MODE=$1 \
+    E2E_USER_DATA="$TMP/user-data" node tests/e2e/run.mjs || rc=$?
+  stop_code_server
+  return $rc
+}
 
-# Phase 2: a project whose metric is maximised (val_acc). The engine arranges it first (a
+# Phase 1: a trusted workspace, the whole flow.
+FULL_RC=0
+if want full; then trusted_phase full || FULL_RC=$?; fi
+
+# Phase 2: the research view on a fresh workspace: a question, the baseline from the code lens,
+# the researcher's own (unsaved) edit run from the code lens, two experiments overlaid in the
+# panel, the metric view, the question with its experiments, a crash's "Open log of #N".
+RESEARCH_RC=0
+if want research; then trusted_phase research || RESEARCH_RC=$?; fi
+
+# Phase 3: a project whose metric is maximised (val_acc). The engine arranges it first (a
 # baseline and two kept edits, the second higher), as an earlier session would have; the panel
 # must draw the higher one as the best run and the status bar show the state's reference and best.
+MAXIMIZE_RC=0
+if want maximize; then
 PHASE=maximize
 WS4=$TMP/maximize
 make_workspace "$WS4" tests/e2e/fixture-maximize
-MAXIMIZE_RC=0
 if ARRANGED=$(GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=e2e@example.com GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=e2e@example.com \
     .venv/bin/python tests/e2e/arrange_maximize.py "$WS4" 2>"$ART/arrange-maximize.log"); then
   echo "[e2e] arranged: $ARRANGED"
@@ -159,14 +177,16 @@ else
   echo "[e2e] FAIL: arranging the maximize workspace failed:"; tail -20 "$ART/arrange-maximize.log"
   MAXIMIZE_RC=1
 fi
+fi
 
-# Phase 3: an untrusted workspace (Restricted Mode): the server must not start, nothing runs.
+# Phase 4: an untrusted workspace (Restricted Mode): the server must not start, nothing runs.
+RESTRICTED_RC=0
+if want restricted; then
 PHASE=restricted
 WS2=$TMP/untrusted
 make_workspace "$WS2"
 write_settings true
 start_code_server "$WS2"
-RESTRICTED_RC=0
 E2E_URL="http://127.0.0.1:$PORT" E2E_WORKSPACE="$WS2" E2E_ARTIFACTS="$ART" E2E_MODE=restricted \
   node tests/e2e/run.mjs || RESTRICTED_RC=$?
 if [ -e "$WS2/.sigmaloop" ]; then
@@ -174,12 +194,15 @@ if [ -e "$WS2/.sigmaloop" ]; then
   RESTRICTED_RC=1
 fi
 stop_code_server
+fi
 
-# Phase 4: a fresh virtual environment without sigmaloop: the client offers the wheel bundled in
+# Phase 5: a fresh virtual environment without sigmaloop: the client offers the wheel bundled in
 # the .vsix, installs it with pip when Install is clicked (pip's output in the log), and starts
 # the server. Then an older sigmaloop replaces it and the server restarts: the version mismatch is
 # offered the same install. Afterwards the venv must hold exactly the bundled wheel (same version,
 # no extras: no torch).
+MISSING_RC=0
+if want missing; then
 PHASE=missing
 WS3=$TMP/nopackage
 make_workspace "$WS3"
@@ -196,7 +219,6 @@ sed -i "s/^version = \".*\"/version = \"$OLD_VERSION\"/" "$TMP/old-src/pyproject
 sed -i "s/^__version__ = \".*\"/__version__ = \"$OLD_VERSION\"/" "$TMP/old-src/server/sigmaloop/__init__.py"
 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation --disable-pip-version-check -w "$TMP/old-wheel" "$TMP/old-src" >/dev/null
 OLD_WHEEL=$(ls "$TMP"/old-wheel/sigmaloop-*.whl)
-MISSING_RC=0
 if "$FRESH/bin/python" -c "import sigmaloop" >/dev/null 2>&1; then
   echo "[e2e] FAIL: the fresh venv $FRESH already has sigmaloop"
   MISSING_RC=1
@@ -240,12 +262,16 @@ PY
     MISSING_RC=1
   fi
 fi
+fi
 
 # One closing line for all phases (steps from artifacts/e2e/result*.json).
 node -e '
   const fs = require("fs");
   let passed = 0, failed = 0;
-  for (const f of ["result.json", "result-maximize.json", "result-restricted.json", "result-missing.json", "result-venv.json"]) {
+  const phases = process.argv[2].trim().split(/\s+/);
+  const files = { full: ["result.json"], research: ["result-research.json"], maximize: ["result-maximize.json"],
+                  restricted: ["result-restricted.json"], missing: ["result-missing.json", "result-venv.json"] };
+  for (const f of phases.flatMap((p) => files[p] ?? [])) {
     try {
       const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
       for (const s of r.steps) s.ok ? passed++ : failed++;
@@ -253,5 +279,5 @@ node -e '
     } catch { failed++; }
   }
   console.log(`e2e: ${passed} passed, ${failed} failed`);
-' "$ART"
-[ "$FULL_RC" = 0 ] && [ "$MAXIMIZE_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ] && [ "$MISSING_RC" = 0 ]
+' "$ART" "$PHASES"
+[ "$FULL_RC" = 0 ] && [ "$RESEARCH_RC" = 0 ] && [ "$MAXIMIZE_RC" = 0 ] && [ "$RESTRICTED_RC" = 0 ] && [ "$MISSING_RC" = 0 ]

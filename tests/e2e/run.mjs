@@ -5,7 +5,9 @@
 //   E2E_WORKSPACE  the fixture workspace folder (a git repo with sigmaloop.toml)
 //   E2E_ARTIFACTS  where screenshots and the step log go (artifacts/e2e)
 //   E2E_MODE       full | restricted | missing (a fresh venv: install the bundled wheel) |
-//                  maximize (a workspace whose metric is maximised, arranged beforehand)
+//                  maximize (a workspace whose metric is maximised, arranged beforehand) |
+//                  research (a question, Run My Edit, two curves overlaid, the metric view, the
+//                  question's experiments, a crash's Open log)
 //   E2E_ARRANGED   for "maximize": tests/e2e/arrange_maximize.py's JSON (the kept ids, the best)
 //   E2E_WHEEL, E2E_VERSION, E2E_USER_DATA  for "missing": the bundled wheel's file name, the
 //                  extension's version, the user-data dir (its logs/ hold the extension's log)
@@ -191,10 +193,29 @@ async function panelState() {
     const rows = [...document.querySelectorAll('#rl-experiments tbody tr')].map((tr) => ({
       id: Number(tr.dataset.expId),
       best: tr.classList.contains('best'),
+      selected: tr.classList.contains('selected'),
       cells: [...tr.children].map((td) => td.textContent),
+      col: Object.fromEntries([...tr.querySelectorAll('td[data-col]')].map((td) => [td.dataset.col, td.textContent ?? ''])),
     }));
+    const metric = document.getElementById('rl-metric-chart');
     return {
       title: document.querySelector('.rl-title')?.textContent ?? '',
+      metricTitle: document.getElementById('rl-metric-title')?.textContent ?? '',
+      metricPoints: Number(metric?.dataset.points ?? 0),
+      metricReference: metric?.dataset.reference ?? '',
+      metricKeepLine: metric?.dataset.keepLine ?? '',
+      domSelected: Number(chart?.dataset.selected ?? 0),
+      bandRuns: Number(chart?.dataset.bandRuns ?? 0),
+      selectedLegend: [...document.querySelectorAll('#rl-legend .rl-legend-item[data-role="selected"]')].map((e) => Number(e.dataset.expId)),
+      selected: s.selected,
+      tab: s.tab,
+      questions: [...document.querySelectorAll('#rl-questions .rl-question')].map((q) => ({
+        id: Number(q.dataset.questionId),
+        text: q.querySelector('.rl-question-text')?.textContent ?? '',
+        status: q.querySelector('.rl-question-status')?.textContent ?? '',
+        verdict: q.querySelector('.rl-question-verdict')?.textContent ?? '',
+        experiments: [...q.querySelectorAll('.rl-question-exp')].map((c) => ({ id: Number(c.dataset.expId), text: c.textContent })),
+      })),
       reference: document.getElementById('rl-reference')?.textContent ?? '',
       advice: document.getElementById('rl-advice')?.hidden ? '' : (document.getElementById('rl-advice')?.textContent ?? ''),
       legend: [...document.querySelectorAll('.rl-legend-item')].map((e) => e.textContent),
@@ -233,8 +254,10 @@ async function quickFix(itemText, shotName) {
   }, { timeout: 60_000, interval: 500 });
 }
 
+/** The active editor's rendered lines (inlay hints included), spaces as spaces (Monaco renders U+00A0). */
 async function editorText() {
-  return page.locator('.editor-group-container.active .monaco-editor .view-lines').first().innerText({ timeout: 2000 });
+  const t = await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().innerText({ timeout: 2000 });
+  return t.replace(/\u00a0/g, ' ');
 }
 
 // ------------------------------------------------------------------------- the test
@@ -257,6 +280,8 @@ async function main() {
       await missingPackage();
     } else if (MODE === 'maximize') {
       await maximize();
+    } else if (MODE === 'research') {
+      await research();
     } else {
       await full();
     }
@@ -568,12 +593,13 @@ async function full() {
         return kept.length >= 2 ? s : undefined;
       }, { timeout: 120_000, interval: 300 });
       await waitFor('status bar idle', async () => /\bidle\b/.test(await statusBarText()), { timeout: 60_000 });
-      const base = st.series.find((s) => s.role === 'baseline');
-      if (!base || base.points < 5) {
-        throw new Error(`baseline curve has too few points: ${JSON.stringify(st.series)}`);
-      }
+      // the reference: the mean of the baseline runs' curves with their band
+      const band = await waitFor('the reference band from both seeds', async () => {
+        const s = await panelState();
+        return s && s.bandRuns >= 2 ? s : undefined;
+      }, { timeout: 30_000, interval: 300 });
       await shot('panel-baseline');
-      return { rows: st.rows.length, baselineCurve: base };
+      return { rows: st.rows.length, bandRuns: band.bandRuns, series: band.series };
     });
 
     await step('the server was not restarted during the run (no seed interrupted, one server start in the log)', async () => {
@@ -632,9 +658,12 @@ async function full() {
     const result = await step(`#${expId} runs and its result arrives`, async () => {
       const note = await waitFor(`the result notification for #${expId}`, async () => {
         const t = await notificationsText();
-        const m = new RegExp(`experiment #${expId} · (kept|discarded|crashed|timeout)[^\\n]*`).exec(t);
+        const m = new RegExp(`Sigmaloop: #${expId} [^\\n]*(kept|discarded|crashed|timeout|within noise)[^\\n]*`).exec(t);
         return m ? m[0] : undefined;
       }, { timeout: 120_000, interval: 300 });
+      if (/crashed — crashed|: FAIL/.test(note)) {
+        throw new Error(`the notification repeats itself: "${note}"`);
+      }
       const st = await waitFor(`row #${expId} finished in the panel`, async () => {
         const s = await panelState();
         const row = s?.rows.find((r) => r.id === expId);
@@ -645,9 +674,9 @@ async function full() {
     });
 
     await step(`inlay hint on the line #${expId} touched`, async () => {
-      const line = await waitFor(`an inlay hint "#${expId} … ${result.row[1]}"`, async () => {
+      const line = await waitFor(`an inlay hint "${result.row[1]} #${expId} …" (the status first)`, async () => {
         const t = await editorText();
-        return t.split('\n').find((l) => new RegExp(`#${expId}\\b.*(kept|discarded|crashed|timeout)`).test(l));
+        return t.split('\n').find((l) => new RegExp(`(kept|discarded|crashed|timeout)[^#]{0,20} #${expId}\\b`).test(l));
       }, { timeout: 60_000, interval: 300 });
       await shot('inlay-hint');
       return { line: line.trim() };
@@ -768,7 +797,7 @@ function serverStarts(n) {
 /**
  * A workspace whose metric is maximised (val_acc), arranged through the engine beforehand: a
  * baseline and two kept edits, the second with the higher val_acc. The state gives the panel
- * its metric and direction: the best curve is the second edit, and the status bar shows the
+ * its metric and direction: the best reference (★) is the second edit, and the status bar shows the
  * reference ± σ and the best from the state.
  */
 async function maximize() {
@@ -790,28 +819,21 @@ async function maximize() {
     return { statusBar: line.trim() };
   });
 
-  await step(`the loss panel draws #${arranged.best} as the best run (not #${arranged.first}, the lower val_acc)`, async () => {
+  await step(`the panel marks #${arranged.best} as the best reference (not #${arranged.first}, the lower val_acc); the metric view says higher is better`, async () => {
     await runCommand('Sigmaloop: Show Loss Panel');
-    const st = await waitFor('the panel with a best curve', async () => {
+    const st = await waitFor('the panel with the metric view and a marked best row', async () => {
       const s = await panelState();
-      return s?.initialized && s.series.some((c) => c.role === 'best' && c.points > 0) ? s : undefined;
+      return s?.initialized && s.metricPoints >= 3 && s.rows.some((r) => r.best) ? s : undefined;
     }, { timeout: 60_000, interval: 300 });
     await shot('maximize-panel');
-    const best = st.series.find((c) => c.role === 'best');
-    if (!/val_acc \(higher is better\)/.test(st.title)) {
-      throw new Error(`the panel's title is "${st.title}", not val_acc (higher is better)`);
-    }
-    if (best.expId !== arranged.best) {
-      throw new Error(`the best curve is #${best.expId}, expected #${arranged.best} (kept: ${JSON.stringify(arranged.kept)})`);
-    }
-    if (!st.legend.includes(`best #${arranged.best}`)) {
-      throw new Error(`the legend does not label best #${arranged.best}: ${st.legend.join(' | ')}`);
+    if (!/val_acc by experiment \(higher is better\)/.test(st.metricTitle)) {
+      throw new Error(`the metric view's title is "${st.metricTitle}", not "val_acc by experiment (higher is better)"`);
     }
     const marked = st.rows.filter((r) => r.best).map((r) => r.id);
     if (marked.length !== 1 || marked[0] !== arranged.best) {
       throw new Error(`the table marks ${JSON.stringify(marked)} as the best run, expected [${arranged.best}]`);
     }
-    return { title: st.title, legend: st.legend, best, bestRow: marked[0], kept: arranged.kept };
+    return { title: st.title, metricTitle: st.metricTitle, metricPoints: st.metricPoints, bestRow: marked[0], kept: arranged.kept };
   });
 
   await step('the panel shows the reference with the smallest improvement the judge can keep (the noise advisor)', async () => {
@@ -823,6 +845,232 @@ async function maximize() {
       throw new Error(`the panel's reference line reads "${st.reference}"`);
     }
     return { reference: st.reference, advice: st.advice };
+  });
+}
+
+// ------------------------------------------------------------------------- the research view
+
+/** The code lens titles over train.py's first line. */
+async function codeLensTitles() {
+  return page.locator('.editor-group-container.active .codelens-decoration a').evaluateAll((els) => els.map((e) => (e.textContent ?? '').replace(/\s+/g, ' ').trim()));
+}
+
+/** Click the code lens whose title contains `text`. */
+async function clickCodeLens(text) {
+  const lens = page.locator('.editor-group-container.active .codelens-decoration a', { hasText: text }).first();
+  await lens.waitFor({ state: 'visible', timeout: 30_000 });
+  await lens.click();
+}
+
+/** Replace line `n` (1-based) of the active editor with `text`, as a researcher types it. */
+async function replaceLine(n, text) {
+  await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().click();
+  await page.keyboard.press('Control+G');
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  await input.waitFor({ state: 'visible', timeout: 5000 });
+  await input.fill(`:${n}`); // Go to Line is quick access with the ":" prefix
+  await page.keyboard.press('Enter');
+  await input.waitFor({ state: 'hidden', timeout: 5000 });
+  await waitFor(`the cursor on line ${n}`, async () => new RegExp(`Ln ${n}, Col`).test(await statusBarText()), { timeout: 5000, interval: 100 });
+  await page.keyboard.press('End');
+  await page.keyboard.press('Shift+Home');
+  await page.keyboard.press('Shift+Home'); // past the indentation too
+  await page.keyboard.type(text, { delay: 5 });
+}
+
+/** Wait for the quick input showing `prompt` (its message or placeholder), fill it, press Enter. */
+async function answerInput(prompt, value) {
+  const widget = page.locator('.quick-input-widget');
+  await waitFor(`the input "${prompt}"`, async () => {
+    const message = await widget.locator('.quick-input-message').innerText({ timeout: 500 }).catch(() => '');
+    const placeholder = await widget.locator('.quick-input-box input').getAttribute('placeholder', { timeout: 500 }).catch(() => '');
+    return (await widget.isVisible()) && (message.includes(prompt) || (placeholder ?? '').includes(prompt));
+  }, { timeout: 20_000, interval: 150 });
+  await widget.locator('.quick-input-box input').fill(value);
+  await page.keyboard.press('Enter');
+}
+
+/** Pick the row of the open quick pick whose label contains `text`: filter by it, Enter (a hover can cover a click). */
+async function pickRow(text) {
+  const widget = page.locator('.quick-input-widget');
+  await widget.locator('.quick-input-list .monaco-list-row', { hasText: text }).first().waitFor({ state: 'visible', timeout: 20_000 });
+  await widget.locator('.quick-input-box input').fill(text);
+  await waitFor(`"${text}" focused in the quick pick`, async () => {
+    const focused = await widget.locator('.quick-input-list .monaco-list-row.focused').first().innerText({ timeout: 500 }).catch(() => '');
+    return focused.includes(text);
+  }, { timeout: 10_000, interval: 100 });
+  await page.keyboard.press('Enter');
+}
+
+/** Click in the panel's page (the webview's inner frame). */
+async function panelClick(selector) {
+  const f = await waitFor('the panel frame', panelFrame, { timeout: 30_000 });
+  await f.locator(selector).first().click();
+}
+
+/**
+ * A researcher's session: a question asked with the result that would change the decision; the
+ * baseline from the code lens; their own edit of train.py run from the code lens with its
+ * hypothesis, prediction and question (the unsaved text runs); two experiments overlaid on the
+ * reference in the panel (both curves in the DOM); the metric view; the question with its
+ * experiments; an edit that crashes, its diagnostic and "Open log of #N".
+ */
+async function research() {
+  const question = 'Does a deeper net help at 2 s?';
+  await step('open the workspace and train.py; server idle', async () => {
+    await openWorkbench();
+    await openFile('train.py');
+    await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().waitFor({ timeout: 20_000 });
+    await waitFor('status bar "idle"', async () => /\bidle\b/.test(await statusBarText()), { timeout: 120_000, interval: 300 });
+  });
+
+  await step('Ask a Research Question with the result that would change the decision', async () => {
+    await runCommand('Sigmaloop: Ask a Research Question');
+    await answerInput('falsifiable question', question);
+    await answerInput('change your decision', 'if DEPTH 8 is ≥ 0.002 better I make it the default');
+    const note = await waitFor('the "Q1 asked" message', async () => /Sigmaloop: Q(\d+) asked: [^\n]*/.exec(await notificationsText())?.[0], { timeout: 30_000 });
+    await closeNotifications();
+    return { message: note };
+  });
+
+  const head = await step('the code lens says the open file is the research head; Run Baseline from it; the baseline says so once, with numbers', async () => {
+    const titles = await waitFor('the code lens "Same as research head …"', async () => {
+      const t = await codeLensTitles();
+      return t.some((x) => /Same as research head [0-9a-f]{7} · Run Baseline/.test(x)) ? t : undefined;
+    }, { timeout: 60_000, interval: 300 });
+    if (titles.some((x) => /\bStop\b/.test(x))) {
+      throw new Error(`a Stop lens while nothing runs: ${titles.join(' | ')}`);
+    }
+    const sha = /Same as research head ([0-9a-f]{7})/.exec(titles.join(' '))[1];
+    await clickCodeLens('Same as research head');
+    const stop = await waitFor('a Stop lens while the seeds run', async () => (await codeLensTitles()).find((x) => /Stop/.test(x)), { timeout: 60_000, interval: 200 });
+    const done = await waitFor('"Baseline done: val_bpb … over 2 seeds; keep needs ≥ … better"', async () => /Baseline done: val_bpb \d+\.\d+ ± \d+\.\d+ over 2 seeds; keep needs ≥ \S+ better/.exec(await notificationsText())?.[0], { timeout: 120_000, interval: 300 });
+    await shot('research-baseline-done');
+    await closeNotifications();
+    return { head: sha, lenses: titles, whileRunning: stop, message: done };
+  });
+
+  const mine = await step('edit train.py (unsaved): the code lens offers Run My Edit; run it with a hypothesis, a predicted Δ and the question', async () => {
+    await replaceLine(9, 'DEPTH = 8           # a little better when deeper');
+    const titles = await waitFor('the code lens "Run my edit (1 line differs from head …)"', async () => {
+      const t = await codeLensTitles();
+      return t.some((x) => x.includes(`Run my edit (1 line differs from head ${head.head})`)) ? t : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    if (!titles.some((x) => x.includes(`Run baseline (head ${head.head}, not your file)`))) {
+      throw new Error(`Run Baseline does not say it runs the head: ${titles.join(' | ')}`);
+    }
+    await shot('research-run-my-edit-lens');
+    await clickCodeLens('Run my edit');
+    await answerInput('Hypothesis', 'a deeper net fits better');
+    await answerInput('Predicted Δ', '-0.004');
+    await pickRow(`Q1: ${question}`);
+    const note = await waitFor('the result of my edit', async () => {
+      const m = /Sigmaloop: #(\d+) ([^\n]*(kept|discarded|within noise)[^\n]*)/.exec(await notificationsText());
+      return m ? m : undefined;
+    }, { timeout: 120_000, interval: 300 });
+    const id = Number(note[1]);
+    const row = await waitFor(`row #${id} (source user, Q1) in the panel`, async () => {
+      const s = await panelState();
+      const r = s?.rows.find((x) => x.id === id);
+      return r && /^(kept|discarded)/.test(r.col.status ?? r.cells[1]) ? r : undefined;
+    }, { timeout: 60_000, interval: 300 }).catch(async () => {
+      await runCommand('Sigmaloop: Show Loss Panel');
+      return waitFor(`row #${id} in the panel`, async () => (await panelState())?.rows.find((x) => x.id === id), { timeout: 30_000 });
+    });
+    if (!/user/.test(row.col.source ?? row.cells[5]) || !/1/.test(row.col.question ?? '')) {
+      throw new Error(`row #${id} is not the user's edit testing Q1: ${JSON.stringify(row.col)}`);
+    }
+    const saved = readFileSync(path.join(WORKSPACE, 'train.py'), 'utf8');
+    if (!saved.includes('DEPTH = 4')) {
+      throw new Error('the file on disk changed: Run My Edit must run the editor text without saving it');
+    }
+    await shot('research-my-edit-result');
+    await closeNotifications();
+    return { id, message: note[0], row: row.col };
+  });
+
+  await step('select two experiments in the panel: both curves are drawn over the reference', async () => {
+    await runCommand('Sigmaloop: Show Loss Panel');
+    await waitFor('the panel with its rows', async () => (await panelState())?.rows.length >= 3, { timeout: 30_000 });
+    const st0 = await panelState();
+    if (st0.selected.length) {
+      await panelClick('#rl-clear');
+    }
+    const baseline = st0.rows.find((r) => /baseline/.test(r.col.source ?? r.cells[5]));
+    await panelClick(`#rl-experiments tbody tr[data-exp-id="${baseline.id}"] td[data-col="hypothesis"]`);
+    await panelClick(`#rl-experiments tbody tr[data-exp-id="${mine.id}"] td[data-col="hypothesis"]`);
+    const st = await waitFor('two selected curves drawn', async () => {
+      const s = await panelState();
+      const drawn = s?.series.filter((c) => c.role === 'selected' && c.points > 0) ?? [];
+      return s && s.domSelected === 2 && drawn.length === 2 && s.selectedLegend.length === 2 ? s : undefined;
+    }, { timeout: 30_000, interval: 200 });
+    const ids = st.series.filter((c) => c.role === 'selected').map((c) => c.expId).sort((a, b) => a - b);
+    if (JSON.stringify(ids) !== JSON.stringify([baseline.id, mine.id].sort((a, b) => a - b))) {
+      throw new Error(`the selected curves are ${JSON.stringify(ids)}, not #${baseline.id} and #${mine.id}`);
+    }
+    await shot('research-two-curves');
+    return { dataSeries: st.domSeries, dataSelected: st.domSelected, legend: st.selectedLegend, bandRuns: st.bandRuns, series: st.series };
+  });
+
+  await step('the metric view: the metric by experiment with the reference and the keep threshold', async () => {
+    const st = await waitFor('the metric view with 3 points, the reference and the keep line', async () => {
+      const s = await panelState();
+      return s && s.metricPoints >= 3 && s.metricReference && s.metricKeepLine ? s : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    if (!/val_bpb by experiment \(lower is better\)/.test(st.metricTitle)) {
+      throw new Error(`the metric view's title is "${st.metricTitle}"`);
+    }
+    return { title: st.metricTitle, points: st.metricPoints, reference: st.metricReference, keepLine: st.metricKeepLine };
+  });
+
+  await step('the question with its experiments; its Overlay button draws them', async () => {
+    await panelClick('.rl-tab[data-tab="questions"]');
+    const q = await waitFor(`Q1 listing #${mine.id}`, async () => {
+      const s = await panelState();
+      const x = s?.questions.find((y) => y.text === question);
+      return x && x.experiments.some((e) => e.id === mine.id) ? x : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    await panelClick(`.rl-question[data-question-id="${q.id}"] .rl-question-select`);
+    const st = await waitFor('the question\'s experiments overlaid', async () => {
+      const s = await panelState();
+      return s && s.selected.length === q.experiments.length && s.selected.includes(mine.id) && s.domSelected === q.experiments.length ? s : undefined;
+    }, { timeout: 20_000, interval: 200 });
+    await shot('research-question');
+    await panelClick('.rl-tab[data-tab="experiments"]');
+    return { question: q, selected: st.selected };
+  });
+
+  await step('an edit that crashes: one notification with its place; the diagnostic offers "Open log of #N", which opens the log', async () => {
+    await runCommand('View: Focus First Editor Group');
+    await replaceLine(10, 'WIDTH = 64 // 0');
+    await runCommand('Sigmaloop: Run My Edit');
+    // every answer is skippable: Escape through them
+    for (const prompt of ['Hypothesis', 'Predicted Δ', 'Which research question']) {
+      await waitFor(`the "${prompt}" prompt`, async () => {
+        const w = page.locator('.quick-input-widget');
+        const text = `${await w.locator('.quick-input-message').innerText({ timeout: 500 }).catch(() => '')} ${await w.locator('.quick-input-box input').getAttribute('placeholder', { timeout: 500 }).catch(() => '')}`;
+        return (await w.isVisible()) && text.includes(prompt);
+      }, { timeout: 20_000, interval: 150 });
+      await page.keyboard.press('Escape');
+    }
+    const note = await waitFor('"#N crashed: ZeroDivisionError: … (train.py:10)"', async () => /Sigmaloop: #(\d+) crashed: ZeroDivisionError[^\n]*\(train\.py:10\)/.exec(await notificationsText()), { timeout: 120_000, interval: 300 });
+    const id = Number(note[1]);
+    if (/crashed[^\n]*crashed/.test(note[0])) {
+      throw new Error(`the crash is said twice: "${note[0]}"`);
+    }
+    await closeNotifications();
+    await waitFor('the crash squiggle', async () => (await page.locator('.editor-group-container.active .monaco-editor .squiggly-error').count()) > 0, { timeout: 30_000, interval: 300 });
+    await quickFix(`Open log of #${id}`, 'research-open-log-action');
+    const tab = await waitFor(`the log tab ${id}.log`, async () => {
+      const t = page.locator('.tabs-container .tab', { hasText: `${id}.log` }).first();
+      return (await t.isVisible()) ? (await t.innerText({ timeout: 1000 })).trim() : undefined;
+    }, { timeout: 20_000, interval: 300 });
+    const text = await waitFor('the log text in an editor', async () => {
+      const ed = page.locator('.monaco-editor .view-lines', { hasText: 'ZeroDivisionError' }).first();
+      return (await ed.isVisible()) ? (await ed.innerText({ timeout: 1000 })).replace(/\u00a0/g, ' ') : undefined;
+    }, { timeout: 20_000, interval: 300 });
+    await shot('research-log');
+    return { message: note[0], tab, logHasError: /ZeroDivisionError/.test(text) };
   });
 }
 
