@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as config_mod
@@ -64,6 +64,7 @@ class EditStatus:
     removed: int  # lines in the head, not in the file
     head: str  # the head commit, short
     summary: str
+    behind: list[int] = field(default_factory=list)  # the file is an older head: the keeps it lacks
 
     @property
     def summary_short(self) -> str:
@@ -372,7 +373,26 @@ class Engine:
     def edit_status(self, text: str) -> EditStatus:
         """What running ``text`` (the researcher's file) would run, against the research head."""
         head = self.head()
-        return edit_status(self.ratchet.read_script(head), text, head, self.script_name)
+        status = edit_status(self.ratchet.read_script(head), text, head, self.script_name)
+        if status.differs:
+            status.behind = self._kept_since(code_hash(text))
+            if status.behind:
+                kept = ", ".join(f"#{i}" for i in status.behind)
+                status.summary = (f"{self.script_name} is the research head as it was before {kept} "
+                                  f"{'was' if len(status.behind) == 1 else 'were'} kept: Run My Edit would undo "
+                                  f"{'it' if len(status.behind) == 1 else 'them'}; adopt the head first "
+                                  f"(sigmaloop adopt {status.behind[-1]})")
+        return status
+
+    def _kept_since(self, code: str) -> list[int]:
+        """The candidates kept after the research branch last ran code ``code`` (its older head):
+        what a file holding that code lacks. Empty when the code never was a head."""
+        exps = self.journal.slim()
+        was_head = [e.id for e in exps if e.code_hash == code and e.status == Status.KEPT]
+        if not was_head:
+            return []
+        return [e.id for e in exps if e.id > max(was_head) and e.status == Status.KEPT
+                and not e.is_baseline and e.confirms is None]
 
     def run_edit(self, new_source: str, hypothesis: str = "", predicted_delta: float | None = None,
                  question: int | None = None) -> Experiment:
@@ -381,6 +401,8 @@ class Engine:
         :meth:`run_if_queued`. Refuses text equal to the head (that is the baseline) and an edit
         that does not parse or passes the guard's check badly (the rejected row stays, with why)."""
         status = self.edit_status(new_source)
+        if status.behind:
+            raise EngineError(status.summary)
         if not status.differs:
             raise EngineError(f"{self.script_name} is the same as the research head ({status.head}): "
                               "there is no edit to run; Run Baseline measures the head")

@@ -188,3 +188,18 @@ def test_journal_v7_upgrades_to_questions(tmp_path):
         q = j.add_question("new?")
         j.update(old.id, question=q.id)
         assert [e.id for e in j.testing(q.id)] == [old.id]
+
+
+def test_a_file_behind_the_head_is_not_run_as_an_edit(engine):
+    engine.run_baseline()
+    before = engine.head_source()
+    kept = engine.run(engine.run_edit(edit(before, "BIAS = 0.0", "BIAS = -0.05"), "bias").id)
+    assert kept.status == Status.KEPT, kept.verdict
+    st = engine.edit_status(before)  # the researcher's file still holds the old head
+    assert st.differs and st.behind == [kept.id]
+    assert st.summary == (f"train.py is the research head as it was before #{kept.id} was kept: Run My Edit "
+                          f"would undo it; adopt the head first (sigmaloop adopt {kept.id})")
+    with pytest.raises(EngineError, match="would undo it"):
+        engine.run_edit(before, "stale file")
+    fresh = edit(engine.head_source(), "DEPTH = 4", "DEPTH = 5")
+    assert engine.edit_status(fresh).behind == []
