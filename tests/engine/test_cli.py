@@ -118,7 +118,7 @@ def test_questions_run_edit_and_an_80_column_log(workspace):
     train.write_text(train.read_text().replace("BIAS = 0.0 ", "BIAS = -0.2 "))
     r = rl("run-edit", "-H", LONG, "--question", "1", cwd=workspace, env=narrow)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "differ from the research head" in r.stdout and "#3 queued (source user)" in r.stdout
+    assert "1 line differs from the research head" in r.stdout and "#3 queued (source user)" in r.stdout
     assert "0.2000 val_bpb better" in r.stdout and "keep bar" in r.stdout and "kept" in r.stdout
     # the same text again is the head now: nothing to run, said in one line
     r = rl("run-edit", cwd=workspace)
