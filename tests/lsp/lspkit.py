@@ -78,7 +78,9 @@ def make_ws(tmp_path: Path, kind: str) -> Path:
         toml = ws / "sigmaloop.toml"
         text = toml.read_text()
         seeds = next(line for line in text.splitlines() if line.startswith("seeds = "))
-        toml.write_text(text.replace(seeds, "seeds = [42, 43]"))
+        # no early pruning: a clearly worse edit would be stopped (tested in test_prune.py) and
+        # the tests here read a measured run's numbers
+        toml.write_text(text.replace(seeds, "seeds = [42, 43]\nprune = false"))
         git(ws, "commit", "-qam", "two seeds")
         return ws
     if kind == "nogit":
