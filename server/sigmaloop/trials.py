@@ -391,10 +391,11 @@ class Trials:
                             reason=reason, detail=result.error or "", **common)
             self._after_finish(exp)
             return exp
+        peers = core.journal.by_status(*MEASURED)  # read once: the budget rule and the warnings
         if not exp.is_baseline:
             check = budget_rule.check(exp.budget or core.config.experiment.budget, result.wall_seconds,
                                       result.summary.get("training_seconds"), result.evaluator, result.device,
-                                      core.journal.by_status(*MEASURED), core.config.judge,
+                                      peers, core.config.judge,
                                       steps=result.summary.get("num_steps"))
             if check.over:
                 exp = core.move(exp.id, Status.OVER_BUDGET, metric=result.metric, phase=Phase.NONE,
@@ -402,7 +403,7 @@ class Trials:
                 self._after_finish(exp)
                 return exp
         measured = replace(exp, metric=result.metric, **common)
-        warnings = sanity.warnings_for(measured, core.journal.curve(exp.id), core.journal.by_status(*MEASURED))
+        warnings = sanity.warnings_for(measured, core.journal.curve(exp.id), peers)
         exp = core.update(exp.id, metric=result.metric, phase=Phase.JUDGING, warnings=warnings, **common)
         t0 = time.time()
         exp = self._judge(exp, rebase)
