@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from .models import ProgressRecord
 
+#: What detect() can find, in its order.
+KINDS = ("nan", "spike", "divergence", "plateau")
+
 #: A loss at least this many times the running median of the earlier losses is a spike.
 SPIKE_FACTOR = 3.0
 #: Points needed before the running median means anything.

@@ -15,9 +15,10 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import anomaly as anomaly_mod
 from . import config as config_mod
 from . import exports
 from . import questions as questions_mod
@@ -40,6 +41,7 @@ from .models import (
     Status,
     code_hash,
 )
+from .output import loss_of
 from .proposals import Proposals
 from .questions import Effect, QuestionView
 from .ratchet import Ratchet
@@ -235,6 +237,30 @@ class Engine:
 
     def curve(self, exp_id: int, max_points: int | None = None) -> list[ProgressRecord]:
         return self.journal.curve(exp_id, max_points)
+
+    def anomalies(self, exp_id: int, dismissed: bool = False) -> list[anomaly_mod.Anomaly]:
+        """What looks wrong in an experiment's training curve (``anomaly.detect`` over every
+        point); the kinds the researcher dismissed are left out unless ``dismissed``."""
+        curve = [replace(r, loss=loss_of(r)) for r in self.journal.curve(exp_id)]  # NaN comes back
+        found = anomaly_mod.detect(curve)
+        if dismissed or not found:
+            return found
+        gone = self.journal.dismissed(exp_id).get(exp_id, {})
+        return [a for a in found if a.kind not in gone]
+
+    def dismiss_anomaly(self, exp_id: int, kind: str, reason: str = "") -> Experiment:
+        """The researcher looked at an anomaly and says it is nothing: it stops being shown
+        (diagnostics, the report's weird section) for this experiment. Kept in the journal."""
+        if kind not in anomaly_mod.KINDS:
+            raise EngineError(f"no anomaly kind {kind!r}: one of {', '.join(anomaly_mod.KINDS)}")
+        try:
+            return self.journal.dismiss(exp_id, kind, " ".join((reason or "").split()))
+        except KeyError:
+            raise EngineError(f"no experiment #{exp_id}") from None
+
+    def dismissed_anomalies(self) -> dict[int, dict[str, str]]:
+        """Experiment id → {dismissed kind: the researcher's reason}."""
+        return self.journal.dismissed()
 
     def export(self, path: Path | str, fmt: str = "jsonl") -> int:
         """Every field of every experiment to a jsonl or csv file; returns how many."""

@@ -156,6 +156,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         """CREATE INDEX experiments_question ON experiments (question)""",
     ),
+    # v9: curve anomalies a researcher looked at and dismissed (anomaly.KINDS), per experiment
+    (
+        """CREATE TABLE dismissals (
+            exp_id INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            at REAL NOT NULL,
+            PRIMARY KEY (exp_id, kind)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -698,6 +708,29 @@ class Journal:
             finished,
             "ORDER BY coalesce(finished_at, created_at), id",
         )
+
+    # --- dismissed anomalies ---
+
+    def dismiss(self, exp_id: int, kind: str, reason: str = "") -> Experiment:
+        """Record that the researcher dismissed the ``kind`` anomaly of an experiment (once a
+        kind; again replaces the reason). The experiment takes a new rev, so watchers refresh."""
+        with self._write() as conn:
+            exp = self._update_row(conn, exp_id, {})  # UnknownExperiment rolls it all back
+            conn.execute(
+                "INSERT OR REPLACE INTO dismissals (exp_id, kind, reason, at) VALUES (?, ?, ?, ?)",
+                (exp_id, kind, reason, time.time()),
+            )
+        return exp
+
+    def dismissed(self, exp_id: int | None = None) -> dict[int, dict[str, str]]:
+        """Dismissed anomalies: experiment id → {kind: reason}."""
+        sql, args = "SELECT exp_id, kind, reason FROM dismissals", ()
+        if exp_id is not None:
+            sql, args = sql + " WHERE exp_id = ?", (exp_id,)
+        out: dict[int, dict[str, str]] = {}
+        for eid, kind, reason in self._conn().execute(sql + " ORDER BY exp_id, kind", args):
+            out.setdefault(eid, {})[kind] = reason
+        return out
 
     # --- research questions ---
 

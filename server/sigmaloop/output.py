@@ -24,8 +24,11 @@ _EXC_RE = re.compile(r"^[A-Za-z_][\w.]*(?::.*)?$")
 _PRINTED_STEP_RE = re.compile(r"\bstep[\s:]*(\d+)(?:\s*/\s*\d+)?\s*\(\s*(\d+(?:\.\d*)?)\s*%\s*\)(.*)$", re.I)
 _PRINTED_FIELD_RE = re.compile(
     r"^\s*([A-Za-z][\w/.-]*(?:\s[A-Za-z][\w/.-]*)?)\s*(?::\s*|=\s*|\s+)"
-    r"([-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?)\s*(%|ms|s)?\s*$"
+    r"([-+]?(?:(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)))\s*(%|ms|s)?\s*$"
 )
+#: A loss that is NaN or ±inf is stored as ``loss`` None (JSON, SQLite and the wire have no NaN)
+#: with this extra saying which: 0 NaN, 1 +inf, -1 -inf. :func:`loss_of` reads it back.
+NONFINITE_LOSS = "nonfinite_loss"
 _LINE_BREAK_RE = re.compile(rb"[\r\n]")
 
 
@@ -37,10 +40,33 @@ def _number(value: object) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _nonfinite_code(value: object) -> float | None:
+    """0 / 1 / -1 for a NaN / +inf / -inf number (or its spelling as a string), else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, float) or math.isfinite(value):
+        return None
+    return 0.0 if math.isnan(value) else math.copysign(1.0, value)
+
+
+def loss_of(record: ProgressRecord) -> float | None:
+    """The loss the trial reported, NaN and ±inf included (stored as None + NONFINITE_LOSS)."""
+    if record.loss is not None:
+        return record.loss
+    code = record.extra.get(NONFINITE_LOSS)
+    if code is None:
+        return None
+    return math.nan if code == 0 else math.copysign(math.inf, code)
+
+
 def parse_progress_line(line: bytes | str, exp_id: int) -> ProgressRecord | None:
     """One metrics line as a record; None for garbage (not JSON, no numeric ``step``).
 
-    Non-finite numbers are dropped (a NaN loss becomes None) so records stay JSON-safe.
+    Non-finite numbers are dropped so records stay JSON-safe; a NaN or infinite loss becomes
+    ``loss`` None with the NONFINITE_LOSS extra (the anomaly check must still see it).
     """
     try:
         data = json.loads(line)
@@ -53,14 +79,17 @@ def parse_progress_line(line: bytes | str, exp_id: int) -> ProgressRecord | None
         return None
     extra = {}
     for key, value in data.items():
-        if key not in ("step", "t", "frac", "loss") and (num := _number(value)) is not None:
+        if key not in ("step", "t", "frac", "loss", NONFINITE_LOSS) and (num := _number(value)) is not None:
             extra[str(key)] = num
+    loss = _number(data.get("loss"))
+    if loss is None and (code := _nonfinite_code(data.get("loss"))) is not None:
+        extra[NONFINITE_LOSS] = code
     return ProgressRecord(
         exp_id=exp_id,
         step=int(step),
         t=_number(data.get("t")) or 0.0,
         frac=_number(data.get("frac")) or 0.0,
-        loss=_number(data.get("loss")),
+        loss=loss,
         extra=extra,
     )
 
@@ -98,12 +127,14 @@ def parse_printed_progress(
             value = float(f.group(2).replace(",", ""))
         except ValueError:
             continue
-        if not math.isfinite(value):
-            continue
         name = _printed_field(f.group(1), f.group(3))
+        if not math.isfinite(value):
+            if name in ("loss", "train_loss") and loss is None:
+                extra[NONFINITE_LOSS] = _nonfinite_code(value)  # type: ignore[assignment]
+            continue
         if name in ("loss", "train_loss"):
             loss = value if loss is None else loss
-        elif name and name not in ("step", "t", "frac"):
+        elif name and name not in ("step", "t", "frac", NONFINITE_LOSS):
             extra[name] = value
     return ProgressRecord(exp_id=exp_id, step=int(m.group(1)), t=round(frac * budget, 3), frac=frac,
                           loss=loss, extra=extra)

@@ -20,7 +20,14 @@ import pytest
 from sigmaloop.environment import scrub_env
 from sigmaloop.executors import LocalExecutor, cpu_count, slot_cpus, slot_envs
 from sigmaloop.models import Outcome, ProgressRecord, TrialSpec
-from sigmaloop.output import parse_progress_line, parse_summary, parse_traceback
+from sigmaloop.output import (
+    NONFINITE_LOSS,
+    loss_of,
+    parse_printed_progress,
+    parse_progress_line,
+    parse_summary,
+    parse_traceback,
+)
 from sigmaloop.runner import is_alive, kill_orphan, run_trial
 
 pytestmark = pytest.mark.timeout(60)
@@ -459,6 +466,20 @@ def test_parse_progress_line():
     assert rec == ProgressRecord(exp_id=3, step=5, t=1.5, frac=0.5, loss=2.0, extra={"lr": 0.1})
     assert parse_progress_line("garbage", 3) is None
     assert parse_progress_line(b"\xff\xfe", 3) is None
+
+
+@pytest.mark.parametrize(("loss", "read_back"), [
+    ("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ('"nan"', "nan"), ('"inf"', "inf"),
+])
+def test_a_non_finite_loss_is_kept_json_safe_and_read_back(loss, read_back):
+    rec = parse_progress_line(f'{{"step": 7, "loss": {loss}, "lr": NaN}}', 3)
+    assert rec.loss is None and NONFINITE_LOSS in rec.extra and "lr" not in rec.extra
+    json.dumps(rec.extra, allow_nan=False)  # the wire and the journal take it
+    assert str(loss_of(rec)) == read_back
+    printed = parse_printed_progress(f"step 00012 (41.0%) | loss: {read_back} | dt: 120ms", 3, 10.0)
+    assert printed.loss is None and str(loss_of(printed)) == read_back and printed.extra["dt_ms"] == 120
+    # a script's own key of that name is not taken for the marker
+    assert loss_of(parse_progress_line('{"step": 1, "loss": null, "nonfinite_loss": 0}', 3)) is None
 
 
 # --------------------------------------------------------------------------- executor
