@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from .models import ProgressRecord
 
+#: Every kind :func:`detect` reports, in the order it reports them.
+KINDS = ("nan", "spike", "divergence", "plateau")
+
 #: What detect() can find, in its order.
 KINDS = ("nan", "spike", "divergence", "plateau")
 
