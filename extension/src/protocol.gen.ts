@@ -252,6 +252,8 @@ export interface AnomalyRecord {
   step: number;
   /** "loss ×3.2 spike at 41% of budget" */
   message: string;
+  dismissed?: boolean;
+  dismissedReason?: string;
 }
 
 export interface ExperimentWithCurve extends ExperimentRecord {
@@ -386,11 +388,52 @@ export interface ApiKeyResult {
   host: string | null;
 }
 
+/**
+ * `sigmaloop.dismissAnomaly`: `[id, kind, reason?]`: the `kind` anomaly of experiment `id` is nothing (kept in the journal: it stays dismissed across restarts).
+ */
+export interface DismissAnomalyParams {
+  id: number;
+  /** anomaly.KINDS */
+  kind: string;
+  reason?: string | null;
+}
+
+export interface DismissAnomalyResult {
+  id: number;
+  kind: string;
+  /** what is still shown for the experiment */
+  anomalies: AnomalyRecord[];
+}
+
+/**
+ * `sigmaloop.report`: `[since?]`: the morning report (experiments with id > `since`; all when left out), written to `<state dir>/report.html`.
+ */
+export interface ReportParams {
+  since?: number | null;
+}
+
+export interface ReportResult {
+  /** the file written (one self-contained page: no scripts, no network) */
+  path: string;
+  /** the same page */
+  html: string;
+}
+
+/**
+ * `sigmaloop/done`: a baseline or a loop started from the editor ended, said once. Sent instead of `window/showMessage` to a client that announced `client: "vscode"` (it adds its buttons: Open Report, Show Panel); other clients get the message as a showMessage.
+ */
+export interface DoneParams {
+  what: 'baseline' | 'loop';
+  /** "sigmaloop: Loop done: 10 run, 1 kept (#12, 0.012 better), …" */
+  message: string;
+}
+
 /** Methods of the custom notifications (server → client) and requests. */
 export const Methods = {
   trialProgress: 'sigmaloop/trialProgress',
   experimentUpdated: 'sigmaloop/experimentUpdated',
   state: 'sigmaloop/state',
+  done: 'sigmaloop/done',
   experiments: 'sigmaloop/experiments',
   setApiKey: 'sigmaloop/setApiKey',
 } as const;
@@ -400,6 +443,7 @@ export interface NotificationParams {
   'sigmaloop/trialProgress': TrialProgressParams;
   'sigmaloop/experimentUpdated': ExperimentRecord;
   'sigmaloop/state': State;
+  'sigmaloop/done': DoneParams;
 }
 
 /** Requests: params and result by method. */
@@ -428,6 +472,8 @@ export interface Commands {
   'sigmaloop.closeQuestion': { params: CloseQuestionParams; result: QuestionState };  // [id, answer?, status?]
   'sigmaloop.runEdit': { params: RunEditParams; result: ExperimentRecord };  // [hypothesis?, predictedDelta?, question?]
   'sigmaloop.editStatus': { params: NoParams; result: EditStatusResult };  // []
+  'sigmaloop.dismissAnomaly': { params: DismissAnomalyParams; result: DismissAnomalyResult };  // [id, kind, reason?]
+  'sigmaloop.report': { params: ReportParams; result: ReportResult };  // [since?]
 }
 
 export const COMMANDS = [
@@ -448,4 +494,6 @@ export const COMMANDS = [
   'sigmaloop.closeQuestion',
   'sigmaloop.runEdit',
   'sigmaloop.editStatus',
+  'sigmaloop.dismissAnomaly',
+  'sigmaloop.report',
 ] as const;

@@ -18,7 +18,6 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
 from .. import secret
-from ..anomaly import detect
 from ..config import ConfigError
 from ..learned import learned
 from . import params, protocol, render
@@ -26,6 +25,7 @@ from .protocol import (
     ApiKeyParams,
     AskParams,
     CloseQuestionParams,
+    DismissAnomalyParams,
     ExperimentParams,
     ExperimentsParams,
     NoParams,
@@ -33,6 +33,7 @@ from .protocol import (
     QuestionParams,
     RejectParams,
     RejectResultParams,
+    ReportParams,
     RunBaselineParams,
     RunEditParams,
     StartLoopParams,
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from .server import SigmaloopServer
 
 log = logging.getLogger(__name__)
-
-ANOMALY_POINTS = 2000  # points of a curve the anomaly check reads (the diagnostics read as many)
 
 Handler = Callable[["SigmaloopServer", Any], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {}
@@ -154,7 +153,7 @@ async def start_loop(ls: SigmaloopServer, p: StartLoopParams) -> dict[str, Any]:
         st = engine.state()
         ls.say_done(render.loop_done(done, p.iterations, engine.stopping, st, engine.effect,
                                      engine.config.experiment.metric),
-                    details=["what the loop learned:", *learned(done, st)])
+                    details=["what the loop learned:", *learned(done, st)], what="loop")
 
     ls.in_background("loop", loop)
     return {"started": "loop", "iterations": p.iterations}
@@ -274,6 +273,40 @@ async def edit_status(ls: SigmaloopServer, p: NoParams) -> dict[str, Any]:
             "summary": st.summary}
 
 
+# --------------------------------------------------------------------------- anomalies, the report
+
+
+@command("sigmaloop.dismissAnomaly")
+async def dismiss_anomaly(ls: SigmaloopServer, p: DismissAnomalyParams) -> dict[str, Any]:
+    """The researcher looked at an anomaly and says it is nothing: kept in the journal (it stays
+    dismissed after a restart); its diagnostic goes at once; the panel shows it faded."""
+    engine = ls.engine_or_fail()
+
+    def dismiss() -> list[Any]:
+        engine.dismiss_anomaly(p.id, p.kind, p.reason or "")
+        return engine.anomalies(p.id)
+
+    left = await run(ls, dismiss)
+    ls.diagnostics.dismissed(p.id, left)
+    return {"id": p.id, "kind": p.kind, "anomalies": [protocol.anomaly(a) for a in left]}
+
+
+@command("sigmaloop.report")
+async def report(ls: SigmaloopServer, p: ReportParams) -> dict[str, Any]:
+    """The morning report: one self-contained page (no scripts, no network) written to the
+    state folder; its path and its text (the editor shows the text in a panel)."""
+    engine = ls.engine_or_fail()
+    if p.since is not None and p.since < 0:
+        raise JsonRpcInvalidParams(message="sigmaloop.report: since must be >= 0")
+
+    def write() -> tuple[str, str]:
+        path = engine.write_report(None, p.since)
+        return str(path), path.read_text(encoding="utf-8")
+
+    path, html = await run(ls, write)
+    return {"path": path, "html": html}
+
+
 @command("sigmaloop.summary")
 async def summary(ls: SigmaloopServer, p: NoParams) -> dict[str, Any] | None:
     """The state, now (what ``sigmaloop/state`` sends when it changes)."""
@@ -304,11 +337,14 @@ async def experiments(ls: SigmaloopServer, params: Any) -> dict[str, Any]:
         if not p.curves:
             return [ls.record(e) for e in rows]
         out = []
+        gone = engine.dismissed_anomalies() if any(e.finished for e in rows) else {}
         for e in rows:
-            curve = engine.curve(e.id, max(p.max_points, ANOMALY_POINTS))
-            found = detect(curve) if e.finished else []
+            curve = engine.curve(e.id, p.max_points)
+            # every anomaly, the dismissed ones marked (the panel shows them faded)
+            found = engine.anomalies(e.id, dismissed=True) if e.finished else []
+            reasons = gone.get(e.id, {})
             out.append(ls.record(e, curve=[protocol.progress(r) for r in thin(curve, p.max_points)],
-                                 anomalies=[protocol.anomaly(a) for a in found]))
+                                 anomalies=[protocol.anomaly(a, reasons.get(a.kind)) for a in found]))
         return out
 
     try:

@@ -7,7 +7,13 @@ engine, cached); until that text is fetched the line is placed through the diff.
 is tracked: edits above it shift where it is looked for (:meth:`Diagnostics.edited`), and it is
 found there by its text (or a recognisable edit of it); a crash line deleted or changed beyond
 recognition takes its diagnostic with it. Crash and curve-anomaly diagnostics carry
-``data.expId`` and offer "Open log of #N" (:func:`render.log_actions`).
+``data.expId`` and offer "Open log of #N" (:func:`render.log_actions`); anomaly diagnostics
+(``data.anomaly``: the kind) also "Show curve of #N" and "Dismiss <kind> on #N"
+(:func:`render.anomaly_actions`).
+
+Anomalies come from :meth:`Engine.anomalies` (the dismissed ones left out), read again whenever
+the experiment takes a new revision (a dismissal bumps it, in this process or another); a
+dismissal from this editor updates the list at once (:meth:`Diagnostics.dismissed`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from ..anomaly import Anomaly, detect
+from ..anomaly import Anomaly
 from ..diff import parent_line
 from ..models import FINISHED, Experiment, Status
 from . import render
@@ -40,6 +46,8 @@ class Diagnostics:
         self.ls = ls
         self.crash_text: dict[int, str | None] = {}
         self.anomalies: dict[int, list[Anomaly]] = {}
+        self._analysed: dict[int, int] = {}  # id → the revision its anomalies were read at
+        self._asked: dict[int, int] = {}  # id → the newest read asked for (an older answer is dropped)
         self.published: list[types.Diagnostic] | None = None
         self.crash_at: dict[int, int] = {}  # id → the line its crash diagnostic was tracked to
         self._lensed: list[tuple[int, str, str]] | None = None  # what the experiments' lenses showed
@@ -69,23 +77,33 @@ class Diagnostics:
 
         self.ls.spawn(fetch())
 
-    def _analyse(self, e: Experiment) -> None:
+    def _analyse(self, e: Experiment | render.Row) -> None:
         engine = self.ls.engine
-        if e.id in self.anomalies or engine is None or not e.started_at:
+        if self._analysed.get(e.id) == e.rev or engine is None or not e.started_at:
             return
-        self.anomalies[e.id] = []
+        self._analysed[e.id] = e.rev
+        self.anomalies.setdefault(e.id, [])
+        ask = self._asked[e.id] = self._asked.get(e.id, 0) + 1
 
         async def run() -> None:
             try:
-                found = detect(await asyncio.to_thread(engine.curve, e.id, 2000))
+                found = await asyncio.to_thread(engine.anomalies, e.id)
             except Exception:
                 log.exception("anomaly check of #%s failed", e.id)
                 return
-            if found:
+            if self._asked.get(e.id) != ask:
+                return  # a newer read (or a dismissal) answered already
+            if found != self.anomalies.get(e.id):
                 self.anomalies[e.id] = found
                 self.schedule(REFRESH_DEBOUNCE)
 
         self.ls.spawn(run())
+
+    def dismissed(self, exp_id: int, left: list[Anomaly]) -> None:
+        """A dismissal from this editor: what is left of the experiment's anomalies, shown now."""
+        self._asked[exp_id] = self._asked.get(exp_id, 0) + 1  # a read under way is out of date
+        self.anomalies[exp_id] = list(left)
+        self.schedule(0)
 
     def _recent(self) -> tuple[list[render.Row], list[render.Row]]:
         rows = sorted(self.ls.script.rows.values(), key=lambda e: e.id, reverse=True)

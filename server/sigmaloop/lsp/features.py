@@ -1,5 +1,6 @@
 """Editor features on the train script: inlay hints (per-line history), hover, code actions on
-pending proposals, on implausible gains and on crash / anomaly diagnostics (open the log), the
+pending proposals, on implausible gains and on crash / anomaly diagnostics (open the log; an
+anomaly's curve in the panel, dismiss it), the
 code lenses (the state's title, the noise advice and the buttons the state allows — Run My Edit
 when the open file differs from the research head — at the top; flagged experiments over their
 edit), and document sync.
@@ -67,7 +68,9 @@ def code_actions(ls: SigmaloopServer, params: types.CodeActionParams) -> list[ty
         out += render.proposal_actions(en, questions)
     for en in index.review_at(start, end):
         out += render.review_actions(en)
-    out += render.log_actions(ls.diagnostics.published or [], start, end)
+    published = ls.diagnostics.published or []
+    out += render.log_actions(published, start, end)
+    out += render.anomaly_actions(published, start, end)
     return out
 
 

@@ -29,6 +29,7 @@ EXPERIMENT_UPDATED = "sigmaloop/experimentUpdated"
 STATE = "sigmaloop/state"
 EXPERIMENTS = "sigmaloop/experiments"
 SET_API_KEY = "sigmaloop/setApiKey"
+DONE = "sigmaloop/done"
 
 Direction = Literal["minimize", "maximize"]
 ProposerKind = Literal["tune", "llm"]
@@ -252,6 +253,51 @@ class AnomalyRecord:
     frac: float  # where in the budget (0..1)
     step: int
     message: str  # "loss ×3.2 spike at 41% of budget"
+    # the researcher looked and said it is nothing (``sigmaloop.dismissAnomaly``): the panel
+    # shows it faded, the diagnostics leave it out; with the reason they gave ("" for none)
+    dismissed: bool = field(default=False, metadata=OPTIONAL)
+    dismissed_reason: str = field(default="", metadata=OPTIONAL)
+
+
+@dataclass
+class DismissAnomalyParams:
+    """``sigmaloop.dismissAnomaly``: ``[id, kind, reason?]``: the ``kind`` anomaly of experiment
+    ``id`` is nothing (kept in the journal: it stays dismissed across restarts)."""
+
+    id: int
+    kind: str  # anomaly.KINDS
+    reason: str | None = None
+
+
+@dataclass
+class DismissAnomalyResult:
+    id: int
+    kind: str
+    anomalies: list[AnomalyRecord]  # what is still shown for the experiment
+
+
+@dataclass
+class ReportParams:
+    """``sigmaloop.report``: ``[since?]``: the morning report (experiments with id > ``since``;
+    all when left out), written to ``<state dir>/report.html``."""
+
+    since: int | None = None
+
+
+@dataclass
+class ReportResult:
+    path: str  # the file written (one self-contained page: no scripts, no network)
+    html: str  # the same page
+
+
+@dataclass
+class DoneParams:
+    """``sigmaloop/done``: a baseline or a loop started from the editor ended, said once. Sent
+    instead of ``window/showMessage`` to a client that announced ``client: "vscode"`` (it adds
+    its buttons: Open Report, Show Panel); other clients get the message as a showMessage."""
+
+    what: Literal["baseline", "loop"]
+    message: str  # "sigmaloop: Loop done: 10 run, 1 kept (#12, 0.012 better), …"
 
 
 @dataclass
@@ -423,7 +469,7 @@ WIRE_TYPES = (
     ExperimentWithCurve, ExperimentsResult, BaselineStarted, LoopStarted, StopLoopResult, StopExperimentResult,
     ShowExperimentResult, AdoptResult, AskParams, QuestionParams, CloseQuestionParams, QuestionResult,
     RunEditParams, EditStatusResult, LlmSettings, Settings, InitializationOptions, ApiKeyParams,
-    ApiKeyResult,
+    ApiKeyResult, DismissAnomalyParams, DismissAnomalyResult, ReportParams, ReportResult, DoneParams,
 )
 #: what the client sends besides command arguments (fields with defaults may be left out)
 INPUTS = (LlmSettings, Settings, InitializationOptions, ApiKeyParams)
@@ -449,9 +495,12 @@ COMMANDS: dict[str, tuple[type, Any]] = {
     "sigmaloop.closeQuestion": (CloseQuestionParams, QuestionState),
     "sigmaloop.runEdit": (RunEditParams, ExperimentRecord),
     "sigmaloop.editStatus": (NoParams, EditStatusResult),
+    "sigmaloop.dismissAnomaly": (DismissAnomalyParams, DismissAnomalyResult),
+    "sigmaloop.report": (ReportParams, ReportResult),
 }
 NOTIFICATIONS = {
     TRIAL_PROGRESS: TrialProgressParams, EXPERIMENT_UPDATED: ExperimentRecord, STATE: State,
+    DONE: DoneParams,
 }
 REQUESTS = {EXPERIMENTS: (ExperimentsParams, ExperimentsResult), SET_API_KEY: (ApiKeyParams, ApiKeyResult)}
 
@@ -502,9 +551,12 @@ def experiment(e: Experiment, effect: Any = None, **extra: Any) -> dict[str, Any
     return out
 
 
-def anomaly(a: Anomaly) -> dict[str, Any]:
-    """An :class:`AnomalyRecord`."""
-    return clean({"kind": a.kind, "frac": a.frac, "step": a.step, "message": a.message})
+def anomaly(a: Anomaly, dismissed: str | None = None) -> dict[str, Any]:
+    """An :class:`AnomalyRecord`; ``dismissed``: the researcher's reason when they dismissed it."""
+    out = {"kind": a.kind, "frac": a.frac, "step": a.step, "message": a.message}
+    if dismissed is not None:
+        out.update(dismissed=True, dismissedReason=dismissed)
+    return clean(out)
 
 
 def question_state(q: Any, experiments: list[int], verdict: str) -> dict[str, Any]:

@@ -741,6 +741,33 @@ def log_actions(diagnostics: Sequence[types.Diagnostic], start: int, end: int) -
     return out
 
 
+def anomaly_actions(diagnostics: Sequence[types.Diagnostic], start: int, end: int) -> list[types.CodeAction]:
+    """On the curve-anomaly diagnostics of the range: ``Show curve of #N`` (the loss panel with
+    #N overlaid, its anomalies marked; once an experiment) and ``Dismiss <kind> on #N`` (one a
+    diagnostic: the researcher looked and it is nothing)."""
+    curves: list[types.CodeAction] = []
+    dismiss: list[types.CodeAction] = []
+    seen: set[int] = set()
+    for d in diagnostics:
+        data = d.data if isinstance(d.data, dict) else {}
+        exp_id, kind = data.get("expId"), data.get("anomaly")
+        if not isinstance(exp_id, int) or not isinstance(kind, str) or not kind:
+            continue
+        if not (d.range.start.line <= end and start <= d.range.end.line):
+            continue
+        if exp_id not in seen:
+            seen.add(exp_id)
+            title = f"Show curve of #{exp_id}"
+            curves.append(types.CodeAction(title=title, kind=types.CodeActionKind.QuickFix, diagnostics=[d],
+                                           command=types.Command(title=title, command="sigmaloop.showCurve",
+                                                                 arguments=[exp_id])))
+        title = f"Dismiss {kind} on #{exp_id}"
+        dismiss.append(types.CodeAction(title=title, kind=types.CodeActionKind.QuickFix, diagnostics=[d],
+                                        command=types.Command(title=title, command="sigmaloop.dismissAnomaly",
+                                                              arguments=[exp_id, kind])))
+    return curves + dismiss
+
+
 # --------------------------------------------------------------------------- what finished, in words
 
 

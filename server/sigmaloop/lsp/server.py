@@ -59,6 +59,7 @@ class SigmaloopServer(LanguageServer):
         self.problem: str | None = None  # why there is no engine (shown, and every command's error)
         self.config_error: str | None = None  # sigmaloop.toml or the settings are broken
         self.settings: dict[str, Any] = {}  # the client's `sigmaloop` settings, as sent
+        self.client_name: str | None = None  # initializationOptions.client ("vscode": our extension)
         self.script = Script(self)
         self.diagnostics = Diagnostics(self)
         self.progress = Progress(self)
@@ -73,9 +74,12 @@ class SigmaloopServer(LanguageServer):
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
-    def say_done(self, message: str, details: list[str] | None = None) -> None:
+    def say_done(self, message: str, details: list[str] | None = None,
+                 what: str = "baseline") -> None:
         """From a worker thread: one information message (a finished baseline or loop); the
-        ``details`` (what it learned, in sentences) go to the client's log."""
+        ``details`` (what it learned, in sentences) go to the client's log. Our own extension
+        gets it as ``sigmaloop/done`` (it adds Open Report and Show Panel); any other client as
+        a plain showMessage."""
         loop = self.sync.loop
         if self.closed or not message or loop is None:
             return
@@ -83,7 +87,10 @@ class SigmaloopServer(LanguageServer):
         def say() -> None:
             for line in details or ():
                 self.window_log_message(types.LogMessageParams(type=types.MessageType.Info, message=line))
-            self.show(f"sigmaloop: {message}")
+            if self.client_name == "vscode":
+                self.notify(protocol.DONE, {"what": what, "message": f"sigmaloop: {message}"})
+            else:
+                self.show(f"sigmaloop: {message}")
 
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
             loop.call_soon_threadsafe(say)
@@ -120,6 +127,8 @@ class SigmaloopServer(LanguageServer):
         options = plain(params.initialization_options)
         if isinstance(options, dict) and isinstance(options.get("settings"), dict):
             self.settings = options["settings"]
+        if isinstance(options, dict) and isinstance(options.get("client"), str):
+            self.client_name = options["client"]
         if self.root is not None:  # the script's name now, so early requests know it
             try:
                 script = config_mod.load(self.root).experiment.train_script
