@@ -11,7 +11,7 @@
 // protocol.gen.ts by scripts/gen_protocol.py; a test fails when they drift). The client imports
 // them from here only.
 
-import type { Crash, Direction, ExperimentRecord, LoopStatus, ProgressPoint, QuestionState, TrialProgressParams } from './protocol.gen';
+import type { Crash, Direction, DoneParams, ExperimentRecord, LoopStatus, ProgressPoint, QuestionState, TrialProgressParams } from './protocol.gen';
 
 export type {
   AdoptResult,
@@ -115,6 +115,14 @@ export function parseTrialProgress(params: unknown): TrialProgressParams | undef
   return { expId, records };
 }
 
+/** `sigmaloop/done` params (a baseline or a loop from the editor ended), checked. */
+export function parseDone(v: unknown): DoneParams | undefined {
+  if (!isObject(v)) {
+    return undefined;
+  }
+  return (v.what === 'baseline' || v.what === 'loop') && typeof v.message === 'string' ? { what: v.what, message: v.message } : undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host <-> panel messages.
 
@@ -169,6 +177,10 @@ export interface PanelAnomaly {
   frac: number;
   step: number;
   message: string;
+  /** The researcher looked and dismissed it (sigmaloop.dismissAnomaly): drawn faded. */
+  dismissed?: boolean;
+  /** Why they dismissed it ("" when they gave no reason). */
+  dismissedReason?: string;
 }
 
 /**
@@ -260,7 +272,9 @@ export type HostToPanel =
   | { type: 'curve'; curve: PanelCurve; replace: boolean }
   | { type: 'serverState'; state: string }
   | ({ type: 'reference' } & PanelReference)
-  | { type: 'questions'; questions: PanelQuestion[] };
+  | { type: 'questions'; questions: PanelQuestion[] }
+  /** Overlay these experiments' curves (added to the selection) on the experiments tab: "Show curve of #N". */
+  | { type: 'select'; ids: number[] };
 
 export type PanelToHost =
   | { type: 'ready' }
@@ -308,7 +322,15 @@ function isEffect(v: unknown): v is PanelEffect {
 }
 
 function isAnomaly(v: unknown): v is PanelAnomaly {
-  return isObject(v) && typeof v.kind === 'string' && typeof v.frac === 'number' && typeof v.step === 'number' && typeof v.message === 'string';
+  return (
+    isObject(v) &&
+    typeof v.kind === 'string' &&
+    typeof v.frac === 'number' &&
+    typeof v.step === 'number' &&
+    typeof v.message === 'string' &&
+    optional(v.dismissed, (x) => typeof x === 'boolean') &&
+    optional(v.dismissedReason, isString)
+  );
 }
 
 export function isPanelExperiment(v: unknown): v is PanelExperiment {
@@ -425,6 +447,8 @@ export function isHostToPanel(v: unknown): v is HostToPanel {
       return isReference(v);
     case 'questions':
       return Array.isArray(v.questions) && v.questions.every(isPanelQuestion);
+    case 'select':
+      return Array.isArray(v.ids) && v.ids.length > 0 && v.ids.length <= MAX_SELECTED && v.ids.every(isId);
     default:
       return false;
   }
@@ -516,7 +540,9 @@ export function recordsToCurve(expId: number, records: ProgressRecordWire[], ano
   }
   const curve: CurveData = { expId, xs, ys, steps };
   if (Array.isArray(anomalies)) {
-    curve.anomalies = anomalies.filter(isAnomaly).map((a) => ({ kind: a.kind, frac: a.frac, step: a.step, message: a.message }));
+    curve.anomalies = anomalies
+      .filter(isAnomaly)
+      .map((a) => ({ kind: a.kind, frac: a.frac, step: a.step, message: a.message, ...(a.dismissed ? { dismissed: true, dismissedReason: a.dismissedReason ?? '' } : {}) }));
   }
   return curve;
 }

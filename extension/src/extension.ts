@@ -5,16 +5,19 @@
 
 import * as vscode from 'vscode';
 import { registerAdminCommands } from './commands/admin';
+import { registerAnomalyCommands } from './commands/anomalies';
 import { registerExperimentCommands } from './commands/experiments';
 import { type CommandContext, TRUST_MESSAGE } from './commands/forward';
 import { registerLoopCommands } from './commands/loop';
-import { finishedMessage } from './commands/prompts';
+import { doneActions, finishedMessage } from './commands/prompts';
+import { registerReportCommands } from './commands/report';
 import { registerResearchCommands } from './commands/research';
 import { ConfigWatcher } from './configWatcher';
 import { ACTIVE_STATUSES, type CurveData, type ExperimentWire, recordsToCurve } from './contract';
 import { ProposalDocuments } from './diffView';
 import type { AnomalyRecord } from './protocol.gen';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
+import { ReportPanel } from './report';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
 import { type Verdict, statusCommand, statusView, verdictNotice } from './status';
@@ -22,11 +25,12 @@ import { EXP_SCHEME, ExperimentStore, parseExpId } from './store';
 
 let controller: ServerController | undefined;
 
-/** What activate returns (tests and other extensions): the store, the server, the panel. */
+/** What activate returns (tests and other extensions): the store, the server, the panels. */
 export interface SigmaloopApi {
   store: ExperimentStore;
   server: ServerController;
   panel: LossPanel;
+  report: ReportPanel;
 }
 
 export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
@@ -140,6 +144,17 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
       renderStatus();
     },
     onReady: () => void loadExperiments(),
+    onDone: (p) => {
+      // a finished loop's message offers its report (and the panel); a baseline's says its numbers
+      const actions = doneActions(p.what);
+      void vscode.window.showInformationMessage(p.message, ...actions).then((pick) => {
+        if (pick === 'Open Report') {
+          void vscode.commands.executeCommand('sigmaloop.openReport');
+        } else if (pick === 'Show Panel') {
+          panel.show();
+        }
+      });
+    },
     busy: () => store.busy(),
   });
 
@@ -187,12 +202,14 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   for (const f of vscode.workspace.workspaceFolders ?? []) {
     configWatcher.watch(f.uri.fsPath);
   }
-  const commands: CommandContext = { ctx, log, store, server, panel, docs, watched, refresh };
+  const report = new ReportPanel();
+  const commands: CommandContext = { ctx, log, store, server, panel, report, docs, watched, refresh };
   ctx.subscriptions.push(
     log,
     status,
     docs,
     panel,
+    report,
     server,
     vscode.workspace.registerTextDocumentContentProvider(EXP_SCHEME, docs),
     vscode.window.registerWebviewPanelSerializer(PANEL_VIEW_TYPE, LossPanel.serializer(panel)),
@@ -200,6 +217,8 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     ...registerExperimentCommands(commands),
     ...registerAdminCommands(commands),
     ...registerResearchCommands(commands),
+    ...registerAnomalyCommands(commands),
+    ...registerReportCommands(commands),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (needsRestart((s) => e.affectsConfiguration(s))) {
         void server.requestRestart({ kind: 'setting', key: 'sigmaloop.pythonPath' });
@@ -230,7 +249,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   controller = server;
   // Start in the background: activation must not wait on Python.
   void server.start();
-  return { store, server, panel };
+  return { store, server, panel, report };
 }
 
 /** Stop the server (it stops the trials it started) before the extension host goes away. */

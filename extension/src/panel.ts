@@ -1,8 +1,9 @@
 // The loss panel's host side: creates (or restores) the webview with a strict CSP, waits for the
 // page's 'ready' before posting data, forwards experiments, curves, the reference and the
 // questions, keeps the page's selection and tab across close / reopen, fetches the curves the
-// page draws (the reference runs, the selected experiments, the running trials), and opens an
-// experiment's diff or log when the page asks.
+// page draws (the reference runs, the selected experiments, the running trials), opens an
+// experiment's diff or log when the page asks, and overlays an experiment on request ("Show
+// curve of #N": `select`).
 
 import { randomBytes } from 'node:crypto';
 import * as vscode from 'vscode';
@@ -23,7 +24,7 @@ import {
   toPanelExperiment,
 } from './contract';
 import { type EngineStateView, panelReference } from './engineState';
-import { wantedCurves } from './panelModel';
+import { addSelected, wantedCurves } from './panelModel';
 import type { ExperimentStore } from './store';
 
 export const PANEL_VIEW_TYPE = 'sigmaloop.lossPanel';
@@ -91,6 +92,23 @@ export class LossPanel implements vscode.Disposable {
       this.webviewOptions(),
     );
     this.attach(panel);
+  }
+
+  /**
+   * "Show curve of #N": open (or reveal) the panel on the experiments tab with these experiments
+   * overlaid (added to the selection; their anomalies are marked on their curves). A page that is
+   * up gets a `select` message; a page still loading gets the selection with its `init`.
+   */
+  select(ids: number[]): void {
+    const known = ids.filter((id) => Number.isInteger(id) && id >= 0);
+    if (!known.length) {
+      return;
+    }
+    this.view = { ...this.view, selected: addSelected(this.view.selected, known), tab: 'experiments' };
+    this.viewKnown = true;
+    this.show();
+    this.post({ type: 'select', ids: known });
+    void this.fetchWanted();
   }
 
   private webviewOptions(): vscode.WebviewPanelOptions & vscode.WebviewOptions {

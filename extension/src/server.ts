@@ -19,13 +19,14 @@ import {
   State,
 } from 'vscode-languageclient/node';
 import { CLIENT_OWNED_COMMANDS } from './commands/ids';
-import { type ExperimentWire, Methods, type Requests, type TrialProgressParams, parseTrialProgress, unwrapExperiment } from './contract';
+import { type ExperimentWire, Methods, type Requests, type TrialProgressParams, parseDone, parseTrialProgress, unwrapExperiment } from './contract';
 import { type EngineStateView, parseEngineState } from './engineState';
 import { type InstallPlan, type InstallReason, checkServerVersion, installOffer } from './install';
 import { Installer, type RunnablePlan } from './installer';
 import { PythonInterpreters } from './python';
 import { type Busy, type RestartCause, describeCause, exitLine, restartDecision, restartQuestion } from './restart';
 import { initializationOptions, normalizeSettings, resolveInterpreter, serverEnv, type ResolvedInterpreter } from './settings';
+import type { DoneParams } from './protocol.gen';
 import type { ServerState } from './store';
 
 export const SECRET_KEY = 'sigmaloop.apiKey';
@@ -41,6 +42,8 @@ export interface ServerEvents {
   onEngineState(s: EngineStateView): void;
   onState(s: ServerState): void;
   onReady(): void;
+  /** `sigmaloop/done`: a baseline or a loop started from the editor ended. */
+  onDone(p: DoneParams): void;
   /** What a restart would stop now. */
   busy(): Busy;
 }
@@ -211,6 +214,14 @@ export class ServerController implements vscode.Disposable {
         this.events.onEngineState(st);
       } else {
         this.log.warn(`ignored a malformed sigmaloop/state: ${JSON.stringify(params).slice(0, 200)}`);
+      }
+    });
+    client.onNotification('sigmaloop/done', (params: unknown) => {
+      const p = parseDone(params);
+      if (p) {
+        this.events.onDone(p);
+      } else {
+        this.log.warn(`ignored a malformed sigmaloop/done: ${JSON.stringify(params).slice(0, 200)}`);
       }
     });
     client.onDidChangeState((e) => {

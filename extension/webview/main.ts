@@ -13,8 +13,9 @@
 // string from the journal or an agent goes into the DOM through textContent, never innerHTML.
 //
 // Protocol: the page posts {type:'ready'} once its listeners are in place; the host answers with
-// {type:'init'} and then streams 'experiments', 'curve', 'reference' and 'questions' messages;
-// the page posts 'view' (selection, tab), 'openExperiment' and 'openLog' (extension/src/contract.ts).
+// {type:'init'} and then streams 'experiments', 'curve', 'reference' and 'questions' messages,
+// and 'select' ("Show curve of #N": overlay these, on the experiments tab); the page posts 'view'
+// (selection, tab), 'openExperiment' and 'openLog' (extension/src/contract.ts).
 //
 // Selectors for tests (stable):
 //   #rl-chart                     the loss chart; data-series (lines drawn), data-selected (selected
@@ -31,7 +32,8 @@
 //   #rl-questions .rl-question[data-question-id]  one per question; .rl-question-select overlays
 //                                 its experiments; .rl-question-exp[data-exp-id] one experiment
 //   #rl-clear                     clears the selection
-//   .rl-anomaly[data-exp-id][data-kind]   an anomaly marker on a curve (title = the message)
+//   .rl-anomaly[data-exp-id][data-kind]   an anomaly marker on a curve (title = the message);
+//                                 .dismissed (faded) once the researcher dismissed it
 
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -671,9 +673,11 @@ function placeAnomalies(u: uPlot): void {
         m = el('span', 'rl-anomaly', a.kind === 'nan' ? '✕' : '▲');
         m.dataset.expId = String(id);
         m.dataset.kind = a.kind;
-        m.title = `#${id}: ${a.message}`;
         anomalyEls.set(key, m);
       }
+      // a dismissed one stays on its curve, faded: the curve still shows what happened
+      m.classList.toggle('dismissed', !!a.dismissed);
+      m.title = a.dismissed ? `#${id}: ${a.message} (dismissed${a.dismissedReason ? `: ${a.dismissedReason}` : ''})` : `#${id}: ${a.message}`;
       if (m.parentElement !== anomalyLayer) {
         anomalyLayer.append(m);
       }
@@ -1532,6 +1536,11 @@ function handle(msg: HostToPanel): void {
     case 'questions':
       questions = msg.questions;
       renderQuestions();
+      return;
+    case 'select':
+      setTab('experiments');
+      setSelection(addSelected(view.selected, msg.ids));
+      rowEls.get(msg.ids[msg.ids.length - 1])?.scrollIntoView({ block: 'nearest' });
       return;
   }
   schedule();

@@ -5,6 +5,7 @@ import * as vscode from 'vscode';
 import type { ExperimentWire } from '../contract';
 import type { LossPanel } from '../panel';
 import type { ProposalDocuments } from '../diffView';
+import type { ReportPanel } from '../report';
 import type { ServerController } from '../server';
 import { EXP_SCHEME, type ExperimentStore, describe, parseExpId } from '../store';
 import { NEEDS_TRUST } from './ids';
@@ -19,6 +20,8 @@ export interface CommandContext {
   store: ExperimentStore;
   server: ServerController;
   panel: LossPanel;
+  /** The morning report's panel. */
+  report: ReportPanel;
   docs: ProposalDocuments;
   /** Experiments accepted from this window: say how they ended. */
   watched: Set<number>;

@@ -20,6 +20,8 @@ export const CLIENT_OWNED_COMMANDS = new Set([
   // research questions (asked with their decision; closed with what was learned)
   'sigmaloop.ask',
   'sigmaloop.closeQuestion',
+  // an anomaly's quick fix: asks for the optional reason first
+  'sigmaloop.dismissAnomaly',
 ]);
 
 /** Commands that exist only in the client. */
@@ -30,6 +32,11 @@ export const CLIENT_ONLY_COMMANDS = new Set([
   'sigmaloop.installServer',
   // a trial's log in an editor tab (palette, hover link, code action, panel)
   'sigmaloop.openLog',
+  // an anomaly's quick fix (and the palette): the loss panel with the experiment overlaid
+  'sigmaloop.showCurve',
+  // the morning report (sigmaloop.report) in its panel, and its file in the system browser
+  'sigmaloop.openReport',
+  'sigmaloop.openReportInBrowser',
 ]);
 
 /** Commands that start trials or agents: refused in an untrusted workspace. */

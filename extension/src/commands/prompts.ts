@@ -106,3 +106,14 @@ export function diffTitleStatus(status: string | undefined): string {
   }
   return status === 'accepted' || status === 'queued' || status === 'running' ? 'running' : status.replace(/_/g, ' ');
 }
+
+/** After a dismissal: what went, and what is still shown for the experiment. */
+export function dismissedMessage(res: { id: number; kind: string; anomalies: readonly { kind: string }[] }): string {
+  const left = res.anomalies.map((a) => a.kind);
+  return `Sigmaloop: dismissed the ${res.kind} on #${res.id}${left.length ? `; still shown: ${left.join(', ')}` : ''}`;
+}
+
+/** The buttons on a finished baseline's or loop's message: a loop's results are in the report. */
+export function doneActions(what: 'baseline' | 'loop'): string[] {
+  return what === 'loop' ? ['Open Report', 'Show Panel'] : [];
+}
