@@ -358,17 +358,24 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _client(uri: str) -> Any:
+def _client_class() -> Any:
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise MlflowMissing() from None
-    return MlflowClient(tracking_uri=uri, registry_uri=uri if uri.startswith("sqlite") else None)
+    return MlflowClient
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _why(exc: BaseException, uri: str) -> str:
+    """MLflow's complaint in one line, with what to use instead where it is a known mistake."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    if "unsupported URI" in text:  # MLflow words it as the model registry's, whatever the store
+        text = (f"MLflow has no store for the scheme {uri.split(':', 1)[0]!r}; use sqlite:///<path>/mlflow.db, "
+                "http(s)://<tracking server>, postgresql://, mysql:// or databricks")
+    elif "://" not in uri:
+        text += " (a folder is MLflow's old file store: use sqlite:///<path>/mlflow.db)"
+    return text
 
 
 def _open_experiment(client: Any, uri: str, name: str, tags: dict[str, str]) -> tuple[str, str | None]:
@@ -544,9 +551,10 @@ def export_mlflow(
     name = experiment or f"{engine.workspace.name}/{engine.branch}"
     key = workspace_key(engine.workspace, engine.branch)
     cfg = engine.config.experiment
+    client_class = _client_class()  # MlflowMissing first: it says what to install
     with _quiet():
-        client = _client(uri)  # MlflowMissing first: it says what to install
         try:
+            client = client_class(tracking_uri=uri, registry_uri=uri if uri.startswith("sqlite") else None)
             eid, artifact_root = _open_experiment(client, uri, name, {
                 "sigmaloop.workspace": str(engine.workspace), "sigmaloop.branch": engine.branch,
                 "sigmaloop.metric": cfg.metric, "sigmaloop.direction": cfg.direction,
@@ -556,10 +564,7 @@ def export_mlflow(
         except MlflowExportError:
             raise
         except Exception as exc:  # mlflow's, SQLAlchemy's, the network's: say where and what
-            hint = " (a folder is MLflow's old file store: use sqlite:///<path>/mlflow.db)" \
-                if "://" not in uri else ""
-            raise MlflowExportError(f"cannot open the MLflow tracking store {uri!r}: "
-                                    f"{_first_line(exc)}{hint}") from exc
+            raise MlflowExportError(f"cannot open the MLflow tracking store {uri!r}: {_why(exc, uri)}") from exc
     writer = _Writer(client, eid)
     identity = {"sigmaloop.key": key, "sigmaloop.workspace": str(engine.workspace),
                 "sigmaloop.branch": engine.branch}

@@ -1,0 +1,272 @@
+"""`sigmaloop export --mlflow`: a real night (git, SQLite journal, trial subprocesses of the
+stand-in trainer) exported to a real local MLflow store and read back through MLflow's own
+client, as someone opening MLflow in the morning would see it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sigmaloop.core import EngineError
+from sigmaloop.engine import Engine
+from sigmaloop.models import ProgressRecord, Proposal, Status
+
+from enginekit import edit, make_workspace, queue_edit
+
+mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install "sigmaloop[mlflow]"')
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from sigmaloop.mlflow_export import (  # noqa: E402
+    MlflowExportError,
+    changed_constants,
+    default_uri,
+    export_mlflow,
+    run_name,
+)
+
+
+def runs_by_id(client: MlflowClient, experiment_id: str) -> dict[int, mlflow.entities.Run]:
+    runs = client.search_runs([experiment_id], max_results=1000)
+    by_id = {int(r.data.tags["sigmaloop.exp_id"]): r for r in runs}
+    assert len(by_id) == len(runs), "one run per experiment"
+    return by_id
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """Baselines, a kept edit testing a question (and its confirmation), a crash, a rejected
+    edit and a pending proposal; exported once to the default store."""
+    eng = Engine(make_workspace(tmp_path_factory.mktemp("night") / "ws"))
+    eng.run_baseline()
+    q = eng.ask("Does a negative BIAS help?", "keep it if ≥ 0.01 better")
+    src = eng.head_source()
+    kept = eng.run(eng.run_edit(edit(src, "BIAS = 0.0", "BIAS = -0.05"), "a negative bias lowers val_bpb",
+                                -0.05, question=q.id).id)
+    assert kept.status == Status.KEPT, kept.verdict
+    crash = eng.run(queue_edit(eng, "CRASH = False", "CRASH = True", "a crash").id)
+    assert crash.status == Status.CRASHED
+    with pytest.raises(EngineError, match="was not run"):
+        eng.run_edit(eng.head_source().replace("def main():", "def main(:"), "broken")
+    pending = eng.add_proposal(Proposal(edit(eng.head_source(), "DEPTH = 4", "DEPTH = 6"), "deeper", "tune"))
+    result = export_mlflow(eng)
+    yield eng, result, {"kept": kept, "crash": crash, "pending": pending, "question": q}
+    eng.close()
+
+
+def test_every_experiment_is_a_run_read_back_through_mlflow(night):
+    eng, result, ids = night
+    exps = {e.id: e for e in eng.experiments()}
+    assert result.uri == default_uri(eng.state_dir) == f"sqlite:///{eng.state_dir / 'mlflow' / 'mlflow.db'}"
+    assert (result.created, result.updated, result.unchanged) == (len(exps), 0, 0)
+    assert result.experiment_name == f"ws/{eng.branch}"
+    assert result.artifact_root == (eng.state_dir / "mlflow" / "artifacts").as_uri()
+    assert result.ui_hint == f"pip install mlflow && mlflow ui --backend-store-uri {result.uri}"
+    client = MlflowClient(tracking_uri=result.uri)
+    assert client.get_experiment(result.experiment_id).name == result.experiment_name
+    runs = runs_by_id(client, result.experiment_id)
+    assert set(runs) == set(exps)
+    statuses = {i: (exps[i].status.value, runs[i].info.status) for i in exps}
+    assert statuses[1] == statuses[2] == ("kept", "FINISHED")  # the baselines
+    assert statuses[ids["crash"].id] == ("crashed", "FAILED")
+    rejected = next(e for e in exps.values() if e.status == Status.REJECTED)
+    assert statuses[rejected.id] == ("rejected", "KILLED")  # never ran: logged so the night is whole
+    assert statuses[ids["pending"].id] == ("proposed", "SCHEDULED")
+    assert runs[ids["pending"].id].info.run_name == f"#{ids['pending'].id} DEPTH 4→6"
+    assert runs[1].info.run_name == "#1 baseline (seed 42)"
+
+
+def test_the_kept_edit_has_its_params_metrics_curve_tags_and_diff(night):
+    eng, result, ids = night
+    kept, q = eng.get(ids["kept"].id), ids["question"]
+    client = MlflowClient(tracking_uri=result.uri)
+    run = runs_by_id(client, result.experiment_id)[kept.id]
+    assert run.info.run_name == f"#{kept.id} BIAS 0.0→-0.05"
+    assert run.data.params == {"BIAS": "-0.05", "seed": str(kept.seed), "budget": "0.3", "source": "user"}
+    m = run.data.metrics
+    assert m["val_bpb"] == pytest.approx(kept.metric) and m["delta"] == pytest.approx(kept.delta)
+    assert m["z"] == pytest.approx(kept.z) and m["sigma"] == pytest.approx(kept.sigma)
+    assert m["predicted_delta"] == pytest.approx(-0.05)
+    effect = eng.effect(kept)
+    assert (m["effect"], m["effect_low95"], m["effect_high95"]) == pytest.approx((effect.better, effect.low, effect.high))
+    assert m["summary/num_steps"] == 5 and m["summary/val_bpb"] == pytest.approx(kept.summary["val_bpb"])
+    assert m["timings/wall"] == pytest.approx(kept.timings["wall"]) and m["verdict/runs"] == 2
+    curve = eng.curve(kept.id)
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(curve) == 5 and len(history) == len(curve)  # a real trial's curve, once
+    assert [(h.step, h.value) for h in sorted(history, key=lambda h: h.step)] == [(r.step, r.loss) for r in curve]
+    assert all(h.timestamp >= run.info.start_time for h in history)
+    t = run.data.tags
+    assert (t["status"], t["reason"], t["verdict"]) == ("kept", kept.reason, kept.verdict)
+    assert (t["hypothesis"], t["predicted_delta"]) == ("a negative bias lowers val_bpb", "-0.05")
+    assert (t["question"], t["question_text"]) == (str(q.id), "Does a negative BIAS help?")
+    assert (t["commit"], t["parent_commit"], t["source"]) == (kept.commit, kept.parent_commit, "user")
+    assert t["sigmaloop.rev"] == str(kept.rev) and "warning.barely_trained" in t
+    assert "a negative bias lowers val_bpb" in t["mlflow.note.content"]
+    assert client.download_artifacts(run.info.run_id, "edit.diff") and \
+        Path(client.download_artifacts(run.info.run_id, "edit.diff")).read_text() == kept.diff
+    log = Path(client.download_artifacts(run.info.run_id, "trial.log")).read_text()
+    assert log == Path(kept.log_path).read_text()
+    assert run.info.start_time == round(kept.started_at * 1000)
+    assert run.info.end_time == round(kept.finished_at * 1000)
+
+
+def test_a_confirmation_nests_under_its_experiment_and_a_crash_says_where(night):
+    eng, result, ids = night
+    client = MlflowClient(tracking_uri=result.uri)
+    runs = runs_by_id(client, result.experiment_id)
+    (conf,) = [e for e in eng.experiments() if e.confirms == ids["kept"].id]
+    run = runs[conf.id]
+    assert run.data.tags["mlflow.parentRunId"] == runs[ids["kept"].id].info.run_id
+    assert run.data.params["BIAS"] == "-0.05"  # the code it ran: compare lines it up with #kept
+    assert run.data.tags["confirms"] == str(ids["kept"].id)
+    crash = eng.get(ids["crash"].id)
+    tags = runs[crash.id].data.tags
+    assert tags["crash"].startswith(f"{crash.crash.file}:{crash.crash.line} ") and "boom" in tags["crash"]
+    assert runs[crash.id].data.params["CRASH"] == "True"
+
+
+def test_re_export_duplicates_nothing_and_leaves_unchanged_runs_alone(night):
+    eng, result, ids = night
+    client = MlflowClient(tracking_uri=result.uri)
+    before = {i: (r.info.run_id, r.info.end_time) for i, r in runs_by_id(client, result.experiment_id).items()}
+    seen = []
+    again = export_mlflow(eng, progress=lambda done, total: seen.append((done, total)))
+    n = len(eng.experiments())
+    assert (again.created, again.updated, again.unchanged) == (0, 0, n)
+    assert again.experiment_id == result.experiment_id
+    assert seen == [(i, n) for i in range(1, n + 1)]
+    after = {i: (r.info.run_id, r.info.end_time) for i, r in runs_by_id(client, result.experiment_id).items()}
+    assert after == before
+    kept = ids["kept"].id
+    assert len(client.get_metric_history(after[kept][0], "train_loss")) == len(eng.curve(kept))
+
+
+def test_a_changed_experiment_is_updated_and_a_run_of_a_pending_one_replaces_it(tmp_path):
+    eng = Engine(make_workspace(tmp_path / "ws"))
+    try:
+        uri = f"sqlite:///{tmp_path / 'store' / 'm.db'}"
+        eng.run_baseline([42])
+        pending = eng.add_proposal(Proposal(edit(eng.head_source(), "BIAS = 0.0", "BIAS = -0.1"), "bias", "user"))
+        first = export_mlflow(eng, uri, experiment="night")
+        assert first.artifact_root == (tmp_path / "store" / "artifacts").as_uri()
+        client = MlflowClient(tracking_uri=uri)
+        base_run = runs_by_id(client, first.experiment_id)[1].info.run_id
+        # more curve points and a new field on a finished run: updated in place, curve appended
+        eng.journal.add_progress(1, [ProgressRecord(1, 10 + i, 1.0 + i, 1.0, 1.5 - i / 10) for i in range(3)])
+        eng.journal.update(1, detail="looked at again")
+        # the pending proposal runs: its start time changes, so its run is made again
+        ran = eng.run(pending.id)
+        assert ran.status in (Status.KEPT, Status.DISCARDED), ran.verdict
+        second = export_mlflow(eng, uri, experiment="night")
+        assert second.created == len(eng.experiments()) - 2  # the new confirmation, if any
+        assert (second.updated, second.unchanged) == (2, 0)
+        runs = runs_by_id(client, second.experiment_id)
+        assert set(runs) == {e.id for e in eng.experiments()}
+        assert runs[1].info.run_id == base_run and runs[1].data.tags["detail"] == "looked at again"
+        history = client.get_metric_history(base_run, "train_loss")
+        assert sorted(h.step for h in history) == [r.step for r in eng.curve(1)]  # 5 + 3, none twice
+        assert runs[pending.id].info.status == "FINISHED"
+        assert runs[pending.id].data.metrics["val_bpb"] == pytest.approx(ran.metric)
+        # a curve that was rewritten (a re-run) is not appended to: the run is made again
+        eng.journal.clear_curve(1)
+        eng.journal.add_progress(1, [ProgressRecord(1, 0, 0.1, 0.5, 9.0)])
+        eng.journal.update(1, detail="")
+        third = export_mlflow(eng, uri, experiment="night")
+        assert (third.created, third.updated) == (0, 1)
+        runs = runs_by_id(client, third.experiment_id)
+        assert runs[1].info.run_id != base_run and "detail" not in runs[1].data.tags
+        assert [(h.step, h.value) for h in client.get_metric_history(runs[1].info.run_id, "train_loss")] == [(0, 9.0)]
+    finally:
+        eng.close()
+
+
+def test_two_workspaces_share_a_store_without_touching_each_others_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    engines = [Engine(make_workspace(tmp_path / name)) for name in ("a", "b")]
+    try:
+        for eng in engines:
+            eng.add_proposal(Proposal(edit(eng.head_source(), "LR = 0.1 ", "LR = 0.2 "), "lr up", "tune"))
+        results = [export_mlflow(eng, uri, experiment="team") for eng in engines]
+        assert results[0].experiment_id == results[1].experiment_id
+        assert [(r.created, r.unchanged) for r in results] == [(1, 0), (1, 0)]
+        assert [export_mlflow(eng, uri, experiment="team").unchanged for eng in engines] == [1, 1]
+        runs = MlflowClient(tracking_uri=uri).search_runs([results[0].experiment_id])
+        assert sorted(r.data.tags["sigmaloop.workspace"] for r in runs) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    finally:
+        for eng in engines:
+            eng.close()
+
+
+def test_a_bad_store_says_what_is_wrong(tmp_path, engine):
+    with pytest.raises(MlflowExportError, match=r"cannot open the MLflow tracking store 'nonsense://x': "
+                                                 r"MLflow has no store for the scheme 'nonsense'; use sqlite:///"):
+        export_mlflow(engine, "nonsense://x")
+    with pytest.raises(MlflowExportError, match=r"use sqlite:///<path>/mlflow.db"):
+        export_mlflow(engine, str(tmp_path / "mlruns"))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    done = export_mlflow(engine, uri, experiment="gone")
+    MlflowClient(tracking_uri=uri).delete_experiment(done.experiment_id)
+    with pytest.raises(MlflowExportError, match=r"'gone' .* was deleted .* restore it"):
+        export_mlflow(engine, uri, experiment="gone")
+
+
+def test_without_mlflow_the_engine_works_and_the_export_says_what_to_install(workspace):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["mlflow"] = None  # as if the extra were not installed
+        import sigmaloop.cli, sigmaloop.engine
+        from sigmaloop.mlflow_export import MlflowMissing, export_mlflow
+        eng = sigmaloop.engine.Engine({str(workspace)!r})
+        try:
+            export_mlflow(eng)
+        except MlflowMissing as exc:
+            print("MISSING:", exc)
+        finally:
+            eng.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'MISSING: exporting to MLflow needs the mlflow client: pip install "sigmaloop[mlflow]"' in out.stdout
+    fresh = subprocess.run([sys.executable, "-c", "import sys, sigmaloop.engine, sigmaloop.mlflow_export; "
+                            "print(any(m.split('.')[0] == 'mlflow' for m in sys.modules))"],
+                           capture_output=True, text=True, timeout=120)
+    assert fresh.stdout.strip() == "False", "the engine imports mlflow only when exporting"
+
+
+def test_changed_constants_reads_the_edits_assignments():
+    diff = textwrap.dedent("""\
+        --- a/train.py
+        +++ b/train.py
+        @@ -1,6 +1,8 @@
+        -LR = 0.1
+        +LR = 0.05  # lower
+         DEPTH = 4
+        -WINDOW = (1, 2)
+        +WINDOW = (
+        +    1, 3)
+        -OLD = 1
+        +NAME: str = "x"
+         def main():
+        -    warmup = 10
+        +    warmup = 20
+        +    seed = 7
+    """)
+    assert changed_constants(diff) == {"LR": "0.05", "NAME": '"x"', "warmup": "20", "seed": "7",
+                                       "OLD": "(see edit.diff)", "WINDOW": "(see edit.diff)"}
+    assert changed_constants("not a diff") == {}
+
+
+def test_run_names():
+    from sigmaloop.models import Experiment
+
+    one = "--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-LR = 0.1\n+LR = 0.2\n"
+    two = "--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n-LR = 0.1\n-D = 4\n+LR = 0.2\n+D = 6\n"
+    assert run_name(Experiment(12, Status.KEPT, "tune", diff=one), {}) == "#12 LR 0.1→0.2"
+    assert run_name(Experiment(3, Status.KEPT, "tune", diff=two), {"LR": "0.2", "D": "6", "seed": "1"}) == "#3 LR=0.2 D=6"
+    assert run_name(Experiment(1, Status.KEPT, "baseline", seed=42), {}) == "#1 baseline (seed 42)"
+    long = Experiment(5, Status.CRASHED, "llm:x", hypothesis="word " * 40, diff="garbage")
+    assert run_name(long, {}).endswith("…") and len(run_name(long, {})) == len("#5 ") + 81
