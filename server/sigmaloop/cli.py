@@ -457,6 +457,7 @@ def cmd_loop(args) -> int:
         exps = [e for e in engine.experiments() if e.rev > before]
         print_log(exps, engine.config.experiment.metric, engine.config.lower_is_better)
         print_learned(engine, exps, "the loop " + ("stopped" if engine.stopping else "is done") + ": what it learned")
+        _wrote_report(engine)
         return 130 if engine.stopping else 0
 
     return _with_engine(args, go)
@@ -540,10 +541,36 @@ def cmd_status(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.mlflow is not None:
+        return _export_mlflow(args)
     with opened(args) as engine:
         out = Path(args.output or (engine.state_dir / f"experiments.{args.format}"))
         engine.export(out, fmt=args.format)
         console.print(f"wrote {out}")
+    return 0
+
+
+def _export_mlflow(args) -> int:
+    from .mlflow_export import MlflowExportError, MlflowMissing, export_mlflow
+
+    with opened(args) as engine:
+        total = len(engine.experiments())
+        progress = Progress(TextColumn("MLflow"), BarColumn(bar_width=30), TextColumn("{task.completed}/{task.total}"),
+                            TimeElapsedColumn(), console=console, transient=True)
+        try:
+            with progress:
+                task = progress.add_task("export", total=total)
+                done = export_mlflow(engine, args.mlflow or None, args.experiment,
+                                     progress=lambda n, _total: progress.update(task, completed=n))
+        except MlflowMissing as exc:
+            err.print(f"[red]{escape(str(exc))}[/]")
+            return 2
+        except MlflowExportError as exc:
+            err.print(f"[red]MLflow export failed:[/] {escape(str(exc))}")
+            return 1
+    console.print(f"MLflow: {done.created} new, {done.updated} updated, {done.unchanged} unchanged runs in "
+                  f"experiment {escape(done.experiment_name)!r} at {escape(done.uri)}", soft_wrap=True)
+    console.print(f"  look: {escape(done.ui_hint)}", soft_wrap=True)
     return 0
 
 
@@ -583,11 +610,93 @@ def cmd_calibration(args) -> int:
 
 def cmd_report(args) -> int:
     with opened(args) as engine:
-        exps = engine.experiments()
-        if args.since:
-            exps = [e for e in exps if e.id >= args.since]
-        print_learned(engine, exps)
+        report = engine.report(since=args.since or None)
+        print_report(report)
+        if args.no_html:
+            return 0
+        from .report import render
+
+        path = Path(args.html) if args.html else engine.state_dir / "report.html"
+        from .exports import write_atomic
+
+        write_atomic(path, render(report))
+        console.print(f"\n[bold]report[/] {path.resolve().as_uri()}", soft_wrap=True)
+        console.print("  one page, no network: open it in a browser, or run [bold]sigmaloop: Open Morning Report[/] "
+                      "in VS Code")
     return 0
+
+
+def _wrote_report(engine) -> None:
+    """The end of a loop: the morning report's page, written beside the journal (never fatal)."""
+    try:
+        path = engine.write_report()
+    except Exception as exc:  # a report must never turn a finished loop into a failure
+        err.print(f"[yellow]the report page could not be written:[/] {escape(str(exc))}")
+        return
+    console.print(f"morning report: {path.resolve().as_uri()} (sigmaloop report prints its summary)", soft_wrap=True)
+
+
+def print_report(r) -> None:
+    """The morning report in the terminal: the same fields as the page, a line each."""
+    from .questions import fmt_effect
+    from .report.model import REFUTED_TITLES
+    from .report.page import duration
+
+    def say(text: str, indent: int = 2) -> None:
+        console.print(Padding(Text(text), (0, 0, 0, indent), expand=False))
+
+    console.rule(f"[bold]{escape(r.title)}")
+    for line in r.learned:
+        say(line)
+    if r.kept:
+        console.print(f"[bold green]kept[/] ({len(r.kept)})")
+        for it in r.kept:
+            say(f"#{it.id} {_cut_text(it.hypothesis, 50)}: {fmt_effect(it.effect) if it.effect else it.short}")
+    if r.refuted:
+        groups = [f"{sum(1 for x in r.refuted if x.kind == k)} {t}" for k, t in REFUTED_TITLES.items()
+                  if any(x.kind == k for x in r.refuted)]
+        console.print(f"[bold]refuted[/] ({len(r.refuted)}): {', '.join(groups)}")
+        for x in r.refuted[:5]:
+            it = x.item
+            pred = "" if x.prediction_excluded is None else \
+                ("; the prediction is outside the interval" if x.prediction_excluded else "; the prediction is not ruled out")
+            say(f"#{it.id} {_cut_text(it.hypothesis, 50)}: {fmt_effect(it.effect) if it.effect else it.short}{pred}")
+        if len(r.refuted) > 5:
+            say(f"… {len(r.refuted) - 5} more in the page")
+    for pc in r.calibration:
+        c = pc.calibration
+        acc = "–" if c.sign_accuracy is None else f"{100 * c.sign_accuracy:.0f}%"
+        console.print(f"[bold]predictions[/] {escape(pc.source)}: {c.n_predicted} made, {c.n} measured, "
+                      f"direction right {acc}, {c.improvements_confirmed} of {c.predicted_improvements} predicted "
+                      f"improvements cleared {c.k:g}σ")
+    if r.weird:
+        console.print(f"[bold yellow]weird[/] ({len(r.weird)})")
+        for w in r.weird[:8]:
+            say(f"#{w.item.id} {w.what}: {w.message}")
+        if len(r.weird) > 8:
+            say(f"… {len(r.weird) - 8} more in the page")
+    n, c = r.noise, r.cost
+    if n.reference is not None:
+        sigma = f" ± {n.sigma:.4f} ({n.sigma_dof} dof)" if n.sigma is not None else ""
+        bar = f", keep bar {n.keep_threshold:.4g}" + (f" ({n.keep_pct:.1f}%)" if n.keep_pct else "") \
+            if n.keep_threshold else ""
+        console.print(f"[bold]noise[/] reference {n.reference:.4f}{sigma}{bar}; {n.baseline_runs} baseline and "
+                      f"{n.confirmation_runs} confirmation runs, {duration(n.hours)} of trial time")
+    tokens = "; ".join(f"{src} {t['total']:,} tokens" for src, t in sorted(c.tokens.items()))
+    console.print(f"[bold]cost[/] {duration(c.trial_hours)} of trial time over {c.experiments} trials"
+                  + (f"; {escape(tokens)}" if tokens else ""))
+    for step in r.next_steps:
+        console.print(f"[bold]next[/] {escape(step)}")
+    for q in r.questions:
+        if q.status == "open":
+            console.print(f"[bold cyan]question #{q.id}[/] {escape(_cut_text(q.text, 60))}: {escape(q.verdict)}")
+            for sug in q.suggestions:
+                say(sug, 4)
+
+
+def _cut_text(text: str, n: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # -- research questions -------------------------------------------------------------------------------
@@ -721,6 +830,7 @@ def cmd_demo(args) -> int:
                       f"  branch    {engine.branch} (every experiment at refs/sigmaloop/exp/<id>)\n"
                       f"  try       sigmaloop --workspace {ws} show 3", soft_wrap=True)
         print_learned(engine, title="what the demo learned")
+        _wrote_report(engine)
         return 130 if engine.stopping else 0
 
     args.workspace = ws
@@ -782,9 +892,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="reference ± sigma, the best (the head's mean), the keep bar, counts")
     s.set_defaults(fn=cmd_status)
 
-    s = sub.add_parser("export", help="every field of every experiment, as jsonl or csv")
+    s = sub.add_parser("export", help="every field of every experiment, as jsonl or csv, or to MLflow")
     s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     s.add_argument("--output", "-o", default=None)
+    s.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                   help="log every experiment to an MLflow tracking store (default: a SQLite store under the state "
+                        "folder); needs sigmaloop[mlflow]")
+    s.add_argument("--experiment", default=None, help="with --mlflow: the MLflow experiment's name "
+                                                      "(default <workspace>/<branch>)")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("adopt", help="copy a kept experiment's script into your working tree")
@@ -803,8 +918,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", default=None, help='only sources starting with this, e.g. "llm"')
     s.set_defaults(fn=cmd_calibration)
 
-    s = sub.add_parser("report", help="what the experiments taught: kept, within noise, the bar, what next")
-    s.add_argument("--since", type=int, default=0, help="only experiments from this id on")
+    s = sub.add_parser("report", help="the morning report: what was kept, refuted and weird, as one HTML page "
+                                      "and a terminal summary")
+    s.add_argument("--since", type=int, default=0, help="only experiments from this id on (the night)")
+    s.add_argument("--html", metavar="PATH", default=None, help="where to write the page (default: "
+                                                                "<state>/report.html)")
+    s.add_argument("--no-html", action="store_true", help="the terminal summary only")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("ask", help="state a research question (and the result that would change your decision)")

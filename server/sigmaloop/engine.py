@@ -22,6 +22,7 @@ from . import anomaly as anomaly_mod
 from . import config as config_mod
 from . import exports
 from . import questions as questions_mod
+from . import report as report_mod
 from .config import Config
 from .core import Core, EngineError
 from .diff import EditError
@@ -45,6 +46,7 @@ from .output import loss_of
 from .proposals import Proposals
 from .questions import Effect, QuestionView
 from .ratchet import Ratchet
+from .report import MorningReport
 from .state import EngineState, QuestionState, engine_state
 from .trials import Trials
 
@@ -261,6 +263,22 @@ class Engine:
     def dismissed_anomalies(self) -> dict[int, dict[str, str]]:
         """Experiment id → {dismissed kind: the researcher's reason}."""
         return self.journal.dismissed()
+
+    def report(self, since: int | None = None) -> MorningReport:
+        """The morning report's fields over every experiment (or those from #``since`` on)."""
+        return report_mod.build(
+            self.experiments(), self.state(), self.journal.curve, self.anomalies,
+            workspace=self.workspace.name, branch=self.branch, since=since, k=self.config.judge.k)
+
+    def report_html(self, since: int | None = None) -> str:
+        """The morning report as one self-contained HTML page (no script, no network)."""
+        return report_mod.render(self.report(since))
+
+    def write_report(self, path: Path | str | None = None, since: int | None = None) -> Path:
+        """Write the report page (default ``<state>/report.html``, atomically); returns its path."""
+        target = Path(path) if path is not None else self.state_dir / "report.html"
+        exports.write_atomic(target, self.report_html(since))
+        return target
 
     def export(self, path: Path | str, fmt: str = "jsonl") -> int:
         """Every field of every experiment to a jsonl or csv file; returns how many."""

@@ -51,7 +51,7 @@ def write_results_tsv(journal: Journal, path: str | os.PathLike[str]) -> int:
                 desc = f"[pruned at {e.timings.get('pruned_at', 0):.0%}] {desc}"
         lines.append(f"{(e.commit or '')[:7]}\t{metric:.6f}\t{memory:.1f}\t{status}\t{desc}")
         n += 1
-    _write_atomic(Path(path), "\n".join(lines) + "\n")
+    write_atomic(Path(path), "\n".join(lines) + "\n")
     return n
 
 
@@ -89,7 +89,8 @@ def as_json(e: Experiment) -> dict[str, Any]:
     return rec
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8", newline="")
