@@ -10,7 +10,7 @@ tags say status, verdict, hypothesis, question, commits; ``edit.diff`` and ``tri
 artifacts. What a run holds is built by :func:`run_record` (pure); :func:`export_mlflow`
 writes it.
 
-Decisions (docs/architecture.md has the why):
+Decisions:
 
 * The store defaults to ``sqlite:///<state dir>/mlflow/mlflow.db`` with artifacts beside it:
   MLflow 3's file store is in maintenance mode, and the state folder is git-ignored.
@@ -20,9 +20,12 @@ Decisions (docs/architecture.md has the why):
   store and an export run twice never duplicates a run.
 * A run whose ``sigmaloop.rev`` tag equals the experiment's revision is left alone. A changed
   one is updated in place (its run id stays; new curve points appended); when something MLflow
-  cannot change was changed (a param's value, the start time: a re-run), the run is deleted
-  and made again.
-* ``mlflow`` is imported only here, only when exporting: the engine runs without it.
+  cannot change was changed (a param's value, the start time: a proposal that has since
+  started, a re-run), the run is deleted (MLflow hides it; ``mlflow gc`` removes it) and made
+  again. A running experiment is synced on every export: its curve grows between revisions.
+* ``mlflow`` is imported only here, only when exporting: the engine runs without it. MLflow 3
+  sends its own anonymous usage telemetry unless ``MLFLOW_DISABLE_TELEMETRY=true`` or
+  ``DO_NOT_TRACK=true`` is set; this module leaves the caller's environment as it is.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +142,6 @@ class RunRecord:
     diff: str
     log_path: str | None  # the trial log to attach (exists and under MAX_LOG_BYTES)
     parent: int | None = None  # the experiment whose run this one nests under (a confirmation)
-    artifacts: dict[str, str] = field(default_factory=dict)  # artifact file → text
 
 
 # --- what a run holds (pure) ---------------------------------------------------------------------

@@ -184,6 +184,35 @@ def test_a_changed_experiment_is_updated_and_a_run_of_a_pending_one_replaces_it(
         eng.close()
 
 
+def test_a_running_experiment_exported_mid_night_grows_in_place(engine, tmp_path):
+    """An export while a trial runs, then again when it has finished: one run, the same id,
+    its curve appended (the journal's revision does not move while points arrive)."""
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    j = engine.journal
+    e = j.create(status=Status.RUNNING, source="tune", hypothesis="longer warmup", seed=42,
+                 parent_commit=engine.head(), started_at=time.time() - 30)
+    j.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 3.0 - s / 10, {"lr": 0.01}) for s in range(4)])
+    first = export_mlflow(engine, uri)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = runs_by_id(client, first.experiment_id).values()
+    assert run.info.status == "RUNNING" and run.info.end_time is None
+    j.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 3.0 - s / 10, {"lr": 0.01}) for s in range(4, 7)])
+    assert export_mlflow(engine, uri).updated == 1
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 7
+    assert len(client.get_metric_history(run.info.run_id, "train/lr")) == 7
+    done = j.move(e.id, Status.DISCARDED, metric=1.01, finished_at=time.time())
+    last = export_mlflow(engine, uri)
+    assert (last.created, last.updated) == (0, 1)
+    (after,) = runs_by_id(client, last.experiment_id).values()
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    assert after.info.end_time == round(done.finished_at * 1000)
+    assert after.data.metrics["val_bpb"] == 1.01 and after.data.tags["verdict"] == done.verdict
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 7
+    assert export_mlflow(engine, uri).unchanged == 1
+
+
 def test_two_workspaces_share_a_store_without_touching_each_others_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     engines = [Engine(make_workspace(tmp_path / name)) for name in ("a", "b")]
