@@ -5,7 +5,8 @@ crashes, and rejected proposals too, so the night is complete): params are the c
 edit changed (new values as written) plus seed, budget and source; metrics are the judged
 metric, Δ, z, σ, the effect with its 95% interval, the summary block (``summary/…``), the
 timings (``timings/…``), the verdict's numbers (``verdict/…``) and the training curve as
-metric history (``train_loss``, extras as ``train/<name>``, step = the trainer's step);
+metric history (``train_loss``, extras as ``train/<name>``, step = the trainer's step; at
+most :data:`MAX_CURVE_POINTS`);
 tags say status, verdict, hypothesis, question, commits; ``edit.diff`` and ``trial.log`` are
 artifacts. What a run holds is built by :func:`run_record` (pure); :func:`export_mlflow`
 writes it.
@@ -64,6 +65,10 @@ __all__ = [
 EXPORT_VERSION = "1"
 #: a trial log larger than this stays out of the store (its path is a tag)
 MAX_LOG_BYTES = 5 << 20
+#: a longer curve is sent evenly thinned, first and last points kept (the journal keeps them
+#: all): MLflow's SQL store writes ~3k points a second, and its charts sample anyway. A 5-minute
+#: run of the trainer logs ~1200.
+MAX_CURVE_POINTS = 2000
 INSTALL_HINT = 'pip install "sigmaloop[mlflow]"'
 
 # MLflow's limits (mlflow.utils.validation), kept here so a record is valid before it is sent
@@ -583,7 +588,7 @@ def export_mlflow(
             unchanged += 1
         else:
             code = by_id[e.confirms].diff if e.confirms in by_id else None
-            rec = run_record(e, engine.curve(e.id), cfg.metric, cfg.budget, questions,
+            rec = run_record(e, engine.curve(e.id, MAX_CURVE_POINTS), cfg.metric, cfg.budget, questions,
                              engine.effect(e), identity, code)
             rec.tags["sigmaloop.rev"] = str(e.rev)
             if rec.parent is not None and rec.parent in run_ids:  # a confirmation: nested

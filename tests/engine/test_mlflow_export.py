@@ -213,6 +213,20 @@ def test_a_running_experiment_exported_mid_night_grows_in_place(engine, tmp_path
     assert export_mlflow(engine, uri).unchanged == 1
 
 
+def test_a_long_curve_is_sent_thinned_with_its_ends(engine, tmp_path, monkeypatch):
+    from sigmaloop import mlflow_export
+
+    monkeypatch.setattr(mlflow_export, "MAX_CURVE_POINTS", 4)
+    e = engine.journal.create(status=Status.QUEUED, source="tune", hypothesis="long", started_at=100.0)
+    engine.journal.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 10.0 - s) for s in range(10)])
+    done = export_mlflow(engine, f"sqlite:///{tmp_path / 'm.db'}")
+    client = MlflowClient(tracking_uri=done.uri)
+    (run,) = runs_by_id(client, done.experiment_id).values()
+    steps = sorted(h.step for h in client.get_metric_history(run.info.run_id, "train_loss"))
+    assert len(steps) == 4 and steps[0] == 0 and steps[-1] == 9
+    assert run.info.status == "SCHEDULED"
+
+
 def test_two_workspaces_share_a_store_without_touching_each_others_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     engines = [Engine(make_workspace(tmp_path / name)) for name in ("a", "b")]
