@@ -243,7 +243,8 @@ class Engine:
     def anomalies(self, exp_id: int, dismissed: bool = False) -> list[anomaly_mod.Anomaly]:
         """What looks wrong in an experiment's training curve (``anomaly.detect`` over every
         point); the kinds the researcher dismissed are left out unless ``dismissed``."""
-        curve = [replace(r, loss=loss_of(r)) for r in self.journal.curve(exp_id)]  # NaN comes back
+        curve = [replace(r, loss=loss_of(r)) if r.loss is None and r.extra else r  # a NaN comes back
+                 for r in self.journal.curve(exp_id)]
         found = anomaly_mod.detect(curve)
         if dismissed or not found:
             return found

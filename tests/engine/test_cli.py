@@ -100,6 +100,18 @@ def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
     assert "Reference: val_bpb" in learned and "Next:" in learned
     assert "Of 1 edit run:" in learned or "1 proposal was rejected before running" in learned
     assert "Kept #" in learned or "The smallest effect that could have been kept" in learned
+    # and the morning report of that real night, written at its end, as Chromium shows it
+    from test_report import chromium_view
+
+    page = ws / ".sigmaloop" / "report.html"
+    assert f"morning report: {page.resolve().as_uri()}" in r.stdout.replace("\n", "")
+    view = chromium_view(page, tmp_path)
+    assert view["requests"] == [] and view["consoleErrors"] == [] and view["pageErrors"] == []
+    assert view["ids"] == ["timeline", "kept", "refuted", "calibration", "weird", "noise", "cost", "questions"]
+    timeline = view["sections"]["timeline"]["charts"]
+    assert [c["kind"] for c in timeline] == ["timeline", "scatter"] and all(c["marks"] > 0 for c in timeline)
+    assert view["sections"]["noise"]["charts"][0]["marks"] >= seeds  # the real reference runs, one dot a seed
+    assert "Which learning rate" in view["sections"]["questions"]["text"]  # the trainer's program.md question
 
 
 LONG = ("a much longer hypothesis than any terminal row can hold: the bias moves the metric down because "
