@@ -163,3 +163,31 @@ def test_questions_run_edit_and_an_80_column_log(workspace):
     assert "the head's mean over 2 seeds: #3 a much longer" in r.stdout, r.stdout
     r = rl("report", cwd=workspace, env=narrow)
     assert "Kept #3" in r.stdout and "Next:" in r.stdout
+
+
+def test_export_to_mlflow_from_the_command_line(workspace, tmp_path):
+    """`sigmaloop export --mlflow`: the default local store, read back with MLflow's own client;
+    run again, nothing is written twice; without the client, one line that says what to install."""
+    from mlflow import MlflowClient
+
+    assert rl("baseline", cwd=workspace).returncode == 0
+    r = rl("export", "--mlflow", cwd=workspace, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = workspace / ".sigmaloop" / "mlflow" / "mlflow.db"
+    assert "MLflow: 2 new, 0 updated, 0 unchanged runs" in r.stdout and f"sqlite:///{db}" in r.stdout
+    assert "mlflow ui --backend-store-uri" in r.stdout
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (exp,) = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(run.data.params["seed"] for run in runs) == ["42", "43"]
+    assert all(run.data.metrics["val_bpb"] > 0 for run in runs)
+    again = rl("export", "--mlflow", cwd=workspace, timeout=300)
+    assert "MLflow: 0 new, 0 updated, 2 unchanged runs" in again.stdout, again.stdout + again.stderr
+    other = tmp_path / "other.db"
+    r = rl("export", "--mlflow", f"sqlite:///{other}", "--experiment", "night-1", cwd=workspace, timeout=300)
+    assert r.returncode == 0 and "'night-1'" in r.stdout and other.exists()
+    # no mlflow client installed: a clear line and exit 2, nothing half-done
+    code = ("import sys; sys.modules['mlflow'] = None; from sigmaloop.cli import main; "
+            f"sys.exit(main(['--workspace', {str(workspace)!r}, 'export', '--mlflow']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'pip install "sigmaloop[mlflow]"' in r.stderr and "Traceback" not in r.stderr
