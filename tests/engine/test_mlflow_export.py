@@ -4,32 +4,42 @@ client, as someone opening MLflow in the morning would see it."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sigmaloop.core import EngineError
 from sigmaloop.engine import Engine
-from sigmaloop.models import ProgressRecord, Proposal, Status
-
-from enginekit import edit, make_workspace, queue_edit
-
-mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install "sigmaloop[mlflow]"')
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from sigmaloop.mlflow_export import (  # noqa: E402
+from sigmaloop.mlflow_export import (
     MlflowExportError,
     changed_constants,
     default_uri,
     export_mlflow,
     run_name,
 )
+from sigmaloop.models import ProgressRecord, Proposal, Status
+
+from enginekit import edit, make_workspace, queue_edit
+
+# the store tests need the extra; the module itself, the pure parts and the "not installed"
+# scenario do not
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
+                                  reason='the mlflow extra: pip install "sigmaloop[mlflow]"')
 
 
-def runs_by_id(client: MlflowClient, experiment_id: str) -> dict[int, mlflow.entities.Run]:
+def store(uri: str) -> Any:
+    """MLflow's own client on ``uri``: what the tests read the export back through."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def runs_by_id(client: Any, experiment_id: str) -> dict[int, Any]:
     runs = client.search_runs([experiment_id], max_results=1000)
     by_id = {int(r.data.tags["sigmaloop.exp_id"]): r for r in runs}
     assert len(by_id) == len(runs), "one run per experiment"
@@ -57,6 +67,7 @@ def night(tmp_path_factory):
     eng.close()
 
 
+@needs_mlflow
 def test_every_experiment_is_a_run_read_back_through_mlflow(night):
     eng, result, ids = night
     exps = {e.id: e for e in eng.experiments()}
@@ -65,7 +76,7 @@ def test_every_experiment_is_a_run_read_back_through_mlflow(night):
     assert result.experiment_name == f"ws/{eng.branch}"
     assert result.artifact_root == (eng.state_dir / "mlflow" / "artifacts").as_uri()
     assert result.ui_hint == f"pip install mlflow && mlflow ui --backend-store-uri {result.uri}"
-    client = MlflowClient(tracking_uri=result.uri)
+    client = store(result.uri)
     assert client.get_experiment(result.experiment_id).name == result.experiment_name
     runs = runs_by_id(client, result.experiment_id)
     assert set(runs) == set(exps)
@@ -79,10 +90,11 @@ def test_every_experiment_is_a_run_read_back_through_mlflow(night):
     assert runs[1].info.run_name == "#1 baseline (seed 42)"
 
 
+@needs_mlflow
 def test_the_kept_edit_has_its_params_metrics_curve_tags_and_diff(night):
     eng, result, ids = night
     kept, q = eng.get(ids["kept"].id), ids["question"]
-    client = MlflowClient(tracking_uri=result.uri)
+    client = store(result.uri)
     run = runs_by_id(client, result.experiment_id)[kept.id]
     assert run.info.run_name == f"#{kept.id} BIAS 0.0→-0.05"
     assert run.data.params == {"BIAS": "-0.05", "seed": str(kept.seed), "budget": "0.3", "source": "user"}
@@ -114,9 +126,10 @@ def test_the_kept_edit_has_its_params_metrics_curve_tags_and_diff(night):
     assert run.info.end_time == round(kept.finished_at * 1000)
 
 
+@needs_mlflow
 def test_a_confirmation_nests_under_its_experiment_and_a_crash_says_where(night):
     eng, result, ids = night
-    client = MlflowClient(tracking_uri=result.uri)
+    client = store(result.uri)
     runs = runs_by_id(client, result.experiment_id)
     (conf,) = [e for e in eng.experiments() if e.confirms == ids["kept"].id]
     run = runs[conf.id]
@@ -129,9 +142,10 @@ def test_a_confirmation_nests_under_its_experiment_and_a_crash_says_where(night)
     assert runs[crash.id].data.params["CRASH"] == "True"
 
 
+@needs_mlflow
 def test_re_export_duplicates_nothing_and_leaves_unchanged_runs_alone(night):
     eng, result, ids = night
-    client = MlflowClient(tracking_uri=result.uri)
+    client = store(result.uri)
     before = {i: (r.info.run_id, r.info.end_time) for i, r in runs_by_id(client, result.experiment_id).items()}
     seen = []
     again = export_mlflow(eng, progress=lambda done, total: seen.append((done, total)))
@@ -145,6 +159,7 @@ def test_re_export_duplicates_nothing_and_leaves_unchanged_runs_alone(night):
     assert len(client.get_metric_history(after[kept][0], "train_loss")) == len(eng.curve(kept))
 
 
+@needs_mlflow
 def test_a_changed_experiment_is_updated_and_a_run_of_a_pending_one_replaces_it(tmp_path):
     eng = Engine(make_workspace(tmp_path / "ws"))
     try:
@@ -153,7 +168,7 @@ def test_a_changed_experiment_is_updated_and_a_run_of_a_pending_one_replaces_it(
         pending = eng.add_proposal(Proposal(edit(eng.head_source(), "BIAS = 0.0", "BIAS = -0.1"), "bias", "user"))
         first = export_mlflow(eng, uri, experiment="night")
         assert first.artifact_root == (tmp_path / "store" / "artifacts").as_uri()
-        client = MlflowClient(tracking_uri=uri)
+        client = store(uri)
         base_run = runs_by_id(client, first.experiment_id)[1].info.run_id
         # more curve points and a new field on a finished run: updated in place, curve appended
         eng.journal.add_progress(1, [ProgressRecord(1, 10 + i, 1.0 + i, 1.0, 1.5 - i / 10) for i in range(3)])
@@ -184,6 +199,7 @@ def test_a_changed_experiment_is_updated_and_a_run_of_a_pending_one_replaces_it(
         eng.close()
 
 
+@needs_mlflow
 def test_a_running_experiment_exported_mid_night_grows_in_place(engine, tmp_path):
     """An export while a trial runs, then again when it has finished: one run, the same id,
     its curve appended (the journal's revision does not move while points arrive)."""
@@ -195,7 +211,7 @@ def test_a_running_experiment_exported_mid_night_grows_in_place(engine, tmp_path
                  parent_commit=engine.head(), started_at=time.time() - 30)
     j.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 3.0 - s / 10, {"lr": 0.01}) for s in range(4)])
     first = export_mlflow(engine, uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = store(uri)
     (run,) = runs_by_id(client, first.experiment_id).values()
     assert run.info.status == "RUNNING" and run.info.end_time is None
     j.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 3.0 - s / 10, {"lr": 0.01}) for s in range(4, 7)])
@@ -213,6 +229,7 @@ def test_a_running_experiment_exported_mid_night_grows_in_place(engine, tmp_path
     assert export_mlflow(engine, uri).unchanged == 1
 
 
+@needs_mlflow
 def test_a_long_curve_is_sent_thinned_with_its_ends(engine, tmp_path, monkeypatch):
     from sigmaloop import mlflow_export
 
@@ -220,13 +237,14 @@ def test_a_long_curve_is_sent_thinned_with_its_ends(engine, tmp_path, monkeypatc
     e = engine.journal.create(status=Status.QUEUED, source="tune", hypothesis="long", started_at=100.0)
     engine.journal.add_progress(e.id, [ProgressRecord(e.id, s, s, s / 10, 10.0 - s) for s in range(10)])
     done = export_mlflow(engine, f"sqlite:///{tmp_path / 'm.db'}")
-    client = MlflowClient(tracking_uri=done.uri)
+    client = store(done.uri)
     (run,) = runs_by_id(client, done.experiment_id).values()
     steps = sorted(h.step for h in client.get_metric_history(run.info.run_id, "train_loss"))
     assert len(steps) == 4 and steps[0] == 0 and steps[-1] == 9
     assert run.info.status == "SCHEDULED"
 
 
+@needs_mlflow
 def test_two_workspaces_share_a_store_without_touching_each_others_runs(tmp_path):
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     engines = [Engine(make_workspace(tmp_path / name)) for name in ("a", "b")]
@@ -237,13 +255,14 @@ def test_two_workspaces_share_a_store_without_touching_each_others_runs(tmp_path
         assert results[0].experiment_id == results[1].experiment_id
         assert [(r.created, r.unchanged) for r in results] == [(1, 0), (1, 0)]
         assert [export_mlflow(eng, uri, experiment="team").unchanged for eng in engines] == [1, 1]
-        runs = MlflowClient(tracking_uri=uri).search_runs([results[0].experiment_id])
+        runs = store(uri).search_runs([results[0].experiment_id])
         assert sorted(r.data.tags["sigmaloop.workspace"] for r in runs) == [str(tmp_path / "a"), str(tmp_path / "b")]
     finally:
         for eng in engines:
             eng.close()
 
 
+@needs_mlflow
 def test_a_bad_store_says_what_is_wrong(tmp_path, engine):
     with pytest.raises(MlflowExportError, match=r"cannot open the MLflow tracking store 'nonsense://x': "
                                                  r"MLflow has no store for the scheme 'nonsense'; use sqlite:///"):
@@ -252,7 +271,7 @@ def test_a_bad_store_says_what_is_wrong(tmp_path, engine):
         export_mlflow(engine, str(tmp_path / "mlruns"))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     done = export_mlflow(engine, uri, experiment="gone")
-    MlflowClient(tracking_uri=uri).delete_experiment(done.experiment_id)
+    store(uri).delete_experiment(done.experiment_id)
     with pytest.raises(MlflowExportError, match=r"'gone' .* was deleted .* restore it"):
         export_mlflow(engine, uri, experiment="gone")
 
