@@ -7,7 +7,8 @@
 //   E2E_MODE       full | restricted | missing (a fresh venv: install the bundled wheel) |
 //                  maximize (a workspace whose metric is maximised, arranged beforehand) |
 //                  research (a question, Run My Edit, two curves overlaid, the metric view, the
-//                  question's experiments, a crash's Open log)
+//                  question's experiments, a crash's Open log, a loss spike's Show curve and
+//                  Dismiss, Open Morning Report)
 //   E2E_ARRANGED   for "maximize": tests/e2e/arrange_maximize.py's JSON (the kept ids, the best)
 //   E2E_WHEEL, E2E_VERSION, E2E_USER_DATA  for "missing": the bundled wheel's file name, the
 //                  extension's version, the user-data dir (its logs/ hold the extension's log)
@@ -252,6 +253,30 @@ async function quickFix(itemText, shotName) {
     await item.first().click();
     return true;
   }, { timeout: 60_000, interval: 500 });
+}
+
+/** Put the cursor on one of `lines` (1-based; the first that offers it), open the quick fix menu (Ctrl+.), click `itemText`. */
+async function quickFixAt(lines, itemText, shotName) {
+  let i = 0;
+  await waitFor(`the quick fix menu with "${itemText}" on line ${lines.join(' or ')}`, async () => {
+    const line = lines[i++ % lines.length];
+    await page.keyboard.press('Escape');
+    await page.locator('.editor-group-container.active .monaco-editor .view-lines').first().click();
+    await page.keyboard.press('Control+G');
+    const input = page.locator('.quick-input-widget .quick-input-box input');
+    await input.waitFor({ state: 'visible', timeout: 5000 });
+    await input.fill(`:${line}`);
+    await page.keyboard.press('Enter');
+    await input.waitFor({ state: 'hidden', timeout: 5000 });
+    await page.keyboard.press('Control+.');
+    const item = page.locator('.action-widget .monaco-list-row', { hasText: itemText });
+    await item.first().waitFor({ state: 'visible', timeout: 3000 });
+    if (shotName) {
+      await shot(shotName);
+    }
+    await item.first().click();
+    return true;
+  }, { timeout: 60_000, interval: 300 });
 }
 
 /** The active editor's rendered lines (inlay hints included), spaces as spaces (Monaco renders U+00A0). */
@@ -913,7 +938,8 @@ async function panelClick(selector) {
  * baseline from the code lens; their own edit of train.py run from the code lens with its
  * hypothesis, prediction and question (the unsaved text runs); two experiments overlaid on the
  * reference in the panel (both curves in the DOM); the metric view; the question with its
- * experiments; an edit that crashes, its diagnostic and "Open log of #N".
+ * experiments; an edit that crashes, its diagnostic and "Open log of #N"; an edit whose loss
+ * spikes, its warning's "Show curve of #N" and "Dismiss spike on #N"; the morning report.
  */
 async function research() {
   const question = 'Does a deeper net help at 2 s?';
@@ -1071,6 +1097,80 @@ async function research() {
     }, { timeout: 20_000, interval: 300 });
     await shot('research-log');
     return { message: note[0], tab, logHasError: /ZeroDivisionError/.test(text) };
+  });
+
+  await step('an edit whose loss spikes: a warning with "Show curve of #N" (the panel overlays it, the spike marked) and "Dismiss spike on #N" (the warning goes, the marker fades)', async () => {
+    await openFile('train.py');
+    await replaceLine(10, 'WIDTH = 64');
+    // the researcher's edit: the loss ×20 at step 12 of 20 (the printed metric is untouched)
+    await replaceLine(24, '                loss = 3.0 * (0.97 ** step) * (20 if step == 12 else 1) + (LR - 0.1) ** 2 - 0.01 * DEPTH + noise');
+    await runCommand('Sigmaloop: Run My Edit');
+    for (const prompt of ['Hypothesis', 'Predicted Δ', 'Which research question']) {
+      await waitFor(`the "${prompt}" prompt`, async () => {
+        const w = page.locator('.quick-input-widget');
+        const text = `${await w.locator('.quick-input-message').innerText({ timeout: 500 }).catch(() => '')} ${await w.locator('.quick-input-box input').getAttribute('placeholder', { timeout: 500 }).catch(() => '')}`;
+        return (await w.isVisible()) && text.includes(prompt);
+      }, { timeout: 20_000, interval: 150 });
+      await page.keyboard.press('Escape');
+    }
+    const note = await waitFor('the spiky edit\'s result', async () => /Sigmaloop: #(\d+) (?!crashed)[^\n]*(kept|discarded|pruned|within noise|worse|better)[^\n]*/.exec(await notificationsText()), { timeout: 120_000, interval: 300 });
+    const id = Number(note[1]);
+    await closeNotifications();
+    await waitFor('the anomaly squiggle', async () => (await page.locator('.editor-group-container.active .monaco-editor .squiggly-warning').count()) > 0, { timeout: 30_000, interval: 300 });
+    // the warning is on the edit's first changed line: DEPTH (line 9) unless #3 was kept, else the loss line
+    await quickFixAt([9, 24], `Show curve of #${id}`, 'research-anomaly-actions');
+    const marks = async () => {
+      const f = await panelFrame();
+      return f?.evaluate((exp) => [...document.querySelectorAll(`.rl-anomaly[data-exp-id="${exp}"]`)].map((m) => ({ kind: m.dataset.kind, dismissed: m.classList.contains('dismissed'), title: m.title })), id);
+    };
+    const shown = await waitFor(`#${id} overlaid in the panel with its spike marked`, async () => {
+      const s = await panelState();
+      const m = await marks();
+      return s && s.selected.includes(id) && s.selectedLegend.includes(id) && s.tab === 'experiments' && m?.some((x) => x.kind === 'spike' && !x.dismissed) ? { selected: s.selected, marks: m } : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    await shot('research-anomaly-curve');
+    await openFile('train.py');
+    await quickFixAt([9, 24], `Dismiss spike on #${id}`);
+    await answerInput('Why is it nothing', 'checked: a one-step logging glitch');
+    await waitFor('the anomaly squiggle gone', async () => (await page.locator('.editor-group-container.active .monaco-editor .squiggly-warning').count()) === 0, { timeout: 30_000, interval: 300 });
+    const faded = await waitFor('the spike marker faded, with the reason', async () => {
+      const m = await marks();
+      const spike = m?.find((x) => x.kind === 'spike');
+      return spike?.dismissed && spike.title.includes('checked: a one-step logging glitch') ? m : undefined;
+    }, { timeout: 30_000, interval: 300 });
+    await shot('research-anomaly-dismissed');
+    return { id, message: note[0], shown, faded };
+  });
+
+  await step('"Sigmaloop: Open Morning Report": the report in its panel, every section, no script', async () => {
+    await runCommand('Sigmaloop: Open Morning Report');
+    await waitFor('the tab "Sigmaloop: Morning Report"', async () => page.locator('.tabs-container .tab', { hasText: 'Sigmaloop: Morning Report' }).first().isVisible(), { timeout: 60_000, interval: 300 });
+    const report = await waitFor('the report page with its heading and sections', async () => {
+      for (const f of page.frames()) {
+        try {
+          if ((await f.locator('h2#timeline').count()) === 0) {
+            continue;
+          }
+          const heading = (await f.locator('h1').first().innerText({ timeout: 1000 })).trim();
+          const sections = await f.locator('h2[id]').evaluateAll((els) => els.map((e) => e.id));
+          const scripts = await f.locator('script').count();
+          return heading ? { heading, sections, scripts } : undefined;
+        } catch {
+          // a frame in transition
+        }
+      }
+      return undefined;
+    }, { timeout: 60_000, interval: 500 });
+    for (const id of ['timeline', 'kept', 'refuted', 'calibration', 'weird', 'noise', 'cost', 'questions']) {
+      if (!report.sections.includes(id)) {
+        throw new Error(`the report has no #${id} section: ${report.sections.join(', ')}`);
+      }
+    }
+    if (report.scripts) {
+      throw new Error(`the report page has ${report.scripts} script elements`);
+    }
+    await shot('research-report');
+    return report;
   });
 }
 
