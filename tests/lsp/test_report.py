@@ -5,6 +5,7 @@ or reaches the network, and bad arguments are refused with what is wrong."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from test_research import finished, said
 from test_server import BIAS_LINE, execute, open_doc
 
 from enginekit import FAKE_TRAIN
-from lspkit import wait_until
+from lspkit import _to_dict, wait_until
 
 SECTIONS = ("timeline", "kept", "refuted", "calibration", "weird", "noise", "cost", "questions")
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -89,3 +90,20 @@ async def test_bad_report_arguments_are_refused_and_the_server_keeps_serving(cli
         await execute(client, "sigmaloop.report", 1, 2)
     got = await execute(client, "sigmaloop.report")
     assert section_ids(got["html"]) == list(SECTIONS)
+
+
+@pytest.mark.init_options({"client": "vscode"})
+async def test_our_client_hears_a_finished_loop_as_done_and_can_open_its_report(client: LanguageClient):
+    """The extension (``client: "vscode"``) gets ``sigmaloop/done`` (it adds Open Report), once;
+    not a showMessage as well. The report it opens then covers the loop's run."""
+    done: list[dict] = []
+    client.feature("sigmaloop/done")(lambda params: done.append(_to_dict(params)))
+    await execute(client, "sigmaloop.startLoop", 1, None, "tune")
+    await wait_until(lambda: any(d["what"] == "loop" for d in done), timeout=90)
+    (loop,) = done
+    assert loop["what"] == "loop" and loop["message"].startswith("sigmaloop: Loop done: 1 run, ")
+    await asyncio.sleep(0.3)
+    assert len(done) == 1 and not said(client, "sigmaloop: Loop done")
+    assert "what the loop learned:" in [m.message for m in client.log_messages]
+    got = await execute(client, "sigmaloop.report")
+    assert section_ids(got["html"]) == list(SECTIONS) and "#3" in got["html"]
