@@ -553,6 +553,9 @@ def cmd_export(args) -> int:
 def _export_mlflow(args) -> int:
     from .mlflow_export import MlflowExportError, MlflowMissing, export_mlflow
 
+    # MLflow 3 reports usage to its makers unless told not to; a researcher's runs stay theirs
+    # (set MLFLOW_DISABLE_TELEMETRY=false to allow it)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with opened(args) as engine:
         total = len(engine.experiments())
         progress = Progress(TextColumn("MLflow"), BarColumn(bar_width=30), TextColumn("{task.completed}/{task.total}"),
@@ -567,7 +570,7 @@ def _export_mlflow(args) -> int:
             return 2
         except MlflowExportError as exc:
             err.print(f"[red]MLflow export failed:[/] {escape(str(exc))}")
-            return 1
+            return 2
     console.print(f"MLflow: {done.created} new, {done.updated} updated, {done.unchanged} unchanged runs in "
                   f"experiment {escape(done.experiment_name)!r} at {escape(done.uri)}", soft_wrap=True)
     console.print(f"  look: {escape(done.ui_hint)}", soft_wrap=True)

@@ -186,6 +186,8 @@ def test_export_to_mlflow_from_the_command_line(workspace, tmp_path):
     other = tmp_path / "other.db"
     r = rl("export", "--mlflow", f"sqlite:///{other}", "--experiment", "night-1", cwd=workspace, timeout=300)
     assert r.returncode == 0 and "'night-1'" in r.stdout and other.exists()
+    r = rl("export", "--mlflow", "nosuch://store", cwd=workspace, timeout=120)
+    assert r.returncode == 2 and "MLflow export failed" in r.stderr and "Traceback" not in r.stderr
     # no mlflow client installed: a clear line and exit 2, nothing half-done
     code = ("import sys; sys.modules['mlflow'] = None; from sigmaloop.cli import main; "
             f"sys.exit(main(['--workspace', {str(workspace)!r}, 'export', '--mlflow']))")
