@@ -1,13 +1,29 @@
 """Loss-curve anomalies of a trial: pure functions over :class:`ProgressRecord` lists.
 
-Used by the language server (warnings on the lines an experiment changed) and usable by any
-other adapter. Nothing here touches the journal, files or processes.
+Used by the language server (warnings on the lines an experiment changed), the morning report
+and any other adapter. Nothing here touches the journal, files or processes.
+
+What each kind means (what a researcher would call it), judged against the curve's own noise so
+the same rules hold for 10 points or 10,000, for a loss of 9 or of -3:
+
+- ``nan``: a loss that is NaN or ±inf.
+- ``spike``: one or a few points far above the level around them (>= SPIKE_SIGMAS noise sigmas
+  and >= SPIKE_REL of the level), after which the curve comes back; a last point counts too.
+- ``divergence``: the loss turned up and stayed up: its level at the end is above its best level
+  by more than the noise allows and by >= DIVERGE_SHARE of the progress made before.
+- ``plateau``: for the last PLATEAU_SPAN or more of the run the loss has (confidently) fallen
+  at under PLATEAU_PACE of the pace just before and by under PLATEAU_SHARE of what it fell
+  before; a slow but real improvement is not a plateau. A loss that never moved is one too.
+
+Spikes are left out when the trend is judged; a spike after the turn of a divergence is part of
+the climb (unless the climb is only that last point: then it is a spike at the end).
+
+Measured on real trainer curves with injected faults in ``bench/anomaly.py``.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import insort
 from dataclasses import dataclass
 
 from .models import ProgressRecord
@@ -15,102 +31,288 @@ from .models import ProgressRecord
 #: Every kind :func:`detect` reports, in the order it reports them.
 KINDS = ("nan", "spike", "divergence", "plateau")
 
-#: What detect() can find, in its order.
-KINDS = ("nan", "spike", "divergence", "plateau")
-
-#: A loss at least this many times the running median of the earlier losses is a spike.
-SPIKE_FACTOR = 3.0
-#: Points needed before the running median means anything.
-MIN_HISTORY = 5
+#: Neighbours on each side whose median is a point's local level (a spike of up to 3 points
+#: leaves the median of 8 neighbours clean); fewer on a short curve, whose level moves faster.
+LEVEL_HALF = 4
+#: Neighbours on each side whose residuals give a spike's local noise.
+NOISE_HALF = 15
+#: A spike is at least this many local noise sigmas over the level around it ...
+SPIKE_SIGMAS = 6.5
+#: ... and at least this share of that level (a blip on a very smooth curve is no spike).
+SPIKE_REL = 0.08
+#: Points a curve needs before any spike is judged (the first ones are warm-up).
+MIN_HISTORY = 3
 #: Points needed before divergence / plateau are judged.
 MIN_POINTS = 10
-#: Divergence: the final loss gave back at least this share of the progress first → min.
-DIVERGE_SHARE = 0.5
-#: Plateau: the last half improved the best loss by less than this share of the first half's
-#: improvement.
-PLATEAU_SHARE = 0.01
+#: Divergence: the end level is over the best level by this many noise sigmas (of a level) ...
+DIVERGE_SIGMAS = 5.0
+#: ... and by at least this share of the progress made from the start to the best level.
+DIVERGE_SHARE = 0.05
+#: Trends are judged on about this many block medians (on each point's level, when shorter).
+BLOCKS = 60
+#: Plateau: the flat stretch is at least this share of the points ...
+PLATEAU_SPAN = 0.25
+#: ... and at least this many points.
+PLATEAU_MIN_POINTS = 8
+#: Plateau: the stretch's fall, plus this many standard errors ...
+PLATEAU_Z = 2.0
+#: ... is at under this share of the pace of the stretch just before it ...
+PLATEAU_PACE = 0.15
+#: ... and under this share of what the loss fell before the stretch.
+PLATEAU_SHARE = 0.1
+#: MAD → sigma for normal noise.
+MAD_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
 class Anomaly:
-    kind: str  # "nan" | "spike" | "divergence" | "plateau"
+    kind: str  # one of KINDS
     frac: float  # where in the budget (0..1) it shows
     step: int
-    message: str  # e.g. "loss ×3.2 spike at 41% of budget"
-    factor: float | None = None
+    message: str  # e.g. "loss spike ×3.2 at step 410 (41% of budget): 9.6 vs 3.0 around it"
+    factor: float | None = None  # spike: peak / local level (when the level is positive)
+    value: float | None = None  # the loss it is about: spike peak, end level, plateau level
+    sigmas: float | None = None  # how far beyond the curve's noise (spike, divergence)
 
 
 def _pct(frac: float) -> str:
     return f"{round(max(0.0, min(1.0, frac)) * 100):d}%"
 
 
+def _where(r: ProgressRecord) -> str:
+    return f"step {r.step} ({_pct(r.frac)} of budget)"
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
 def detect(records: list[ProgressRecord]) -> list[Anomaly]:
-    """Anomalies of one curve, in the order nan, spike, divergence | plateau (at most one each)."""
+    """Anomalies of one curve, in the order nan, spike, divergence | plateau (at most one each).
+
+    Records without a loss are skipped; spikes and trends are judged on the finite losses."""
     points = [r for r in records if r.loss is not None]
     out: list[Anomaly] = []
-    for r in points:
-        if not math.isfinite(r.loss):
-            what = "NaN" if math.isnan(r.loss) else "inf"
-            out.append(Anomaly("nan", r.frac, r.step, f"loss {what} at {_pct(r.frac)} of budget"))
-            break
+    bad = _nan(points)
+    if bad is not None:
+        out.append(bad)
     finite = [r for r in points if math.isfinite(r.loss)]
-    spike = _spike(finite)
-    if spike is not None:
-        out.append(spike)
-    trend = _divergence(finite) or _plateau(finite)
-    if trend is not None:
-        out.append(trend)
-    return out
+    curve = _Curve.of(finite)
+    spike, spiked = _spike(curve)
+    trend = _divergence(curve) if curve else None
+    if trend is not None and spike is not None and spike.step > trend.step:
+        last = spike.step == finite[-1].step
+        if last and _divergence(_Curve.of(finite[:-1])) is None:
+            trend = None  # the climb is that one last point: a spike at the end
+        else:
+            spike = None  # a point of the climb itself, not a spike the curve came back from
+    if trend is None and curve:
+        # judged without the spikes: one high point must not hide or fake a flat end
+        rest = [r for i, r in enumerate(finite) if i not in spiked] if spiked else finite
+        trend = _plateau(_Curve.of(rest)) if len(rest) >= MIN_POINTS else None
+    return out + [a for a in (spike, trend) if a is not None]
 
 
-def _spike(points: list[ProgressRecord]) -> Anomaly | None:
-    """The largest loss ≥ SPIKE_FACTOR × the running median of the losses before it."""
-    history: list[float] = []
-    best: tuple[float, ProgressRecord] | None = None
-    for r in points:
-        if len(history) >= MIN_HISTORY:
-            n = len(history)
-            median = history[n // 2] if n % 2 else (history[n // 2 - 1] + history[n // 2]) / 2
-            if median > 0:
-                factor = r.loss / median
-                if factor >= SPIKE_FACTOR and (best is None or factor > best[0]):
-                    best = (factor, r)
-        insort(history, r.loss)
-    if best is None:
-        return None
-    factor, r = best
-    return Anomaly("spike", r.frac, r.step, f"loss ×{factor:.1f} spike at {_pct(r.frac)} of budget",
-                   factor=factor)
-
-
-def _divergence(points: list[ProgressRecord]) -> Anomaly | None:
-    if len(points) < MIN_POINTS:
-        return None
-    first, last = points[0], points[-1]
-    low = min(points, key=lambda r: r.loss)
-    progress = first.loss - low.loss
-    if progress <= 0 or low is last:
-        return None
-    if last.loss - low.loss >= DIVERGE_SHARE * progress:
-        return Anomaly(
-            "divergence", last.frac, last.step,
-            f"loss diverged: final {last.loss:.4g} vs min {low.loss:.4g} at {_pct(low.frac)} of budget",
-        )
+def _nan(points: list[ProgressRecord]) -> Anomaly | None:
+    for i, r in enumerate(points):
+        if math.isfinite(r.loss):
+            continue
+        what = "NaN" if math.isnan(r.loss) else "inf" if r.loss > 0 else "-inf"
+        rest = points[i + 1:]
+        tail = " and every point after it" if rest and not any(math.isfinite(p.loss) for p in rest) else ""
+        before = next((p for p in reversed(points[:i]) if math.isfinite(p.loss)), None)
+        last = f"; last finite loss {before.loss:.4g} at step {before.step}" if before else \
+            " (no finite loss before it)"
+        return Anomaly("nan", r.frac, r.step, f"loss {what} at {_where(r)}{tail}{last}")
     return None
 
 
-def _plateau(points: list[ProgressRecord]) -> Anomaly | None:
-    if len(points) < MIN_POINTS:
+@dataclass
+class _Curve:
+    """The finite points with each one's local level (median of its neighbours) and residual."""
+
+    points: list[ProgressRecord]
+    xs: list[float]
+    half: int  # neighbours on each side of a point's level
+    level: list[float]
+    resid: list[float]
+    curl: list[float]  # second differences x[i-1] - 2 x[i] + x[i+1] (a straight trend: 0)
+
+    @classmethod
+    def of(cls, points: list[ProgressRecord]) -> _Curve:
+        xs = [r.loss for r in points]
+        half = max(2, min(LEVEL_HALF, len(xs) // 10))
+        level = [_neighbour_median(xs, i, half) for i in range(len(xs))]
+        curl = [xs[i - 1] - 2 * xs[i] + xs[i + 1] for i in range(1, len(xs) - 1)]
+        return cls(points, xs, half, level, [x - m for x, m in zip(xs, level)], curl)
+
+    def __bool__(self) -> bool:
+        return len(self.xs) >= MIN_POINTS
+
+    def noise(self, lo: int, hi: int) -> float:
+        """Robust noise sigma around the points lo..hi-1, from their second differences (blind
+        to a trend, unlike residuals from a level that lags a bend; √6: three points' noise)."""
+        return MAD_SIGMA * _median([abs(d) for d in self.curl[max(lo - 1, 0):hi - 1]] or [0.0]) \
+            / math.sqrt(6)
+
+
+def _neighbour_median(xs: list[float], i: int, half: int) -> float:
+    """Median of up to 2×half neighbours of i (not i itself), the window kept full at the ends
+    by taking more from the other side."""
+    n = len(xs)
+    if n < 2:
+        return xs[i]
+    lo, hi = i - half, i + half + 1
+    if lo < 0:
+        hi -= lo
+        lo = 0
+    if hi > n:
+        lo = max(0, lo - (hi - n))
+        hi = n
+    return _median(xs[lo:i] + xs[i + 1:hi])
+
+
+def _spike(c: _Curve) -> tuple[Anomaly | None, set[int]]:
+    """The highest point (in noise sigmas) of the points far above their local level, and the
+    indices of all such points."""
+    n = len(c.xs)
+    if n < MIN_HISTORY + 2:
+        return None, set()
+    found: list[tuple[float, int, float]] = []  # (sigmas, index, excess)
+    for i in range(MIN_HISTORY, n):
+        excess = c.resid[i]
+        scale = abs(c.level[i])
+        if excess <= SPIKE_REL * scale or excess <= 1e-12 * max(1.0, scale):
+            continue
+        # the level of the points before, too: a point at the end has only those, and one on a
+        # falling stretch must clear the level it fell from
+        before = _median(c.xs[max(0, i - 2 * c.half):i])
+        if c.xs[i] - before <= SPIKE_REL * scale:
+            continue
+        # the noise around it, but not from the first quarter: a run's opening drop is nearly
+        # noise-free and would make ordinary noise later look like spikes
+        sigma = c.noise(max(i - NOISE_HALF, min(n // 4, i - 2)), i + NOISE_HALF + 1)
+        if excess < SPIKE_SIGMAS * sigma:
+            continue
+        found.append((excess / sigma if sigma > 0 else math.inf, i, excess))
+    if not found:
+        return None, set()
+    events = sum(1 for k, f in enumerate(found) if k == 0 or f[1] > found[k - 1][1] + 1)
+    sigmas, i, excess = max(found)
+    r, level = c.points[i], c.level[i]
+    factor = r.loss / level if level > 0 else None
+    size = f"×{factor:.1f}" if factor is not None else f"+{excess:.3g}"
+    noise = f", {sigmas:.0f}σ of its noise" if math.isfinite(sigmas) else ""
+    more = f"; {events} spikes in all" if events > 1 else ""
+    return Anomaly("spike", r.frac, r.step,
+                   f"loss spike {size} at {_where(r)}: {r.loss:.4g} vs {level:.4g} around it{noise}{more}",
+                   factor=factor, value=r.loss,
+                   sigmas=sigmas if math.isfinite(sigmas) else None), {f[1] for f in found}
+
+
+@dataclass
+class _Blocks:
+    """The curve's level at a coarser grain, so trends cost the same at any length: for a long
+    curve the medians of consecutive blocks of m points (about BLOCKS of them), for a short one
+    each point's local level. ``starts``: each block's first point; ``noise``: the noise sigma
+    of one block's level, from the residuals of the whole curve."""
+
+    v: list[float]
+    starts: list[int]
+    m: int
+    noise: float
+
+    @classmethod
+    def of(cls, c: _Curve) -> _Blocks:
+        n = len(c.xs)
+        sigma = c.noise(0, n)
+        m = n // BLOCKS
+        if m < 3:
+            # each point's level: the median of a centred window; at the start a narrower one
+            # (the opening drop is steep), at the end one that only looks back (a last spike
+            # must not become the end's level)
+            h = c.half
+            v = [_median(c.xs[i - min(h, i):i + h + 1]) if i < n - h else _median(c.xs[i - h:])
+                 for i in range(n)]
+            return cls(v, list(range(n)), 1, 1.2533 * sigma / math.sqrt(2 * h + 1))
+        starts = list(range(0, n - m + 1, m))
+        if starts[-1] + m < n:
+            starts.append(n - m)
+        return cls([_median(c.xs[s:s + m]) for s in starts], starts, m,
+                   1.2533 * sigma / math.sqrt(m))
+
+
+def _divergence(c: _Curve) -> Anomaly | None:
+    k = _Blocks.of(c)
+    v = k.v
+    if len(v) < 3:
         return None
-    half = len(points) // 2
-    first_half, last_half = points[:half], points[half:]
-    best_first = min(r.loss for r in first_half)
-    best_last = min(r.loss for r in last_half)
-    gained = points[0].loss - best_first
-    if gained <= 0:
-        gained = abs(best_first) or 1.0
-    if best_first - best_last < PLATEAU_SHARE * gained:
-        start = last_half[0]
-        return Anomaly("plateau", start.frac, start.step,
-                       f"loss plateaued: no improvement after {_pct(start.frac)} of budget")
-    return None
+    best = min(range(len(v)), key=lambda b: v[b])
+    if best >= len(v) - 1:
+        return None
+    n = len(c.xs)
+    end = _median(c.xs[n - max(3, k.m):])
+    rise = end - v[best]
+    progress = max(v[0] - v[best], 0.0)
+    sigma = k.noise * math.sqrt(2)
+    if rise <= DIVERGE_SHARE * progress or rise <= DIVERGE_SIGMAS * sigma or rise <= 1e-12:
+        return None
+    s = k.starts[best]
+    turn = min(range(s, s + k.m), key=lambda i: c.level[i])
+    r = c.points[turn]
+    share = f", {rise / progress:.0%} of the progress made" if progress > 0 else ""
+    return Anomaly("divergence", r.frac, r.step,
+                   f"loss diverged after {_where(r)}: best {v[best]:.4g}, "
+                   f"{end:.4g} at the end (+{rise:.3g}{share})",
+                   value=end, sigmas=rise / sigma if sigma > 0 else None)
+
+
+def _drop(u: list[float]) -> tuple[float, int]:
+    """How much a stretch of levels fell from its first third to its last (scaled to the whole
+    stretch: the thirds' centres are 2/3 of it apart), and the size of a third."""
+    third = max(1, len(u) // 3)
+    return 1.5 * (_median(u[:third]) - _median(u[-third:])), third
+
+
+def _plateau(c: _Curve) -> Anomaly | None:
+    """The longest flat end stretch: the earliest block from which the loss, to the end, falls
+    (confidently: its fall + PLATEAU_Z standard errors) at under PLATEAU_PACE of the pace at which
+    it fell over as long a stretch just before, and by under PLATEAU_SHARE of what it fell
+    before; or a curve that never moved at all."""
+    k = _Blocks.of(c)
+    v = k.v
+    n = len(c.xs)
+    if len(v) < 3:
+        return None
+    if max(v) - min(v) <= 1e-12 * max(1.0, abs(v[0])) and max(c.xs) - min(c.xs) <= 1e-12 * max(1.0, abs(v[0])):
+        r = c.points[0]
+        return Anomaly("plateau", r.frac, r.step,
+                       f"loss never improved: flat at {v[0]:.4g} from the start", value=v[0])
+    latest = n - max(PLATEAU_MIN_POINTS, math.ceil(PLATEAU_SPAN * n))
+    for b in range(1, len(v)):
+        start = k.starts[b]
+        if start > latest:
+            return None
+        if start < MIN_HISTORY:
+            continue
+        u = v[b:]
+        before = v[max(0, b - len(u)):b + 1]
+        fell, third = _drop(u)
+        fell_before, third_before = _drop(before)
+        se = 1.5 * k.noise * math.sqrt(2 / third)
+        se_before = 1.5 * k.noise * math.sqrt(2 / third_before)
+        if fell_before <= PLATEAU_Z * se_before:
+            continue  # not falling before either: the stretch starts earlier, if anywhere
+        most = max(fell, 0.0) + PLATEAU_Z * se  # what it may have fallen, at most
+        if most / len(u) <= PLATEAU_PACE * fell_before / len(before) and \
+                most <= PLATEAU_SHARE * (v[0] - v[b]):
+            break
+    else:
+        return None
+    r = c.points[start]
+    level = _median(c.xs[start:])
+    return Anomaly("plateau", r.frac, r.step,
+                   f"loss plateaued from {_where(r)}: flat at {level:.4g} for the last "
+                   f"{_pct((n - start) / n)} of the run", value=level)

