@@ -33,11 +33,12 @@ def test_clean_curve_has_no_anomalies():
 
 def test_nan_spike_divergence_and_plateau():
     (nan,) = [a for a in detect(curve([3, 2.9, 2.8, math.nan, 2.7])) if a.kind == "nan"]
-    assert nan.message == "loss NaN at 80% of budget"
+    assert nan.step == 3 and nan.message.startswith("loss NaN at step 3 (80% of budget)")
     losses = [3.0 - 0.05 * i for i in range(20)]
     losses[8] = 9.0
     spikes = [a for a in detect(curve(losses)) if a.kind == "spike"]
-    assert spikes and spikes[0].message.startswith("loss ×3.") and "at 45% of budget" in spikes[0].message
+    assert spikes and spikes[0].step == 8 and spikes[0].message.startswith("loss spike ×3.")
+    assert "(45% of budget)" in spikes[0].message
     diverged = detect(curve([3.0 - 0.1 * i for i in range(10)] + [2.2 + 0.2 * i for i in range(10)]))
     assert [a.kind for a in diverged] == ["divergence"]
     flat = detect(curve([3.0 - 0.2 * i for i in range(6)] + [2.0] * 14))

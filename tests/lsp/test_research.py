@@ -210,7 +210,7 @@ async def test_experiments_with_curves_carry_their_anomalies(client: LanguageCli
         assert "spike" in kinds, e["anomalies"]
         (spike,) = [a for a in e["anomalies"] if a["kind"] == "spike"]
         assert set(spike) == {"kind", "frac", "step", "message"} and spike["step"] == 8
-        assert spike["message"].startswith("loss ×")
+        assert spike["message"].startswith("loss spike ×")
     # without curves, no anomalies either
     plain = _to_dict(await client.protocol.send_request_async("sigmaloop/experiments", {}))
     assert "anomalies" not in plain["experiments"][0] and "curve" not in plain["experiments"][0]
