@@ -165,12 +165,20 @@ def _header(r: MorningReport) -> str:
             f'<ul class="learned">{learned}</ul></section>')
 
 
+def _head(section: str, title: str) -> str:
+    return f'<section><h2 id="{section}">{_e(title)}</h2>'
+
+
+def _empty(out: list[str], html: str) -> str:
+    """A section with nothing to show says so (in words that say what would fill it)."""
+    return "".join(out) + f'<p class="empty">{html}</p></section>'
+
+
 def _timeline(r: MorningReport) -> str:
     ran = [it for it in r.items if it.started_at]
-    out = ['<section><h2 id="timeline">Timeline</h2>']
+    out = [_head("timeline", "Timeline")]
     if not ran or r.start is None:
-        out.append('<p class="empty">No trial has run yet.</p></section>')
-        return "".join(out)
+        return _empty(out, 'No trial has run yet.')
     # lanes: a trial takes the first slot free when it starts
     lanes: list[float] = []
     bars = []
@@ -231,7 +239,7 @@ def _effect_cell(it: Item) -> str:
 
 
 def _kept(r: MorningReport) -> str:
-    out = ['<section><h2 id="kept">What was kept</h2>']
+    out = [_head("kept", "What was kept")]
     measured = [it for it in r.items if it.effect is not None]
     if not r.kept:
         bar = f" The smallest effect that could have been kept: {r.noise.keep_threshold:.4g} {r.metric}." \
@@ -261,10 +269,9 @@ def _kept(r: MorningReport) -> str:
 
 
 def _refuted(r: MorningReport) -> str:
-    out = ['<section><h2 id="refuted">What was refuted</h2>']
+    out = [_head("refuted", "What was refuted")]
     if not r.refuted:
-        out.append('<p class="empty">No measured edit was turned down.</p></section>')
-        return "".join(out)
+        return _empty(out, 'No measured edit was turned down.')
     out.append('<p class="muted">Within noise is not proof of no effect: the interval says how large an effect '
                "could still hide there. A prediction is called refuted only when its interval excludes it.</p>")
     for kind, title in REFUTED_TITLES.items():
@@ -288,10 +295,11 @@ def _refuted(r: MorningReport) -> str:
 
 
 def _calibration(r: MorningReport) -> str:
-    out = ['<section><h2 id="calibration">Predictions against outcomes</h2>']
+    out = [_head("calibration", "Predictions against outcomes")]
     if not r.calibration:
-        out.append('<p class="empty">No proposal carried a predicted effect.</p></section>')
-        return "".join(out)
+        return _empty(out, "No proposal carried a predicted effect. The tuner predicts none; the LLM proposer "
+                           "states one with every edit, and so can you (<code>sigmaloop run-edit "
+                           "--predicted-delta</code>).")
     out.append('<div class="grid2">')
     sign = -1 if r.lower_is_better else 1
     for pc in r.calibration:
@@ -326,10 +334,9 @@ _WHAT = {"anomaly": "curve anomaly", "crashed": "crashed", "untrusted": "untrust
 
 
 def _weird(r: MorningReport) -> str:
-    out = ['<section><h2 id="weird">What looked weird</h2>']
+    out = [_head("weird", "What looked weird")]
     if not r.weird:
-        out.append('<p class="empty">Nothing: no curve anomaly, crash, untrusted result or warning.</p></section>')
-        return "".join(out)
+        return _empty(out, "Nothing: no curve anomaly, crash, untrusted result or warning.")
     drawn = [w for w in r.weird if w.curve]
     listed = [w for w in r.weird if not w.curve]
     if drawn:
@@ -362,10 +369,9 @@ def _weird(r: MorningReport) -> str:
 
 def _noise(r: MorningReport) -> str:
     n = r.noise
-    out = ['<section><h2 id="noise">The noise budget</h2>']
+    out = [_head("noise", "The noise budget")]
     if n.reference is None:
-        out.append('<p class="empty">No reference yet: run the baseline.</p></section>')
-        return "".join(out)
+        return _empty(out, 'No reference yet: run the baseline.')
     sigma = f" ± {n.sigma:.4f} (σ on {n.sigma_dof} degree{'s' if n.sigma_dof != 1 else ''} of freedom)" \
         if n.sigma is not None else " (one seed: no noise estimate yet)"
     bar = (f"The smallest effect the judge can keep: <b>{n.keep_threshold:.4g}</b> {_e(r.metric)}"
@@ -405,7 +411,7 @@ _COST_ORDER = (("kept", "c-kept"), ("discarded", "c-discarded"), ("pruned", "c-p
 
 def _cost(r: MorningReport) -> str:
     c = r.cost
-    out = ['<section><h2 id="cost">Cost</h2>']
+    out = [_head("cost", "Cost")]
     rate = f", {c.per_hour:.1f} trials an hour" if c.per_hour else ""
     out.append(f"<p><b>{duration(c.trial_hours)}</b> of trial time ({c.trial_hours:.3f} trial-hours) over "
                f"{c.experiments} trial{'s' if c.experiments != 1 else ''} in a {duration(c.window_hours)} "
@@ -429,7 +435,7 @@ def _cost(r: MorningReport) -> str:
 
 
 def _questions(r: MorningReport) -> str:
-    out = ['<section><h2 id="questions">Open questions and what to run next</h2>']
+    out = [_head("questions", "Open questions and what to run next")]
     if r.next_steps:
         out.append("<h3>Next</h3><ul>" + "".join(f"<li>{_e(s)}</li>" for s in r.next_steps) + "</ul>")
     if not r.questions:
