@@ -7,7 +7,8 @@ metric, Δ, z, σ, the effect with its 95% interval, the summary block (``summar
 timings (``timings/…``), the verdict's numbers (``verdict/…``) and the training curve as
 metric history (``train_loss``, extras as ``train/<name>``, step = the trainer's step; at
 most :data:`MAX_CURVE_POINTS`);
-tags say status, verdict, hypothesis, question, commits; ``edit.diff`` and ``trial.log`` are
+tags say status, verdict, hypothesis, question, commits and the curve's anomalies (``anomaly.<kind>``,
+left out once dismissed); ``edit.diff`` and ``trial.log`` are
 artifacts. What a run holds is built by :func:`run_record` (pure); :func:`export_mlflow`
 writes it.
 
@@ -37,14 +38,16 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import questions as questions_mod
+from .anomaly import Anomaly
 from .diff import EditError, change_blocks, parse_hunks
 from .models import Experiment, ProgressRecord, Question, Status
+from .output import NONFINITE_LOSS
 
 if TYPE_CHECKING:  # the engine imports nothing of this module; typing only
     from .engine import Engine
@@ -62,7 +65,7 @@ __all__ = [
 ]
 
 #: bump when what a run holds changes: every run is rewritten once on the next export
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 #: a trial log larger than this stays out of the store (its path is a tag)
 MAX_LOG_BYTES = 5 << 20
 #: a longer curve is sent evenly thinned, first and last points kept (the journal keeps them
@@ -235,11 +238,13 @@ def run_record(
     effect: questions_mod.Effect | None = None,
     identity: dict[str, str] | None = None,
     code_diff: str | None = None,
+    anomalies: Sequence[Anomaly] = (),
 ) -> RunRecord:
     """What experiment ``e`` becomes in MLflow. ``identity``: the tags that find the run again
     (``sigmaloop.key``, workspace, branch); ``questions``: id → question, for its text;
     ``code_diff``: the edit its code carries when not its own (a confirmation runs the code of
-    the experiment it confirms: the same params, so MLflow's compare lines them up)."""
+    the experiment it confirms: the same params, so MLflow's compare lines them up);
+    ``anomalies``: what looks wrong in its curve and was not dismissed (tags ``anomaly.<kind>``)."""
     # an edit's own `seed = …` is kept apart from the run's seed
     changed = changed_constants(e.diff if code_diff is None else code_diff)
     params = {_key(f"edit.{k}" if k in _RESERVED_PARAMS else k): _clip(v, _MAX_PARAM)
@@ -268,7 +273,7 @@ def run_record(
         if (x := _num(r.loss)) is not None:
             history.setdefault("train_loss", []).append((int(r.step), x, ts))
         for k, v in r.extra.items():
-            if (x := _num(v)) is not None:
+            if k != NONFINITE_LOSS and (x := _num(v)) is not None:  # the marker: an anomaly tag says it
                 history.setdefault(_key(f"train/{k}"), []).append((int(r.step), x, ts))
 
     q = questions.get(e.question) if e.question is not None else None
@@ -302,6 +307,7 @@ def run_record(
         "mlflow.note.content": _note(e, q),
     }
     tags.update({_key(f"warning.{k}"): v for k, v in e.warnings.items()})
+    tags.update({_key(f"anomaly.{a.kind}"): a.message for a in anomalies})
     tags = {k: _clip(str(v), _MAX_TAG) for k, v in tags.items() if v not in ("", None)}
 
     log = e.log_path if e.log_path and _small_file(e.log_path) else None
@@ -532,7 +538,7 @@ class _Writer:
 
 
 def _own_tag(k: str) -> bool:
-    return k in _OWN_TAGS or k.startswith(("sigmaloop.", "warning."))
+    return k in _OWN_TAGS or k.startswith(("sigmaloop.", "warning.", "anomaly."))
 
 
 # --- the export -----------------------------------------------------------------------------------
@@ -589,7 +595,8 @@ def export_mlflow(
         else:
             code = by_id[e.confirms].diff if e.confirms in by_id else None
             rec = run_record(e, engine.curve(e.id, MAX_CURVE_POINTS), cfg.metric, cfg.budget, questions,
-                             engine.effect(e), identity, code)
+                             engine.effect(e), identity, code,
+                             engine.anomalies(e.id) if e.started_at else ())
             rec.tags["sigmaloop.rev"] = str(e.rev)
             if rec.parent is not None and rec.parent in run_ids:  # a confirmation: nested
                 rec.tags["mlflow.parentRunId"] = run_ids[rec.parent]

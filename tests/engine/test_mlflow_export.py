@@ -332,3 +332,27 @@ def test_run_names():
     assert run_name(Experiment(1, Status.KEPT, "baseline", seed=42), {}) == "#1 baseline (seed 42)"
     long = Experiment(5, Status.CRASHED, "llm:x", hypothesis="word " * 40, diff="garbage")
     assert run_name(long, {}).endswith("…") and len(run_name(long, {})) == len("#5 ") + 81
+
+
+@needs_mlflow
+def test_a_curves_anomalies_are_tags_until_dismissed(engine, tmp_path):
+    """A blown-up run (its NaN stored JSON-safe, as the runner stores it) carries `anomaly.nan`;
+    the researcher dismisses it and the next export takes the tag away (the marker is no metric)."""
+    from sigmaloop.output import parse_progress_line
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    e = engine.journal.create(status=Status.DISCARDED, source="tune", hypothesis="too high an LR", seed=42,
+                              started_at=100.0, finished_at=160.0, metric=1.2)
+    lines = [f'{{"step": {s}, "t": {s}, "frac": {s / 10}, "loss": {3.0 - s / 10 if s < 6 else "NaN"}}}'
+             for s in range(10)]
+    engine.journal.add_progress(e.id, [parse_progress_line(line, e.id) for line in lines])
+    client = store(uri)
+    first = export_mlflow(engine, uri)
+    (run,) = runs_by_id(client, first.experiment_id).values()
+    assert run.data.tags["anomaly.nan"].startswith("loss NaN at step 6")
+    assert "train/nonfinite_loss" not in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 6  # the finite points
+    engine.dismiss_anomaly(e.id, "nan", "I set the LR that high on purpose")
+    assert export_mlflow(engine, uri).updated == 1
+    (after,) = runs_by_id(client, first.experiment_id).values()
+    assert after.info.run_id == run.info.run_id and "anomaly.nan" not in after.data.tags
