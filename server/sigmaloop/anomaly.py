@@ -24,9 +24,10 @@ Measured on real trainer curves with injected faults in ``bench/anomaly.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .models import ProgressRecord
+from .output import loss_of
 
 #: Every kind :func:`detect` reports, in the order it reports them.
 KINDS = ("nan", "spike", "divergence", "plateau")
@@ -62,6 +63,12 @@ PLATEAU_PACE = 0.15
 PLATEAU_SHARE = 0.1
 #: MAD → sigma for normal noise.
 MAD_SIGMA = 1.4826
+#: The noise is taken as at least this share of the loss level (and NOISE_FLOOR_ABS): a perfectly
+#: smooth curve has next to no noise, and a figure of 10^16 sigmas tells no one anything.
+NOISE_FLOOR_REL = 1e-3
+NOISE_FLOOR_ABS = 1e-12
+#: Over this many noise sigmas a message says "far beyond its noise" instead of the figure.
+SIGMAS_SHOWN = 1000.0
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,11 @@ def _median(xs: list[float]) -> float:
 def detect(records: list[ProgressRecord]) -> list[Anomaly]:
     """Anomalies of one curve, in the order nan, spike, divergence | plateau (at most one each).
 
-    Records without a loss are skipped; spikes and trends are judged on the finite losses."""
-    points = [r for r in records if r.loss is not None]
+    A loss stored JSON-safe (``loss`` None plus the NONFINITE_LOSS extra, as the journal keeps
+    NaN and ±inf) is read back with :func:`loss_of`. Records without a loss are skipped; spikes
+    and trends are judged on the finite losses."""
+    points = [_with_loss(r) for r in records]
+    points = [r for r in points if r.loss is not None]
     out: list[Anomaly] = []
     bad = _nan(points)
     if bad is not None:
@@ -113,6 +123,22 @@ def detect(records: list[ProgressRecord]) -> list[Anomaly]:
         rest = [r for i, r in enumerate(finite) if i not in spiked] if spiked else finite
         trend = _plateau(_Curve.of(rest)) if len(rest) >= MIN_POINTS else None
     return out + [a for a in (spike, trend) if a is not None]
+
+
+def _with_loss(r: ProgressRecord) -> ProgressRecord:
+    """The record with its real loss (a NaN or ±inf the journal stored as None + a marker)."""
+    if r.loss is not None or not r.extra:
+        return r
+    loss = loss_of(r)
+    return r if loss is None else replace(r, loss=loss)
+
+
+def _sigmas_text(sigmas: float, floored: bool) -> str:
+    """", 12σ of its noise", or words where the figure would be absurd or only says how far the
+    noise was floored (a near-noiseless curve)."""
+    if floored or sigmas > SIGMAS_SHOWN:
+        return ", far beyond its noise"
+    return f", {sigmas:.0f}σ of its noise"
 
 
 def _nan(points: list[ProgressRecord]) -> Anomaly | None:
@@ -152,10 +178,18 @@ class _Curve:
         return len(self.xs) >= MIN_POINTS
 
     def noise(self, lo: int, hi: int) -> float:
-        """Robust noise sigma around the points lo..hi-1, from their second differences (blind
-        to a trend, unlike residuals from a level that lags a bend; √6: three points' noise)."""
-        return MAD_SIGMA * _median([abs(d) for d in self.curl[max(lo - 1, 0):hi - 1]] or [0.0]) \
+        """Robust noise sigma around the points lo..hi-1 (see :meth:`noise_parts`)."""
+        return max(self.noise_parts(lo, hi))
+
+    def noise_parts(self, lo: int, hi: int) -> tuple[float, float]:
+        """The noise sigma measured around the points lo..hi-1, from their second differences
+        (blind to a trend, unlike residuals from a level that lags a bend; √6: three points'
+        noise), and its floor there: NOISE_FLOOR_REL of the loss level (or NOISE_FLOOR_ABS)."""
+        lo, hi = max(lo, 0), min(hi, len(self.xs))
+        sigma = MAD_SIGMA * _median([abs(d) for d in self.curl[max(lo - 1, 0):hi - 1]] or [0.0]) \
             / math.sqrt(6)
+        level = abs(_median(self.xs[lo:hi])) if hi > lo else 0.0
+        return sigma, max(NOISE_FLOOR_REL * level, NOISE_FLOOR_ABS)
 
 
 def _neighbour_median(xs: list[float], i: int, half: int) -> float:
@@ -180,7 +214,7 @@ def _spike(c: _Curve) -> tuple[Anomaly | None, set[int]]:
     n = len(c.xs)
     if n < MIN_HISTORY + 2:
         return None, set()
-    found: list[tuple[float, int, float]] = []  # (sigmas, index, excess)
+    found: list[tuple[float, int, float, bool]] = []  # (sigmas, index, excess, noise floored)
     for i in range(MIN_HISTORY, n):
         excess = c.resid[i]
         scale = abs(c.level[i])
@@ -193,23 +227,24 @@ def _spike(c: _Curve) -> tuple[Anomaly | None, set[int]]:
             continue
         # the noise around it, but not from the first quarter: a run's opening drop is nearly
         # noise-free and would make ordinary noise later look like spikes
-        sigma = c.noise(max(i - NOISE_HALF, min(n // 4, i - 2)), i + NOISE_HALF + 1)
+        measured, floor = c.noise_parts(max(i - NOISE_HALF, min(n // 4, i - 2)), i + NOISE_HALF + 1)
+        sigma = max(measured, floor)  # > 0
         if excess < SPIKE_SIGMAS * sigma:
             continue
-        found.append((excess / sigma if sigma > 0 else math.inf, i, excess))
+        found.append((excess / sigma, i, excess, measured < floor))
     if not found:
         return None, set()
     events = sum(1 for k, f in enumerate(found) if k == 0 or f[1] > found[k - 1][1] + 1)
-    sigmas, i, excess = max(found)
+    sigmas, i, excess, floored = max(found)
     r, level = c.points[i], c.level[i]
     factor = r.loss / level if level > 0 else None
     size = f"×{factor:.1f}" if factor is not None else f"+{excess:.3g}"
-    noise = f", {sigmas:.0f}σ of its noise" if math.isfinite(sigmas) else ""
+    noise = _sigmas_text(sigmas, floored)
     more = f"; {events} spikes in all" if events > 1 else ""
     return Anomaly("spike", r.frac, r.step,
                    f"loss spike {size} at {_where(r)}: {r.loss:.4g} vs {level:.4g} around it{noise}{more}",
                    factor=factor, value=r.loss,
-                   sigmas=sigmas if math.isfinite(sigmas) else None), {f[1] for f in found}
+                   sigmas=sigmas), {f[1] for f in found}
 
 
 @dataclass
@@ -266,7 +301,7 @@ def _divergence(c: _Curve) -> Anomaly | None:
     return Anomaly("divergence", r.frac, r.step,
                    f"loss diverged after {_where(r)}: best {v[best]:.4g}, "
                    f"{end:.4g} at the end (+{rise:.3g}{share})",
-                   value=end, sigmas=rise / sigma if sigma > 0 else None)
+                   value=end, sigmas=rise / sigma)
 
 
 def _drop(u: list[float]) -> tuple[float, int]:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from sigmaloop.anomaly import KINDS, Anomaly, detect
-from sigmaloop.models import ProgressRecord
+from sigmaloop.journal import Journal
+from sigmaloop.models import ProgressRecord, Status
+from sigmaloop.output import NONFINITE_LOSS, parse_progress_line
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 0  # the seed the detector was tuned on; the bench also reports a held-out one
@@ -160,6 +162,45 @@ def test_negative_inf_and_a_single_nan_in_the_middle():
     losses[20] = math.nan
     found = detect(curve(losses))
     assert found[0].kind == "nan" and "every point after it" not in found[0].message
+
+
+@pytest.mark.parametrize(("bad", "word"), [("NaN", "NaN"), ("Infinity", "inf"), ("-Infinity", "-inf")])
+def test_nonfinite_loss_as_the_journal_stores_it(tmp_path, bad, word):
+    """A trial's metrics lines with a NaN / inf loss, parsed and kept in a real journal (loss
+    None + the NONFINITE_LOSS marker) and read back: detect() sees the non-finite loss."""
+    real = longest()[:60]
+    cut = 40
+    lines = [f'{{"step": {r.step}, "frac": {r.frac}, "loss": {r.loss if i < cut else bad}}}'
+             for i, r in enumerate(real)]
+    with Journal(tmp_path / "journal.db") as journal:
+        exp = journal.create(status=Status.RUNNING, source="user", hypothesis="lr x10")
+        journal.add_progress(exp.id, [parse_progress_line(line, exp.id) for line in lines])
+        stored = journal.curve(exp.id)
+    assert stored[cut].loss is None and NONFINITE_LOSS in stored[cut].extra  # JSON-safe as stored
+    found = detect(stored)
+    assert [a.kind for a in found] == ["nan"]
+    assert found[0].step == real[cut].step
+    assert f"loss {word} at step {real[cut].step}" in found[0].message
+    assert "every point after it" in found[0].message
+    # a record without a loss and without the marker is still just skipped
+    assert detect([ProgressRecord(1, r.step, r.t, r.frac, None, {"lr": 0.1}) for r in real]) == []
+
+
+def test_smooth_curve_spike_message_is_readable():
+    """On a noiseless curve the local noise is ~0: the message must not quote 10^16 sigmas."""
+    for losses in ([5.0 - 0.01 * i for i in range(100)], [9.0 * 0.97 ** i for i in range(100)]):
+        losses[50] *= 2
+        found = detect(curve(losses))
+        assert [a.kind for a in found] == ["spike"]
+        a = found[0]
+        assert a.step == 51 and "far beyond its noise" in a.message, a.message
+        assert "σ" not in a.message
+        assert a.sigmas is not None and math.isfinite(a.sigmas)
+    # a noisy curve keeps its figure
+    real = longest(1)
+    i = len(real) * 2 // 5
+    found = detect(with_loss(real, i, 2 * bench.smooth([p.loss for p in real])[i]))
+    assert "σ of its noise" in found[0].message
 
 
 def test_spike_at_the_very_end():
