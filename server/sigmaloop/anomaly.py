@@ -11,9 +11,13 @@ the same rules hold for 10 points or 10,000, for a loss of 9 or of -3:
   and >= SPIKE_REL of the level), after which the curve comes back; a last point counts too.
 - ``divergence``: the loss turned up and stayed up: its level at the end is above its best level
   by more than the noise allows and by >= DIVERGE_SHARE of the progress made before.
-- ``plateau``: for the last PLATEAU_SPAN or more of the run the loss has (confidently) fallen
-  at under PLATEAU_PACE of the pace just before and by under PLATEAU_SHARE of what it fell
-  before; a slow but real improvement is not a plateau. A loss that never moved is one too.
+- ``plateau``: the loss stopped improving for a large share of the run (>= PLATEAU_SPAN of its
+  points and of its budget, to the end): a least-squares line through that stretch falls, even
+  PLATEAU_Z standard errors up, at under PLATEAU_PACE of the pace of as long a stretch just
+  before (which itself clearly fell), falls by under PLATEAU_SHARE of what the loss fell before
+  it, and does not clearly climb (that is a divergence, or nothing). A slow but real improvement
+  is not a plateau; nor is a run whose loss ends NaN (it blew up, it did not level off). A loss
+  that never moved is one.
 
 Spikes are left out when the trend is judged; a spike after the turn of a divergence is part of
 the climb (unless the climb is only that last point: then it is a spike at the end).
@@ -51,16 +55,17 @@ DIVERGE_SIGMAS = 5.0
 DIVERGE_SHARE = 0.05
 #: Trends are judged on about this many block medians (on each point's level, when shorter).
 BLOCKS = 60
-#: Plateau: the flat stretch is at least this share of the points ...
+#: Plateau: the flat stretch is at least this share of the points and of the budget ...
 PLATEAU_SPAN = 0.25
 #: ... and at least this many points.
 PLATEAU_MIN_POINTS = 8
 #: Plateau: the stretch's fall, plus this many standard errors ...
 PLATEAU_Z = 2.0
-#: ... is at under this share of the pace of the stretch just before it ...
-PLATEAU_PACE = 0.15
-#: ... and under this share of what the loss fell before the stretch.
-PLATEAU_SHARE = 0.1
+#: ... is at under this share of the pace of the stretch just before it (which fell by at least
+#: PLATEAU_Z standard errors itself) ...
+PLATEAU_PACE = 0.25
+#: ... and the stretch's fall is under this share of what the loss fell before the stretch.
+PLATEAU_SHARE = 0.05
 #: MAD → sigma for normal noise.
 MAD_SIGMA = 1.4826
 #: The noise is taken as at least this share of the loss level (and NOISE_FLOOR_ABS): a perfectly
@@ -118,8 +123,9 @@ def detect(records: list[ProgressRecord]) -> list[Anomaly]:
             trend = None  # the climb is that one last point: a spike at the end
         else:
             spike = None  # a point of the climb itself, not a spike the curve came back from
-    if trend is None and curve:
-        # judged without the spikes: one high point must not hide or fake a flat end
+    if trend is None and curve and math.isfinite(points[-1].loss):
+        # judged without the spikes: one high point must not hide or fake a flat end; and not
+        # on a run whose loss ended NaN / inf: that run blew up, its finite part is no "end"
         rest = [r for i, r in enumerate(finite) if i not in spiked] if spiked else finite
         trend = _plateau(_Curve.of(rest)) if len(rest) >= MIN_POINTS else None
     return out + [a for a in (spike, trend) if a is not None]
@@ -304,50 +310,73 @@ def _divergence(c: _Curve) -> Anomaly | None:
                    value=end, sigmas=rise / sigma)
 
 
-def _drop(u: list[float]) -> tuple[float, int]:
-    """How much a stretch of levels fell from its first third to its last (scaled to the whole
-    stretch: the thirds' centres are 2/3 of it apart), and the size of a third."""
-    third = max(1, len(u) // 3)
-    return 1.5 * (_median(u[:third]) - _median(u[-third:])), third
+class _Line:
+    """Least-squares lines through any stretch of the points in O(1), from prefix sums (the
+    plateau test tries every start)."""
+
+    def __init__(self, xs: list[float]) -> None:
+        self.sx, self.six = [0.0], [0.0]
+        for i, x in enumerate(xs):
+            self.sx.append(self.sx[-1] + x)
+            self.six.append(self.six[-1] + i * x)
+
+    def fall(self, lo: int, hi: int) -> float:
+        """How much the line through the points lo..hi-1 falls from the first to the last."""
+        n = hi - lo
+        if n < 2:
+            return 0.0
+        sx, six = self.sx[hi] - self.sx[lo], self.six[hi] - self.six[lo]
+        slope = (six - (lo + hi - 1) / 2 * sx) / (n * (n * n - 1) / 12)
+        return -slope * (n - 1)
+
+    def mean(self, lo: int, hi: int) -> float:
+        return (self.sx[hi] - self.sx[lo]) / (hi - lo)
+
+
+def _fall_se(sigma: float, n: int) -> float:
+    """Standard error of :meth:`_Line.fall` over n points of independent noise sigma."""
+    return sigma * (n - 1) * math.sqrt(12 / (n * (n * n - 1))) if n > 2 else math.inf
 
 
 def _plateau(c: _Curve) -> Anomaly | None:
-    """The longest flat end stretch: the earliest block from which the loss, to the end, falls
-    (confidently: its fall + PLATEAU_Z standard errors) at under PLATEAU_PACE of the pace at which
-    it fell over as long a stretch just before, and by under PLATEAU_SHARE of what it fell
-    before; or a curve that never moved at all."""
-    k = _Blocks.of(c)
-    v = k.v
-    n = len(c.xs)
-    if len(v) < 3:
+    """The longest flat end stretch: the earliest start from which a line through the rest
+    falls, even PLATEAU_Z standard errors up, at under PLATEAU_PACE of the pace of as long a
+    stretch just before (one that clearly fell), by under PLATEAU_SHARE of what the loss fell
+    before, and whose second half does not clearly climb; or a curve that never moved at all."""
+    xs, n = c.xs, len(c.xs)
+    if n < MIN_POINTS:
         return None
-    if max(v) - min(v) <= 1e-12 * max(1.0, abs(v[0])) and max(c.xs) - min(c.xs) <= 1e-12 * max(1.0, abs(v[0])):
+    if max(xs) - min(xs) <= 1e-12 * max(1.0, abs(xs[0])):
         r = c.points[0]
         return Anomaly("plateau", r.frac, r.step,
-                       f"loss never improved: flat at {v[0]:.4g} from the start", value=v[0])
+                       f"loss never improved: flat at {xs[0]:.4g} from the start", value=xs[0])
+    line = _Line(xs)
+    sigma = c.noise(n // 4, n)  # past the opening drop, whose noise is not the run's
+    head = line.mean(0, 3)
+    end_frac = c.points[-1].frac
     latest = n - max(PLATEAU_MIN_POINTS, math.ceil(PLATEAU_SPAN * n))
-    for b in range(1, len(v)):
-        start = k.starts[b]
-        if start > latest:
-            return None
-        if start < MIN_HISTORY:
-            continue
-        u = v[b:]
-        before = v[max(0, b - len(u)):b + 1]
-        fell, third = _drop(u)
-        fell_before, third_before = _drop(before)
-        se = 1.5 * k.noise * math.sqrt(2 / third)
-        se_before = 1.5 * k.noise * math.sqrt(2 / third_before)
-        if fell_before <= PLATEAU_Z * se_before:
+    for s in range(MIN_HISTORY, latest + 1):
+        if end_frac > 0 and end_frac - c.points[s].frac < PLATEAU_SPAN * end_frac:
+            return None  # from here on, too small a share of the budget
+        size = n - s
+        lo = max(0, s - size)  # as long a stretch just before (to s: the two meet)
+        fell_before = line.fall(lo, s + 1)
+        if fell_before < PLATEAU_Z * _fall_se(sigma, s + 1 - lo):
             continue  # not falling before either: the stretch starts earlier, if anywhere
+        fell, se = line.fall(s, n), _fall_se(sigma, size)
+        half = s + size // 2
+        if fell < -PLATEAU_Z * se or line.fall(half, n) < -PLATEAU_Z * _fall_se(sigma, n - half):
+            continue  # it climbs: not flat (a divergence, if anything)
         most = max(fell, 0.0) + PLATEAU_Z * se  # what it may have fallen, at most
-        if most / len(u) <= PLATEAU_PACE * fell_before / len(before) and \
-                most <= PLATEAU_SHARE * (v[0] - v[b]):
-            break
+        allowed = PLATEAU_SHARE * (head - line.mean(s, s + 3))
+        if most / size <= PLATEAU_PACE * fell_before / (s + 1 - lo) and fell <= allowed and \
+                line.fall(s, half) <= allowed + PLATEAU_Z * _fall_se(sigma, half - s):
+            break  # (its first half too: a line through a fall and then a flat end is flat-ish)
     else:
         return None
-    r = c.points[start]
-    level = _median(c.xs[start:])
+    r = c.points[s]
+    level = _median(xs[s:])
+    share = (end_frac - r.frac) / end_frac if end_frac > 0 else (n - s) / n
     return Anomaly("plateau", r.frac, r.step,
                    f"loss plateaued from {_where(r)}: flat at {level:.4g} for the last "
-                   f"{_pct((n - start) / n)} of the run", value=level)
+                   f"{_pct(share)} of the run", value=level)

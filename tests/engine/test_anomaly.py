@@ -81,10 +81,6 @@ def test_labelled_set_has_every_kind_and_clean_hard_negatives():
 
 
 FIGURES = bench.score(CASES, bench.kinds_of(detect))
-#: The goal is 0.9 for every kind. Plateaus miss it: several real CPU runs sit on a noisy flat
-#: stretch (the unigram wall) for a while, which the detector calls a plateau in their prefixes,
-#: and flat stretches of 8-10 points on short noisy curves go unseen.
-SHORT_OF_GOAL = {"plateau"}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -93,12 +89,11 @@ def test_precision_and_recall_per_kind_at_least_0_8(kind):
     assert got["precision"] >= 0.8 and got["recall"] >= 0.8, (got, FIGURES["wrong"])
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=pytest.mark.xfail(reason="short of the 0.9 goal, see SHORT_OF_GOAL"))
-    if k in SHORT_OF_GOAL else k for k in KINDS])
-def test_precision_and_recall_per_kind_at_least_0_9(kind):
-    got = FIGURES["per_kind"][kind]
-    assert got["precision"] >= 0.9 and got["recall"] >= 0.9, got
+@pytest.mark.parametrize("seed", [SEED, 1, 2])  # the tuning seed and two held out
+def test_precision_and_recall_per_kind_at_least_0_9(seed):
+    got = bench.score(bench.cases(RUNS, seed), bench.kinds_of(detect))
+    short = {k: v for k, v in got["per_kind"].items() if v["precision"] < 0.9 or v["recall"] < 0.9}
+    assert short == {}, got["wrong"]
 
 
 def test_every_clean_curve_yields_nothing():
@@ -286,6 +281,83 @@ def test_divergence_and_plateau_messages():
     assert [a.kind for a in found] == ["plateau"]
     assert found[0].message.startswith("loss plateaued from step")
     assert found[0].frac <= real[p].frac + 0.1  # earlier where the real curve was flat already
+
+
+def flat_end(real: list[ProgressRecord], p: int) -> list[ProgressRecord]:
+    """The real curve with its points from p on held at its level there, its own noise kept."""
+    xs = [r.loss for r in real]
+    base = bench.smooth(xs)[p]
+    noise = bench.trend_noise(xs, 4)
+    return real[:p] + [ProgressRecord(1, r.step, r.t, r.frac, base + noise[p + i])
+                       for i, r in enumerate(real[p:])]
+
+
+def test_plateau_is_a_share_of_the_budget_not_only_of_the_points():
+    """A loss that falls steadily, then stays flat for the last 40% of the points (a real run's
+    noise on it): a plateau when those points span 40% of the budget, none when they were all
+    logged in its last 10% (a busy machine logs unevenly)."""
+    noise = bench.trend_noise([r.loss for r in longest()], 4)
+    n, p = 300, 180
+    losses = [8.0 - 3.0 * min(i, p) / p + noise[i] for i in range(n)]
+    even = curve(losses)
+    found = detect(even)
+    assert [a.kind for a in found] == ["plateau"]
+    assert abs(found[0].frac - even[p].frac) <= 0.1  # where, as well as its noise tells
+    squeezed = [ProgressRecord(1, r.step, r.t, 0.9 * i / p if i < p else 0.9 + 0.1 * (i - p) / (n - p),
+                               r.loss) for i, r in enumerate(even)]
+    assert detect(squeezed) == []
+
+
+def test_no_plateau_on_a_run_that_ended_nan():
+    """A run whose loss went NaN for good blew up; its finite part is no flat end, however flat."""
+    real = longest()
+    p = len(real) * 3 // 5
+    flat = flat_end(real, p)
+    assert kinds(flat) == ["plateau"]
+    cut = len(real) * 9 // 10
+    ended = flat[:cut] + [ProgressRecord(1, r.step, r.t, r.frac, math.nan) for r in flat[cut:]]
+    assert kinds(ended) == ["nan"]
+    # a single NaN in the middle leaves the flat end a plateau
+    once = with_loss(flat, p // 2, math.nan)
+    assert kinds(once) == ["nan", "plateau"]
+
+
+def test_slow_real_improvement_and_a_climb_are_no_plateau():
+    real = longest()
+    assert "plateau" not in kinds(real)  # the real run still improves, slowly, to its end
+    n, p = len(real), len(real) * 3 // 5
+    flat = flat_end(real, p)
+    # the same flat stretch, climbing over its second half by less than the divergence rule
+    # needs: not flat either (nothing, or a divergence; never "plateau")
+    q = p + (n - p) // 2
+    climb = [r if i < q else ProgressRecord(1, r.step, r.t, r.frac, r.loss + 0.3 * (i - q) / (n - q))
+             for i, r in enumerate(flat)]
+    assert "plateau" not in kinds(climb)
+
+
+def test_injected_plateaus_are_fair():
+    """Every injected plateau is >= 10 points and >= 30% of the run's points and budget, and
+    the real run fell clearly (>= 5 standard errors) over the stretch made flat."""
+    by_name = {r["name"]: r for r in RUNS}
+    plateaus = [c for c in CASES if c.label == "plateau" and "+" in c.name]
+    assert len(plateaus) >= 20
+    for case in plateaus:
+        p, n = map(int, case.note.removeprefix("flat from ").split("/"))
+        real = [x for _, _, x in by_name[case.name.split("+")[0]]["points"]]
+        fracs = [r.frac for r in case.records]
+        assert n - p >= bench.PLATEAU_MIN_POINTS and n - p >= 0.3 * n, case.note
+        assert fracs[-1] - fracs[p] >= 0.3 * fracs[-1], case.note
+        sigma = bench.noise(real, p, n)
+        assert bench.ols_fall(real[p:]) > 5 * bench.ols_fall_se(sigma, n - p), case.name
+
+
+def test_real_runs_with_a_flat_last_half_are_not_labelled_clean():
+    """The labelling rule of REAL_LABELS, checked: a run of >= 20 points whose last half does
+    not fall (by 1 standard error) is a plateau or left out, never a clean curve."""
+    for run in RUNS:
+        xs = [p[2] for p in run["points"]]
+        if len(xs) >= 20 and bench.flat_tail_z(xs) < 1:
+            assert run["name"] in bench.REAL_LABELS, run["name"]
 
 
 def test_anomaly_keeps_its_fields_for_the_adapters():
