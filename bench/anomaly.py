@@ -37,7 +37,7 @@ still clearly improving, a short prefix (3-12 points), the curve thinned, its no
 Real runs judged by eye are in REAL_LABELS (a real plateau; ambiguous ones are left out).
 
 The reference run, side by side: the detector as it was before issue 15 (``reference_detect``,
-copied below), on the same curves. Also: detect() timed on a 10k-point curve (median µs).
+copied below), on the same curves. Also: detect() timed on a 10k- and a 1k-point curve (median µs).
 """
 
 from __future__ import annotations
@@ -634,6 +634,7 @@ def main() -> int:
         result[which] = fig
     result["ambiguous_real"] = ambiguous(runs)
     result["detect_us_10k"] = time_detect(runs)
+    result["detect_us_1k"] = time_detect(runs, 1_000, 21)  # a morning report's curve
     result["goal_met"] = all(v["precision"] >= 0.9 and v["recall"] >= 0.9
                              for which, _ in held
                              for v in result[which]["detect"]["per_kind"].values())

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
+from itertools import accumulate
 
 from .models import ProgressRecord
 from .output import loss_of
@@ -66,6 +68,8 @@ PLATEAU_Z = 2.0
 PLATEAU_PACE = 0.25
 #: ... and the stretch's fall is under this share of what the loss fell before the stretch.
 PLATEAU_SHARE = 0.05
+#: Plateau: the starts tried on a long curve (about).
+PLATEAU_STARTS = 200
 #: MAD → sigma for normal noise.
 MAD_SIGMA = 1.4826
 #: The noise is taken as at least this share of the loss level (and NOISE_FLOOR_ABS): a perfectly
@@ -163,22 +167,28 @@ def _nan(points: list[ProgressRecord]) -> Anomaly | None:
 
 @dataclass
 class _Curve:
-    """The finite points with each one's local level (median of its neighbours) and residual."""
+    """The finite points with each one's local level (median of its neighbours) and residual;
+    those two are only worked out when asked for (the plateau test does without them)."""
 
     points: list[ProgressRecord]
     xs: list[float]
     half: int  # neighbours on each side of a point's level
-    level: list[float]
-    resid: list[float]
     curl: list[float]  # second differences x[i-1] - 2 x[i] + x[i+1] (a straight trend: 0)
 
     @classmethod
     def of(cls, points: list[ProgressRecord]) -> _Curve:
         xs = [r.loss for r in points]
         half = max(2, min(LEVEL_HALF, len(xs) // 10))
-        level = [_neighbour_median(xs, i, half) for i in range(len(xs))]
         curl = [xs[i - 1] - 2 * xs[i] + xs[i + 1] for i in range(1, len(xs) - 1)]
-        return cls(points, xs, half, level, [x - m for x, m in zip(xs, level)], curl)
+        return cls(points, xs, half, curl)
+
+    @cached_property
+    def level(self) -> list[float]:
+        return _neighbour_medians(self.xs, self.half)
+
+    @cached_property
+    def resid(self) -> list[float]:
+        return [x - m for x, m in zip(self.xs, self.level)]
 
     def __bool__(self) -> bool:
         return len(self.xs) >= MIN_POINTS
@@ -187,15 +197,34 @@ class _Curve:
         """Robust noise sigma around the points lo..hi-1 (see :meth:`noise_parts`)."""
         return max(self.noise_parts(lo, hi))
 
-    def noise_parts(self, lo: int, hi: int) -> tuple[float, float]:
+    @cached_property
+    def bend(self) -> list[float]:
+        return [abs(d) for d in self.curl]
+
+    def noise_parts(self, lo: int, hi: int, level: float | None = None) -> tuple[float, float]:
         """The noise sigma measured around the points lo..hi-1, from their second differences
         (blind to a trend, unlike residuals from a level that lags a bend; √6: three points'
-        noise), and its floor there: NOISE_FLOOR_REL of the loss level (or NOISE_FLOOR_ABS)."""
+        noise), and its floor there: NOISE_FLOOR_REL of the loss level (``level``, or the
+        points' median), or NOISE_FLOOR_ABS."""
         lo, hi = max(lo, 0), min(hi, len(self.xs))
-        sigma = MAD_SIGMA * _median([abs(d) for d in self.curl[max(lo - 1, 0):hi - 1]] or [0.0]) \
-            / math.sqrt(6)
-        level = abs(_median(self.xs[lo:hi])) if hi > lo else 0.0
-        return sigma, max(NOISE_FLOOR_REL * level, NOISE_FLOOR_ABS)
+        sigma = MAD_SIGMA * _median(self.bend[max(lo - 1, 0):hi - 1] or [0.0]) / math.sqrt(6)
+        if level is None:
+            level = _median(self.xs[lo:hi]) if hi > lo else 0.0
+        return sigma, max(NOISE_FLOOR_REL * abs(level), NOISE_FLOOR_ABS)
+
+
+def _neighbour_medians(xs: list[float], half: int) -> list[float]:
+    """:func:`_neighbour_median` of every point (inline where the window is whole: a 10k-point
+    curve has 10k of them)."""
+    n = len(xs)
+    if n < 2 * half + 1:
+        return [_neighbour_median(xs, i, half) for i in range(n)]
+    out = [_neighbour_median(xs, i, half) for i in range(half)]
+    for i in range(half, n - half):
+        w = sorted(xs[i - half:i] + xs[i + 1:i + half + 1])
+        out.append((w[half - 1] + w[half]) / 2)
+    out += [_neighbour_median(xs, i, half) for i in range(n - half, n)]
+    return out
 
 
 def _neighbour_median(xs: list[float], i: int, half: int) -> float:
@@ -233,7 +262,8 @@ def _spike(c: _Curve) -> tuple[Anomaly | None, set[int]]:
             continue
         # the noise around it, but not from the first quarter: a run's opening drop is nearly
         # noise-free and would make ordinary noise later look like spikes
-        measured, floor = c.noise_parts(max(i - NOISE_HALF, min(n // 4, i - 2)), i + NOISE_HALF + 1)
+        measured, floor = c.noise_parts(max(i - NOISE_HALF, min(n // 4, i - 2)), i + NOISE_HALF + 1,
+                                        c.level[i])
         sigma = max(measured, floor)  # > 0
         if excess < SPIKE_SIGMAS * sigma:
             continue
@@ -315,10 +345,8 @@ class _Line:
     plateau test tries every start)."""
 
     def __init__(self, xs: list[float]) -> None:
-        self.sx, self.six = [0.0], [0.0]
-        for i, x in enumerate(xs):
-            self.sx.append(self.sx[-1] + x)
-            self.six.append(self.six[-1] + i * x)
+        self.sx = list(accumulate(xs, initial=0.0))
+        self.six = list(accumulate((i * x for i, x in enumerate(xs)), initial=0.0))
 
     def fall(self, lo: int, hi: int) -> float:
         """How much the line through the points lo..hi-1 falls from the first to the last."""
@@ -355,7 +383,9 @@ def _plateau(c: _Curve) -> Anomaly | None:
     head = line.mean(0, 3)
     end_frac = c.points[-1].frac
     latest = n - max(PLATEAU_MIN_POINTS, math.ceil(PLATEAU_SPAN * n))
-    for s in range(MIN_HISTORY, latest + 1):
+    # every start on a curve of up to PLATEAU_STARTS points, every n/PLATEAU_STARTS-th on a
+    # longer one: where a plateau starts is not known closer than that anyway
+    for s in range(MIN_HISTORY, latest + 1, max(1, n // PLATEAU_STARTS)):
         if end_frac > 0 and end_frac - c.points[s].frac < PLATEAU_SPAN * end_frac:
             return None  # from here on, too small a share of the budget
         size = n - s
