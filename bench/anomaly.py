@@ -33,8 +33,11 @@ Faults (seeded RNG, injected into copies of the real curves):
               (8-9 points of a 12-18 point curve) are not injected: their fall over 8 noisy
               points is not a fair thing to demand of any detector.
 Hard negatives (clean): a warm-up bump at the start, a step LR-decay drop, a prefix that is
-still clearly improving, a short prefix (3-12 points), the curve thinned, its noise doubled.
-Real runs judged by eye are in REAL_LABELS (a real plateau; ambiguous ones are left out).
+still clearly improving (a line through its last 40% falls by >= 5 standard errors), a short
+prefix (3-12 points), the curve thinned, its noise doubled.
+Real runs judged by eye are in REAL_LABELS (a real plateau; ambiguous ones are left out), and so
+is every run of >= 20 points whose last half does not fall (flat_tail_z < 1; tested).
+Each run's cases come from their own RNG (seed and run name): relabelling one run moves no other.
 
 The reference run, side by side: the detector as it was before issue 15 (``reference_detect``,
 copied below), on the same curves. Also: detect() timed on a 10k- and a 1k-point curve (median µs).
