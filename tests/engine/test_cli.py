@@ -101,7 +101,7 @@ def test_demo_runs_the_real_trainer_end_to_end(tmp_path):
     assert "Of 1 edit run:" in learned or "1 proposal was rejected before running" in learned
     assert "Kept #" in learned or "The smallest effect that could have been kept" in learned
     # and the morning report of that real night, written at its end, as Chromium shows it
-    from test_report import chromium_view
+    from test_morning_report import chromium_view
 
     page = ws / ".sigmaloop" / "report.html"
     assert f"morning report: {page.resolve().as_uri()}" in r.stdout.replace("\n", "")
