@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import anomaly as anomaly_mod
@@ -42,7 +42,6 @@ from .models import (
     Status,
     code_hash,
 )
-from .output import loss_of
 from .proposals import Proposals
 from .questions import Effect, QuestionView
 from .ratchet import Ratchet
@@ -243,9 +242,7 @@ class Engine:
     def anomalies(self, exp_id: int, dismissed: bool = False) -> list[anomaly_mod.Anomaly]:
         """What looks wrong in an experiment's training curve (``anomaly.detect`` over every
         point); the kinds the researcher dismissed are left out unless ``dismissed``."""
-        curve = [replace(r, loss=loss_of(r)) if r.loss is None and r.extra else r  # a NaN comes back
-                 for r in self.journal.curve(exp_id)]
-        found = anomaly_mod.detect(curve)
+        found = anomaly_mod.detect(self.journal.curve(exp_id))  # reads stored NaN/inf (loss_of)
         if dismissed or not found:
             return found
         gone = self.journal.dismissed(exp_id).get(exp_id, {})
