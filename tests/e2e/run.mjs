@@ -138,7 +138,13 @@ async function runCommand(title) {
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget .quick-input-box input');
     await input.waitFor({ state: 'visible', timeout: 5000 });
-    await input.fill(`>${title}`);
+    // a short fill: if the palette is inert or closes under us (a dialog, a focus change while
+    // the previous quick pick closes), give up this try so the next one starts with Escape + F1
+    await input.fill(`>${title}`, { timeout: 5000 }).catch(async (e) => {
+      const dialog = page.locator('.monaco-dialog-box');
+      const open = (await dialog.count()) > 0 && (await dialog.first().isVisible());
+      throw new Error(open ? `a dialog is open: "${(await dialog.first().innerText()).replace(/\s+/g, ' ').trim()}"` : String(e).split('\n')[0]);
+    });
     const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
     await rows.first().waitFor({ state: 'visible', timeout: 5000 });
     const labels = await rows.evaluateAll((els) => els.map((e) => (e.querySelector('.label-name')?.textContent ?? e.textContent ?? '').trim()));
@@ -146,7 +152,7 @@ async function runCommand(title) {
     if (i < 0) {
       throw new Error(`no palette row "${title}" (rows: ${labels.slice(0, 5).join(' | ')})`);
     }
-    await rows.nth(i).click();
+    await rows.nth(i).click({ timeout: 5000 });
     return true;
   }, { timeout: 30_000, interval: 500 });
 }
@@ -157,7 +163,7 @@ async function openFile(name) {
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget .quick-input-box input');
     await input.waitFor({ state: 'visible', timeout: 5000 });
-    await input.fill(name);
+    await input.fill(name, { timeout: 5000 });
     const row = page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused');
     await row.waitFor({ state: 'visible', timeout: 5000 });
     if (!(await row.innerText()).includes(name)) {
