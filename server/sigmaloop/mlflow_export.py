@@ -391,6 +391,33 @@ def _why(exc: BaseException, uri: str) -> str:
     return text
 
 
+PROBE_TIMEOUT = 5.0  # seconds: a tracking server that does not answer /health by then is not there
+
+
+def _probe(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail fast on a tracking server that is not there: MLflow's own client retries a refused
+    connection with exponential backoff for minutes before it gives up. One ``GET <uri>/health``
+    (every MLflow server answers it) with a short timeout says at once what is wrong."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            resp.read(256)
+    except urllib.error.HTTPError as exc:
+        raise MlflowExportError(
+            f"{uri} answers, but not as an MLflow tracking server (GET /health: HTTP {exc.code}); "
+            "check the address (and any path prefix)") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise MlflowExportError(
+            f"no MLflow tracking server answers at {uri} ({why}); start one "
+            f"(mlflow server --host 127.0.0.1 --port 5000) or leave the URI out for the local store") from None
+
+
 def _open_experiment(client: Any, uri: str, name: str, tags: dict[str, str]) -> tuple[str, str | None]:
     """The MLflow experiment's id (made when missing) and its artifact location."""
     exp = client.get_experiment_by_name(name)
@@ -559,12 +586,14 @@ def export_mlflow(
     (default ``<workspace folder>/<research branch>``). Idempotent: an unchanged experiment's
     run is left alone, a changed one updated; nothing is logged twice. ``progress(done, total)``
     after each experiment. Raises :class:`MlflowMissing` without the client,
-    :class:`MlflowExportError` when the store can't be opened."""
+    :class:`MlflowExportError` when the store can't be opened (a tracking server that does not
+    answer is found out in seconds, not after MLflow's minutes of retries)."""
     uri = uri or default_uri(engine.state_dir)
     name = experiment or f"{engine.workspace.name}/{engine.branch}"
     key = workspace_key(engine.workspace, engine.branch)
     cfg = engine.config.experiment
     client_class = _client_class()  # MlflowMissing first: it says what to install
+    _probe(uri)
     with _quiet():
         try:
             client = client_class(tracking_uri=uri, registry_uri=uri if uri.startswith("sqlite") else None)

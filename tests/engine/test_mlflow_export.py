@@ -276,6 +276,43 @@ def test_a_bad_store_says_what_is_wrong(tmp_path, engine):
         export_mlflow(engine, uri, experiment="gone")
 
 
+@needs_mlflow
+def test_a_tracking_server_that_is_not_there_is_found_out_at_once(tmp_path, engine):
+    """MLflow's client retries a refused connection with backoff for minutes; the export asks
+    the server's /health once, with a short timeout, and says what to do."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(MlflowExportError, match=rf"no MLflow tracking server answers at http://127.0.0.1:{port} "
+                                                r"\(.*refused.*\); start one \(mlflow server"):
+        export_mlflow(engine, f"http://127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 60, "not MLflow's minutes of retries"
+
+    class NotMlflow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), NotMlflow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{srv.server_address[1]}/"
+        with pytest.raises(MlflowExportError, match=r"answers, but not as an MLflow tracking server "
+                                                     r"\(GET /health: HTTP 404\)"):
+            export_mlflow(engine, uri)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_without_mlflow_the_engine_works_and_the_export_says_what_to_install(workspace):
     script = textwrap.dedent(f"""
         import sys
