@@ -23,6 +23,9 @@ Decisions (see also the module constants below):
   ``propose`` (or an explicit ``reconcile``) unless an unfinished experiment in the journal
   still refers to them; finished experiments whose result never reached the study are told
   then.
+* The predicted Δ comes from the night's earlier measured steps of the same constants
+  (``effects.py``: a line or parabola through no change); none until a constant has 2. TPE
+  may explore where that history predicts worse: the hypothesis keeps the bet and says so.
 * A change of metric or direction starts a new study (the old values mean something else).
   Proposal params carry a study token so results of an old study are never told to a new
   one with the same trial numbers.
@@ -62,6 +65,7 @@ from sigmaloop.edits import (
 )
 from sigmaloop.models import MEASURED, Experiment, Proposal, Question, Status
 from sigmaloop.proposers.base import ProposalContext, ProposalError
+from sigmaloop.proposers.effects import predict_delta
 from sigmaloop.questions import mentions
 
 log = logging.getLogger(__name__)
@@ -490,6 +494,14 @@ class TuneProposer:
         verb = "lowers" if ctx.lower_is_better else "raises"
         metric = ctx.metric or "the metric"
         hypothesis = f"{' and '.join(parts)} {verb} {metric}"
+        predicted = predict_delta(changes, ctx.experiments)
+        if predicted is not None:
+            size = f"{abs(predicted.delta):.2g}"
+            if (predicted.delta < 0) == ctx.lower_is_better and predicted.delta != 0:
+                hypothesis += f" by about {size}"
+            else:  # TPE explores where the history says no: the number says so, the bet stays
+                hypothesis += (f" (exploring: the history predicts {size} worse)" if predicted.delta
+                               else " (exploring: the history predicts no change)")
         finished = len(
             self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         )
@@ -505,6 +517,8 @@ class TuneProposer:
             for name in changes
         )
         rationale = f"Optuna TPE trial #{trial.number}: {phase}. Searches {ranges}."
+        if predicted is not None:
+            rationale += f" Predicted Δ {predicted.delta:+.4g}: {predicted.basis}."
         json_changes = {name: [old, new] for name, (old, new) in changes.items()}
         trial.set_user_attr("changes", json_changes)
         return Proposal(
@@ -512,7 +526,7 @@ class TuneProposer:
             new_source=new_source,
             hypothesis=hypothesis,
             source="tune",
-            predicted_delta=None,
+            predicted_delta=None if predicted is None else predicted.delta,
             rationale=rationale,
             params={
                 "optuna_trial": trial.number,

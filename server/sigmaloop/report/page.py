@@ -297,9 +297,9 @@ def _refuted(r: MorningReport) -> str:
 def _calibration(r: MorningReport) -> str:
     out = [_head("calibration", "Predictions against outcomes")]
     if not r.calibration:
-        return _empty(out, "No proposal carried a predicted effect. The tuner predicts none; the LLM proposer "
-                           "states one with every edit, and so can you (<code>sigmaloop run-edit "
-                           "--predicted-delta</code>).")
+        return _empty(out, "No proposal carried a predicted effect. The tuner predicts one once a constant has "
+                           "two measured steps; the LLM proposer states one with every edit, and so can you "
+                           "(<code>sigmaloop run-edit --predicted-delta</code>).")
     out.append('<div class="grid2">')
     sign = -1 if r.lower_is_better else 1
     for pc in r.calibration:
