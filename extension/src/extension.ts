@@ -10,14 +10,14 @@ import { registerExperimentCommands } from './commands/experiments';
 import { type CommandContext, TRUST_MESSAGE } from './commands/forward';
 import { registerLoopCommands } from './commands/loop';
 import { doneActions, finishedMessage } from './commands/prompts';
-import { registerReportCommands } from './commands/report';
+import { refreshReport, registerReportCommands } from './commands/report';
 import { registerResearchCommands } from './commands/research';
 import { ConfigWatcher } from './configWatcher';
 import { ACTIVE_STATUSES, type CurveData, type ExperimentWire, recordsToCurve } from './contract';
 import { ProposalDocuments } from './diffView';
 import type { AnomalyRecord } from './protocol.gen';
 import { LossPanel, PANEL_VIEW_TYPE } from './panel';
-import { ReportPanel } from './report';
+import { REPORT_VIEW_TYPE, ReportPanel } from './report';
 import { SECRET_KEY, ServerController, ServerNotRunning } from './server';
 import { needsRestart } from './settings';
 import { type Verdict, statusCommand, statusView, verdictNotice } from './status';
@@ -147,6 +147,9 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     onDone: (p) => {
       // a finished loop's message offers its report (and the panel); a baseline's says its numbers
       const actions = doneActions(p.what);
+      if (p.what === 'loop' && report.isOpen) {
+        void refreshReport(commands); // the open report shows the night that just ended
+      }
       void vscode.window.showInformationMessage(p.message, ...actions).then((pick) => {
         if (pick === 'Open Report') {
           void vscode.commands.executeCommand('sigmaloop.openReport');
@@ -202,7 +205,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
   for (const f of vscode.workspace.workspaceFolders ?? []) {
     configWatcher.watch(f.uri.fsPath);
   }
-  const report = new ReportPanel();
+  const report = new ReportPanel(ctx.workspaceState);
   const commands: CommandContext = { ctx, log, store, server, panel, report, docs, watched, refresh };
   ctx.subscriptions.push(
     log,
@@ -213,6 +216,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     server,
     vscode.workspace.registerTextDocumentContentProvider(EXP_SCHEME, docs),
     vscode.window.registerWebviewPanelSerializer(PANEL_VIEW_TYPE, LossPanel.serializer(panel)),
+    vscode.window.registerWebviewPanelSerializer(REPORT_VIEW_TYPE, ReportPanel.serializer(report, () => refreshReport(commands))),
     ...registerLoopCommands(commands),
     ...registerExperimentCommands(commands),
     ...registerAdminCommands(commands),

@@ -41,3 +41,9 @@ export function parseReportResult(v: unknown): { path: string; html: string } | 
   const r = v as Record<string, unknown>;
   return typeof r.path === 'string' && typeof r.html === 'string' ? { path: r.path, html: r.html } : undefined;
 }
+
+/** A page that only says `text` (the panel while the report is written, or why it cannot be). */
+export function placeholderPage(text: string): string {
+  const esc = text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return `<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${REPORT_CSP}"><title>Morning report</title></head><body style="font-family: var(--vscode-font-family, sans-serif); color: var(--vscode-foreground); padding: 1em"><p id="sigmaloop-report-note">${esc}</p></body></html>`;
+}

@@ -1150,34 +1150,52 @@ async function research() {
 
   await step('"Sigmaloop: Open Morning Report": the report in its panel, every section, no script', async () => {
     await runCommand('Sigmaloop: Open Morning Report');
-    await waitFor('the tab "Sigmaloop: Morning Report"', async () => page.locator('.tabs-container .tab', { hasText: 'Sigmaloop: Morning Report' }).first().isVisible(), { timeout: 60_000, interval: 300 });
-    const report = await waitFor('the report page with its heading and sections', async () => {
-      for (const f of page.frames()) {
-        try {
-          if ((await f.locator('h2#timeline').count()) === 0) {
-            continue;
-          }
-          const heading = (await f.locator('h1').first().innerText({ timeout: 1000 })).trim();
-          const sections = await f.locator('h2[id]').evaluateAll((els) => els.map((e) => e.id));
-          const scripts = await f.locator('script').count();
-          return heading ? { heading, sections, scripts } : undefined;
-        } catch {
-          // a frame in transition
-        }
-      }
-      return undefined;
-    }, { timeout: 60_000, interval: 500 });
-    for (const id of ['timeline', 'kept', 'refuted', 'calibration', 'weird', 'noise', 'cost', 'questions']) {
-      if (!report.sections.includes(id)) {
-        throw new Error(`the report has no #${id} section: ${report.sections.join(', ')}`);
-      }
-    }
-    if (report.scripts) {
-      throw new Error(`the report page has ${report.scripts} script elements`);
-    }
+    const report = await reportInPanel();
     await shot('research-report');
     return report;
   });
+
+  await step('a window reload brings the report panel back, written anew by the server', async () => {
+    const written = () => (extensionLog().match(/\breport: "/g) ?? []).length;
+    const before = written();
+    await page.reload({ waitUntil: 'domcontentloaded', timeout: 60_000 });
+    await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
+    const report = await reportInPanel();
+    const lines = await waitFor('a new "report:" line in the extension log', () => (written() > before ? written() : undefined), { timeout: 60_000, interval: 500 });
+    await shot('research-report-reloaded');
+    return { ...report, reportLines: { before, after: lines } };
+  });
+}
+
+/** The morning report's tab and page (heading, section ids, script count), waited for; it
+ * throws when a section is missing or the page has a script. */
+async function reportInPanel() {
+  await waitFor('the tab "Sigmaloop: Morning Report"', async () => page.locator('.tabs-container .tab', { hasText: 'Sigmaloop: Morning Report' }).first().isVisible(), { timeout: 60_000, interval: 300 });
+  const report = await waitFor('the report page with its heading and sections', async () => {
+    for (const f of page.frames()) {
+      try {
+        if ((await f.locator('h2#timeline').count()) === 0) {
+          continue;
+        }
+        const heading = (await f.locator('h1').first().innerText({ timeout: 1000 })).trim();
+        const sections = await f.locator('h2[id]').evaluateAll((els) => els.map((e) => e.id));
+        const scripts = await f.locator('script').count();
+        return heading ? { heading, sections, scripts } : undefined;
+      } catch {
+        // a frame in transition
+      }
+    }
+    return undefined;
+  }, { timeout: 60_000, interval: 500 });
+  for (const id of ['timeline', 'kept', 'refuted', 'calibration', 'weird', 'noise', 'cost', 'questions']) {
+    if (!report.sections.includes(id)) {
+      throw new Error(`the report has no #${id} section: ${report.sections.join(', ')}`);
+    }
+  }
+  if (report.scripts) {
+    throw new Error(`the report page has ${report.scripts} script elements`);
+  }
+  return report;
 }
 
 await main();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { dismissedMessage, doneActions } from '../../extension/src/commands/prompts';
 import { isHostToPanel, parseDone, recordsToCurve } from '../../extension/src/contract';
-import { REPORT_CSP, hasCsp, parseReportResult, reportDocument, reportTitle } from '../../extension/src/reportPage';
+import { REPORT_CSP, hasCsp, parseReportResult, placeholderPage, reportDocument, reportTitle } from '../../extension/src/reportPage';
 
 const PAGE = `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="${REPORT_CSP}">
@@ -80,4 +80,12 @@ test('a finished loop offers its report; a baseline says its numbers', () => {
 test('a dismissal says what went and what is still shown', () => {
   assert.equal(dismissedMessage({ id: 7, kind: 'spike', anomalies: [{ kind: 'nan' }] }), 'Sigmaloop: dismissed the spike on #7; still shown: nan');
   assert.equal(dismissedMessage({ id: 7, kind: 'nan', anomalies: [] }), 'Sigmaloop: dismissed the nan on #7');
+});
+
+test('the placeholder a restored panel shows: the strict policy, the note escaped, nothing to run', () => {
+  const page = placeholderPage('Writing the <morning> report & more…');
+  assert.ok(hasCsp(page) && page.includes(`content="${REPORT_CSP}"`));
+  assert.equal(reportDocument(page), page);
+  assert.ok(page.includes('Writing the &lt;morning&gt; report &amp; more…'));
+  assert.ok(!/<script/i.test(page) && !/https?:/.test(page));
 });

@@ -7,23 +7,38 @@ import { ReportPanel } from '../report';
 import { parseReportResult, reportTitle } from '../reportPage';
 import { type CommandContext, forward } from './forward';
 
-export function registerReportCommands(c: CommandContext): vscode.Disposable[] {
-  /** Write the report (experiments after `since`, else all) and show it; its path, or undefined. */
-  const open = async (since?: number): Promise<string | undefined> => {
-    const res = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Sigmaloop: writing the morning report…' }, () =>
-      forward<unknown>(c, 'sigmaloop.report', since === undefined ? [] : [since]),
-    );
-    const report = parseReportResult(res);
-    if (!report) {
-      if (res !== undefined) {
-        c.log.warn(`sigmaloop.report: an answer without a path and a page: ${JSON.stringify(res).slice(0, 200)}`);
-      }
-      return undefined;
+/** Write the report (experiments after `since`, else all) and show it (revealed unless `reveal`
+ * is false); its path, or undefined. */
+export async function openReport(c: CommandContext, since?: number, reveal = true): Promise<string | undefined> {
+  const res = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Sigmaloop: writing the morning report…' }, () =>
+    forward<unknown>(c, 'sigmaloop.report', since === undefined ? [] : [since]),
+  );
+  const report = parseReportResult(res);
+  if (!report) {
+    if (res !== undefined) {
+      c.log.warn(`sigmaloop.report: an answer without a path and a page: ${JSON.stringify(res).slice(0, 200)}`);
     }
-    c.report.show(report);
-    c.log.info(`report: "${reportTitle(report.html)}" at ${report.path}`);
-    return report.path;
-  };
+    return undefined;
+  }
+  c.report.show(report, since, reveal);
+  c.log.info(`report: "${reportTitle(report.html)}" at ${report.path}`);
+  return report.path;
+}
+
+/** The open report panel written anew for the nights it covered (a loop ended, a window reloaded). */
+export async function refreshReport(c: CommandContext): Promise<void> {
+  if (!vscode.workspace.isTrusted) {
+    c.report.note('Sigmaloop runs nothing in Restricted Mode, so the morning report is not written here. Trust the workspace to see it.');
+    return;
+  }
+  if (c.report.isOpen) {
+    await openReport(c, c.report.since, false);
+  }
+}
+
+export function registerReportCommands(c: CommandContext): vscode.Disposable[] {
+  const open = (since?: number) => openReport(c, since);
+
 
   return [
     vscode.commands.registerCommand('sigmaloop.openReport', async (since?: unknown) => {
