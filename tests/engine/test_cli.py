@@ -162,7 +162,10 @@ def test_questions_run_edit_and_an_80_column_log(workspace):
     r = rl("status", cwd=workspace)  # the best: the kept edit's code, its mean over its two seeds
     assert "the head's mean over 2 seeds: #3 a much longer" in r.stdout, r.stdout
     r = rl("report", cwd=workspace, env=narrow)
-    assert "Kept #3" in r.stdout and "Next:" in r.stdout
+    # the morning report's terminal summary: what was kept, what to do next, where the page is,
+    # every line within the 80 columns but the page's address (a link stays whole)
+    assert "Kept #3" in r.stdout and "\nnext " in r.stdout and "\nreport file://" in r.stdout, r.stdout
+    assert all(len(line) <= 80 for line in r.stdout.splitlines() if "file://" not in line), r.stdout
 
 
 def test_export_to_mlflow_from_the_command_line(workspace, tmp_path):

@@ -4,6 +4,7 @@ the runner is handed: real subprocesses, small budgets."""
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import textwrap
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sigmaloop.models import KillLimit, Outcome, ProgressRecord, TrialSpec
-from sigmaloop.output import OutputTail, parse_printed_progress
+from sigmaloop.output import NONFINITE_LOSS, OutputTail, loss_of, parse_printed_progress
 from sigmaloop.runner import PROGRESS_INTERVAL, run_trial
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,9 +77,11 @@ def test_parse_printed_progress_reads_autoresearch_lines():
     # forks vary the fields: "step N/M", "loss 3.1" without a colon, values without a name
     rec = parse_printed_progress("step 00003/1000 (0.3%) | loss 3.1 | lr: 3.00e-04 | 55 img/s | ep 2", 1, 10.0)
     assert (rec.step, rec.frac, rec.loss, rec.extra) == (3, 0.003, 3.1, {"lr": 0.0003, "ep": 2.0})
-    # a NaN loss or a field that is not a number is left out, never a crash
+    # a NaN loss is kept as its marker (JSON and SQLite have no NaN; the anomaly detector needs
+    # it); a field that is not a number is left out, never a crash
     rec = parse_printed_progress("step 00004 (1.0%) [BP] | loss: nan | note: warming up", 1, 10.0)
-    assert rec.loss is None and rec.extra == {}
+    assert rec.loss is None and rec.extra == {NONFINITE_LOSS: 0.0}
+    assert math.isnan(loss_of(rec))
 
 
 @pytest.mark.parametrize("line", ["", "stepping (12%)", "step 12 41%", "loss: 3.1 | step: x", "\x00\xff",

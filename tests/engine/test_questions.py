@@ -177,8 +177,8 @@ def test_journal_v7_upgrades_to_questions(tmp_path):
     path = tmp_path / "journal.db"
     with Journal(path) as j:
         j.create(status=Status.PROPOSED, source="user", hypothesis="old row")
-    conn = sqlite3.connect(path)  # back to v7: drop what v8 added
-    conn.executescript("DROP TABLE questions; DROP INDEX experiments_question;"
+    conn = sqlite3.connect(path)  # back to v7: drop what v8 and v9 added
+    conn.executescript("DROP TABLE dismissals; DROP TABLE questions; DROP INDEX experiments_question;"
                        "ALTER TABLE experiments DROP COLUMN question;"
                        "ALTER TABLE experiments DROP COLUMN warnings; PRAGMA user_version = 7;")
     conn.close()

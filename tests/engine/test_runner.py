@@ -372,7 +372,8 @@ def test_garbage_and_partial_metrics_lines_are_skipped(tmp_path):
     result = run_trial(spec, on_progress=progress)
     assert result.outcome is Outcome.OK, result.error
     assert [r.step for r in progress.records] == [0, 1, 2, 3]
-    assert progress.records[1].loss is None and progress.records[1].extra == {}
+    # NaN: loss None with the non-finite marker; the bool and the string are left out
+    assert progress.records[1].loss is None and progress.records[1].extra == {NONFINITE_LOSS: 0.0}
     assert progress.records[2].loss == 0.5
 
 
