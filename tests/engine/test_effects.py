@@ -4,21 +4,29 @@ morning report shows."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
-import random
+import sys
+from pathlib import Path
 
 import pytest
 
 from sigmaloop.calibration import calibrate
 from sigmaloop.models import Experiment, Status
-from sigmaloop.proposers import ProposalContext
 from sigmaloop.proposers.effects import predict_delta, steps
-from sigmaloop.proposers.tune import TuneProposer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def ctx_for(source: str, experiments: list[Experiment]) -> ProposalContext:
-    return ProposalContext(source=source, script_name="train.py", experiments=list(experiments), best=None,
-                           sigma=None, metric="val_bpb", lower_is_better=True)
+def _bench():
+    spec = importlib.util.spec_from_file_location("tune_predictions_bench", REPO / "bench" / "tune_predictions.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("tune_predictions_bench", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
 
 
 def step(i: int, name: str, old, new, delta, status=Status.DISCARDED, source="tune", **extra) -> Experiment:
@@ -89,40 +97,20 @@ def test_flips_ints_zero_starts_and_several_constants():
 
 
 def test_the_tuner_predicts_from_its_own_night_and_the_calibration_says_it_helps(tmp_path):
-    """Real TPE proposing LR and DEPTH steps on a metric with a known shape (optimum LR 0.02,
-    deeper a little better) plus seed noise; each result is measured against the reference
-    of its day and kept when it clears 2σ. Later proposals carry a predicted Δ whose sign
-    and size track what was measured."""
-    script = "MATRIX_LR = 0.04  # Muon\nDEPTH = 4\nSEED = 42\n"
-    rng = random.Random(1)
-    sigma = 0.002
-
-    def metric(src: str) -> float:
-        vals = {}
-        for line in src.splitlines():
-            if "=" in line:
-                k, v = line.split("#")[0].split("=")
-                vals[k.strip()] = float(v)
-        return 1.0 + 0.05 * math.log(vals["MATRIX_LR"] / 0.02) ** 2 - 0.004 * vals["DEPTH"]
-
-    tuner = TuneProposer(tmp_path, seed=1, n_startup_trials=5)
-    journal: list[Experiment] = []
-    head, reference = script, metric(script)
-    for i in range(1, 41):
-        p = tuner.propose(ctx_for(head, journal))
-        delta = metric(p.new_source) + rng.gauss(0, sigma) - reference
-        kept = delta < -2 * sigma
-        e = Experiment(id=i, status=Status.KEPT if kept else Status.DISCARDED, source="tune",
-                       hypothesis=p.hypothesis, metric=reference + delta, delta=delta, sigma=sigma,
-                       predicted_delta=p.predicted_delta, params=dict(p.params))
-        journal.append(e)
-        tuner.observe(e)
-        if p.predicted_delta is not None:
-            assert "Predicted Δ" in p.rationale and ("by about" in p.hypothesis or "exploring" in p.hypothesis)
+    """Real TPE proposing LR and DEPTH steps on a metric with a known shape (bench/
+    tune_predictions.py's first project: optimum LR 0.02, deeper a little better, seed noise),
+    each result measured against the reference of its day and kept when it clears 2σ. Later
+    proposals carry a predicted Δ whose sign and size track what was measured, better than the
+    naive guess (the mean of every earlier Δ)."""
+    project = bench.PROJECTS[0]
+    journal = bench.night(project, seed=1, state_dir=str(tmp_path))
+    for e in journal:
+        if e.predicted_delta is not None:
+            assert "Predicted Δ" in e.rationale and ("by about" in e.hypothesis or "exploring" in e.hypothesis)
         else:
-            assert "Predicted" not in p.rationale
-        if kept:
-            head, reference = p.new_source, metric(p.new_source)
-    cal = calibrate(journal, sigma, source="tune")
-    assert cal.n >= 20, cal.n  # most of the night is predicted once each constant has 2 steps
+            assert "Predicted" not in e.rationale
+    cal = calibrate(journal, project.sigma, source="tune")
+    assert cal.n >= 30, cal.n  # most of the night is predicted once each constant has 2 steps
     assert cal.sign_accuracy > 0.6 and cal.pearson > 0.3, (cal.sign_accuracy, cal.pearson)
+    figures = bench.score([journal], [project.sigma])
+    assert figures["mae_vs_naive"] < 1.0, figures
