@@ -7,10 +7,13 @@ predictable while every part (git, SQLite, subprocesses) is real.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -129,3 +132,14 @@ def queue_edit(eng, old: str, new: str, hypothesis: str):
                           diff=unified_diff(source, after, "train.py"), code_hash=code_hash(after))
     eng.trials.queued(exp.id)
     return exp
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/<name>.py`` loaded as a module (the bench folder is not a package), so a test
+    runs the bench's own cases rather than a copy of them."""
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", repo / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(f"{name}_bench", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

@@ -8,10 +8,7 @@ trainer is not re-run here); faults are injected into copies of them at a seeded
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,19 +17,11 @@ from sigmaloop.journal import Journal
 from sigmaloop.models import ProgressRecord, Status
 from sigmaloop.output import NONFINITE_LOSS, parse_progress_line
 
-REPO = Path(__file__).resolve().parents[2]
+from enginekit import bench_module
+
 SEED = 0  # the seed the detector was tuned on; the bench also reports a held-out one
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("anomaly_bench", REPO / "bench" / "anomaly.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("anomaly_bench", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = bench_module("anomaly")
 RUNS = bench.load()
 CASES = bench.cases(RUNS, SEED)
 

@@ -4,10 +4,7 @@ morning report shows."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,18 +12,9 @@ from sigmaloop.calibration import calibrate
 from sigmaloop.models import Experiment, Status
 from sigmaloop.proposers.effects import predict_delta, steps
 
-REPO = Path(__file__).resolve().parents[2]
+from enginekit import bench_module
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("tune_predictions_bench", REPO / "bench" / "tune_predictions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tune_predictions_bench", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = bench_module("tune_predictions")
 
 
 def step(i: int, name: str, old, new, delta, status=Status.DISCARDED, source="tune", **extra) -> Experiment:

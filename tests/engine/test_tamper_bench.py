@@ -7,23 +7,17 @@ anchor is gone, this fails here (fast) instead of in the middle of a long bench 
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from pathlib import Path
+
+from enginekit import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("tamper_bench", REPO / "bench" / "tamper.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tamper_bench", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_case_edits_the_trainer_into_valid_python(tmp_path):
-    bench = _bench()
+    bench = bench_module("tamper")
     src = (REPO / "trainer" / "train.py").read_text()
     ctx = {"ws": tmp_path, "budget": 2.0, "reference": 3.0, "forged": 2.9}
     names = [c.name for c in bench.CASES]
@@ -39,7 +33,7 @@ def test_every_case_edits_the_trainer_into_valid_python(tmp_path):
 def test_state_cheat_never_carries_its_mark_literally(tmp_path):
     """The mark the state-tampering trial writes must not be in its source (the journal stores
     the diff): a mark found in the workspace afterwards can only come from the trial's writes."""
-    bench = _bench()
+    bench = bench_module("tamper")
     case = next(c for c in bench.CASES if c.name == "tamper_state")
     new = case.edit((REPO / "trainer" / "train.py").read_text(), {"ws": tmp_path})
     assert bench.MARK not in new
