@@ -51,9 +51,15 @@ def test_a_line_through_no_change_on_the_log_of_the_step():
     p = predict_delta({"LR": (0.4, 0.2)}, history)
     assert p is not None and p.delta == pytest.approx(-0.01)
     assert p.basis == "3 earlier LR changes measured, each fitted by a line through no change"
-    # a step beyond those seen is clamped to the largest seen that way (÷2 down, ×4 up): no extrapolation
-    assert predict_delta({"LR": (0.4, 0.4 / 64)}, history).delta == pytest.approx(b * math.log(1 / 2))
+    # a step beyond those seen is clamped to the farthest seen (×4, either way): no extrapolation
+    assert predict_delta({"LR": (0.4, 0.4 / 64)}, history).delta == pytest.approx(b * math.log(1 / 4))
     assert predict_delta({"LR": (0.4, 0.4 * 64)}, history).delta == pytest.approx(b * math.log(4))
+    # steps seen one way only: the line through no change says the other way is the opposite
+    up = [step(1, "LR", 0.1, 0.2, 0.05), step(2, "LR", 0.1, 0.4, 0.1)]
+    assert predict_delta({"LR": (0.1, 0.05)}, up).delta < 0 < predict_delta({"LR": (0.1, 0.2)}, up).delta
+    # a flip seen one way only: the flip back is predicted to undo it, not to help again
+    off = [step(1, "USE_QK", True, False, 0.01), step(2, "USE_QK", True, False, 0.012)]
+    assert predict_delta({"USE_QK": (False, True)}, off).delta == pytest.approx(-0.011)
 
 
 def test_a_parabola_says_any_big_move_hurts_where_a_line_says_nothing():
@@ -64,9 +70,26 @@ def test_a_parabola_says_any_big_move_hurts_where_a_line_says_nothing():
     p = predict_delta({"LR": (0.1, 0.2)}, history)
     assert p is not None and p.delta == pytest.approx(0.02 * math.log(2) ** 2)
     assert "parabola" in p.basis
+    # a parabola seen on one side only says nothing of the other: clamped to no change there
+    one_side = [step(i, "LR", 0.1, 0.1 * f, 0.02 * math.log(f) ** 2) for i, f in enumerate((2, 4, 8, 3), 1)]
+    assert "parabola" in predict_delta({"LR": (0.1, 0.2)}, one_side).basis
+    assert predict_delta({"LR": (0.1, 0.05)}, one_side).delta == pytest.approx(0.0, abs=1e-12)
+    # small linear steps (a constant started at 0) get their parabola too: the test is relative
+    small = [step(i, "WD", 0.0, w, 2.0 * w * w) for i, w in enumerate((0.001, 0.002, 0.003, 0.0015), 1)]
+    assert "parabola" in predict_delta({"WD": (0.0, 0.0025)}, small).basis
     # steps all of one size cannot tell a parabola from a line
     same = [step(i, "LR", 0.1, 0.2, 0.01 + 0.001 * i) for i in range(1, 6)]
     assert "a line" in predict_delta({"LR": (0.1, 0.2)}, same).basis
+
+
+def test_only_the_current_studys_steps_count():
+    # a new metric or direction starts a new study: Δs in the old units mean nothing now
+    old = [step(i, "LR", 0.1, 0.2, 5.0, ) for i in (1, 2)]
+    new = [step(i, "LR", 0.1, 0.2, -0.01) for i in (3, 4)]
+    for e, token in zip(old + new, ["old", "old", "new", "new"]):
+        e.params["optuna_study"] = token
+    assert predict_delta({"LR": (0.2, 0.4)}, old + new, study="new").delta == pytest.approx(-0.01)
+    assert predict_delta({"LR": (0.2, 0.4)}, old, study="new") is None
 
 
 def test_flips_ints_zero_starts_and_several_constants():

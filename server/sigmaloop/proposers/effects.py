@@ -11,8 +11,12 @@ changes of it (kept or discarded, each with its paired Δ against the reference 
 * With 2–3 steps: a line through no change (``Δ = b·x``). With 4 or more steps of at least 3
   sizes: a parabola through no change (``Δ = b·x + c·x²``), which can say "any big move of LR
   hurts" where a line through halvings and doublings would say nothing.
-* The new step is clamped to the sizes seen (no extrapolation of a parabola), and a change of
-  several constants predicts the sum (no interactions are known).
+* The new step is clamped to what was seen: a line (odd through no change) to the farthest
+  step either way, a parabola to between the steps seen and no change (a parabola seen on one
+  side only says nothing of the other). A change of several constants predicts the sum (no
+  interactions are known).
+* Only the current study's steps count: a new metric or direction starts a new study, and
+  Δs measured in other units mean nothing here.
 * No prediction when any changed constant has fewer than 2 measured steps: a number with
   nothing behind it would only blur the calibration of the ones that have.
 
@@ -49,11 +53,16 @@ def _number(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def steps(experiments: Iterable[Experiment]) -> dict[str, list[tuple[Any, Any, float]]]:
-    """Each constant's measured single-constant tuner steps: ``(old, new, Δ)``, oldest first."""
+def steps(experiments: Iterable[Experiment], study: str | None = None) -> dict[str, list[tuple[Any, Any, float]]]:
+    """Each constant's measured single-constant tuner steps: ``(old, new, Δ)``, oldest first;
+    with ``study``, only that study's (a new metric or direction starts a new one: older Δs are
+    in other units)."""
     out: dict[str, list[tuple[Any, Any, float]]] = {}
     for e in experiments:
         if e.source != "tune" or Status(e.status) not in MEASURED:
+            continue
+        token = (e.params or {}).get("optuna_study")
+        if study is not None and token is not None and token != study:
             continue
         if e.delta is None or not math.isfinite(e.delta):
             continue
@@ -90,15 +99,17 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float, str] | None:
         s4 = sum(x ** 4 for x, _ in pts)
         sx2y = sum(x * x * y for x, y in pts)
         det = sxx * s4 - s3 * s3
-        if det > 1e-12 * max(1.0, sxx * s4):
+        if det > 1e-12 * sxx * s4:  # relative: steps of any scale
             return (sxy * s4 - s3 * sx2y) / det, (sxx * sx2y - s3 * sxy) / det, "a parabola"
     return sxy / sxx, 0.0, "a line"
 
 
-def predict_delta(changes: dict[str, tuple[Any, Any]], experiments: Iterable[Experiment]) -> Prediction | None:
+def predict_delta(changes: dict[str, tuple[Any, Any]], experiments: Iterable[Experiment],
+                  study: str | None = None) -> Prediction | None:
     """The predicted Δ of changing each ``name: (old, new)`` together, from the tuner's earlier
-    measured steps of those constants; None where any of them has too few."""
-    history = steps(experiments)
+    measured steps of those constants (of ``study`` only, when given); None where any of them
+    has too few."""
+    history = steps(experiments, study)
     total = 0.0
     words = []
     shapes = set()
@@ -114,7 +125,11 @@ def predict_delta(changes: dict[str, tuple[Any, Any]], experiments: Iterable[Exp
         b, c, shape = fit
         shapes.add(shape)
         moved = [v for v in xs if v != 0.0]
-        x = min(max(x, min(moved)), max(moved))  # within the sizes seen
+        if shape == "a line":  # odd through no change: as far either way as the farthest step seen
+            reach = max(abs(v) for v in moved)
+            x = max(-reach, min(x, reach))
+        else:  # a parabola is known only between the steps seen (and no change)
+            x = max(min(*moved, 0.0), min(x, max(*moved, 0.0)))
         total += b * x + c * x * x
         words.append(f"{len(moved)} earlier {name} change{'s' if len(moved) != 1 else ''}")
     if not words:

@@ -494,7 +494,7 @@ class TuneProposer:
         verb = "lowers" if ctx.lower_is_better else "raises"
         metric = ctx.metric or "the metric"
         hypothesis = f"{' and '.join(parts)} {verb} {metric}"
-        predicted = predict_delta(changes, ctx.experiments)
+        predicted = predict_delta(changes, ctx.experiments, self.token)
         if predicted is not None:
             size = f"{abs(predicted.delta):.2g}"
             if (predicted.delta < 0) == ctx.lower_is_better and predicted.delta != 0:
