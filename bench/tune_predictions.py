@@ -6,13 +6,16 @@ Each project is a script of top-level constants and a metric that is a known fun
 (an optimum of a learning rate away from where it starts, depth that helps a little, a flag that
 helps, a constant that does nothing) plus seed noise σ. A night: the real ``TuneProposer``
 proposes, the metric is measured against the reference of the day (paired seed noise on both
-sides), a result more than 2σ better is kept and becomes the new head. Every proposal's
+sides), a result whose paired z (Δ / √2σ) is 2 or more better is kept and becomes the new head. Every proposal's
 ``predicted_delta`` (``proposers/effects.py``) is scored with ``calibration.calibrate``, the
 morning report's own numbers.
 
 Side by side on the same proposals: the naive predictor (the mean Δ of every earlier measured
-step, whatever it changed) and zero. Figures: how many proposals carry a prediction, direction
-accuracy, Pearson r, mean absolute error and its ratio to the naive one's (below 1 is better).
+step, whatever it changed: mostly "worse", which is mostly right) and zero (no effect). Figures:
+how many proposals carry a prediction, direction accuracy, Pearson r, mean absolute error and its
+ratio to the naive one's and to zero's (below 1 is better). Caveat: these metrics are smooth in
+log(value) and additive, the shape the model assumes, so the figures are a best case; real
+trainers are noisier and interact.
 
 Prints one JSON line.
 """
@@ -78,7 +81,7 @@ def night(project: Project, seed: int, proposals: int = 40, state_dir: str | Non
             # paired: the candidate and the reference each carry their seed's noise
             delta = (project.metric(constants(p.new_source)) + rng.gauss(0, project.sigma)
                      - reference - rng.gauss(0, project.sigma))
-            kept = delta < -2 * project.sigma
+            kept = -delta / (math.sqrt(2) * project.sigma) >= 2  # the judge's z of a paired difference
             e = Experiment(id=i, status=Status.KEPT if kept else Status.DISCARDED, source="tune",
                            hypothesis=p.hypothesis, metric=reference + delta, delta=delta, sigma=project.sigma,
                            predicted_delta=p.predicted_delta, params=dict(p.params), rationale=p.rationale)
@@ -114,17 +117,23 @@ def score(journals: list[list[Experiment]], sigma_of: list[float]) -> dict:
                 meas.append(pt["measured"])
                 naive_preds.append(base[pt["id"]])
 
+    if not meas:
+        return {"proposals": n_total, "predicted": n_pred, "coverage": round(n_pred / n_total, 3)}
+
     def mae(ps: list[float]) -> float:
         return statistics.fmean(abs(m - p) for p, m in zip(ps, meas))
 
-    naive_sign = sum(1 for p, m in zip(naive_preds, meas) if (p > 0) == (m > 0)) / len(meas)
+    def sign(v: float) -> int:  # calibrate's: no effect is a direction of its own
+        return (v > 0) - (v < 0)
+
+    naive_sign = sum(1 for p, m in zip(naive_preds, meas) if sign(p) == sign(m)) / len(meas)
     return {
         "proposals": n_total, "predicted": n_pred, "coverage": round(n_pred / n_total, 3),
         "sign_accuracy": round(sign_ok / n_pred, 3), "pearson": round(pearson(preds, meas) or 0.0, 3),
         "mae": round(mae(preds), 5), "naive_sign_accuracy": round(naive_sign, 3),
         "naive_pearson": round(pearson(naive_preds, meas) or 0.0, 3), "naive_mae": round(mae(naive_preds), 5),
         "zero_mae": round(mae([0.0] * len(meas)), 5),
-        "mae_vs_naive": round(mae(preds) / mae(naive_preds), 3),
+        "mae_vs_naive": round(mae(preds) / mae(naive_preds), 3), "mae_vs_zero": round(mae(preds) / mae([0.0] * len(meas)), 3),
     }
 
 
