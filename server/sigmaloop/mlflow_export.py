@@ -38,6 +38,9 @@ import hashlib
 import logging
 import math
 import os
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,7 @@ __all__ = [
     "changed_constants",
     "default_uri",
     "export_mlflow",
+    "redact",
     "run_record",
 ]
 
@@ -391,31 +395,44 @@ def _why(exc: BaseException, uri: str) -> str:
     return text
 
 
-PROBE_TIMEOUT = 5.0  # seconds: a tracking server that does not answer /health by then is not there
+PROBE_TIMEOUT = 5.0  # seconds: a tracking server that does not take a connection by then is not there
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password in it replaced by ``***`` (``http://user:pw@host``,
+    ``postgresql://user:pw@host/db``): what messages and results show."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.password:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _scrub(text: str, uri: str) -> str:
+    """``text`` (an error of the store's) without the password ``uri`` carries, wherever it is quoted."""
+    password = urllib.parse.urlsplit(uri).password
+    return text.replace(password, "***") if password else text
 
 
 def _probe(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
     """Fail fast on a tracking server that is not there: MLflow's own client retries a refused
-    connection with exponential backoff for minutes before it gives up. One ``GET <uri>/health``
-    (every MLflow server answers it) with a short timeout says at once what is wrong."""
-    if not uri.startswith(("http://", "https://")):
+    connection with exponential backoff for minutes before it gives up. One TCP connection to
+    the server's host and port, with a short timeout, says at once when nothing listens (no
+    HTTP: a path prefix, a proxy's authentication or TLS settings are MLflow's to handle). A
+    server reached through a proxy is left to MLflow."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         return
-    import urllib.error
-    import urllib.request
-
-    url = uri.rstrip("/") + "/health"
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+        return
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            resp.read(256)
-    except urllib.error.HTTPError as exc:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise MlflowExportError(
-            f"{uri} answers, but not as an MLflow tracking server (GET /health: HTTP {exc.code}); "
-            "check the address (and any path prefix)") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        why = getattr(exc, "reason", exc)
-        raise MlflowExportError(
-            f"no MLflow tracking server answers at {uri} ({why}); start one "
-            f"(mlflow server --host 127.0.0.1 --port 5000) or leave the URI out for the local store") from None
+            f"no MLflow tracking server answers at {redact(uri)} ({why}); start one "
+            "(mlflow server --host 127.0.0.1 --port 5000) or leave the URI out for the local store") from None
 
 
 def _open_experiment(client: Any, uri: str, name: str, tags: dict[str, str]) -> tuple[str, str | None]:
@@ -606,7 +623,9 @@ def export_mlflow(
         except MlflowExportError:
             raise
         except Exception as exc:  # mlflow's, SQLAlchemy's, the network's: say where and what
-            raise MlflowExportError(f"cannot open the MLflow tracking store {uri!r}: {_why(exc, uri)}") from exc
+            raise MlflowExportError(
+                f"cannot open the MLflow tracking store {redact(uri)!r}: {_scrub(_why(exc, uri), uri)}"
+            ) from (None if redact(uri) != uri else exc)  # a traceback would quote the password
     writer = _Writer(client, eid)
     identity = {"sigmaloop.key": key, "sigmaloop.workspace": str(engine.workspace),
                 "sigmaloop.branch": engine.branch}
@@ -637,4 +656,4 @@ def export_mlflow(
                 updated += 1
         if progress is not None:
             progress(n, len(exps))
-    return MlflowExport(uri, eid, name, created, updated, unchanged, artifact_root)
+    return MlflowExport(redact(uri), eid, name, created, updated, unchanged, artifact_root)

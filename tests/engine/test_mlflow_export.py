@@ -20,6 +20,7 @@ from sigmaloop.mlflow_export import (
     changed_constants,
     default_uri,
     export_mlflow,
+    redact,
     run_name,
 )
 from sigmaloop.models import ProgressRecord, Proposal, Status
@@ -278,8 +279,9 @@ def test_a_bad_store_says_what_is_wrong(tmp_path, engine):
 
 @needs_mlflow
 def test_a_tracking_server_that_is_not_there_is_found_out_at_once(tmp_path, engine):
-    """MLflow's client retries a refused connection with backoff for minutes; the export asks
-    the server's /health once, with a short timeout, and says what to do."""
+    """MLflow's client retries a refused connection with backoff for minutes; the export tries
+    one TCP connection first, with a short timeout, and says what to do. A password in the URI
+    is never repeated."""
     import http.server
     import socket
     import threading
@@ -290,27 +292,43 @@ def test_a_tracking_server_that_is_not_there_is_found_out_at_once(tmp_path, engi
         port = s.getsockname()[1]
     t0 = time.monotonic()
     with pytest.raises(MlflowExportError, match=rf"no MLflow tracking server answers at http://127.0.0.1:{port} "
-                                                r"\(.*refused.*\); start one \(mlflow server"):
+                                                r"\(.*refused.*\); start one \(mlflow server") as caught:
         export_mlflow(engine, f"http://127.0.0.1:{port}")
     assert time.monotonic() - t0 < 60, "not MLflow's minutes of retries"
+    with pytest.raises(MlflowExportError, match=rf"answers at http://me:\*\*\*@127.0.0.1:{port} ") as caught:
+        export_mlflow(engine, f"http://me:hunter2@127.0.0.1:{port}")
+    assert "hunter2" not in str(caught.value)
 
     class NotMlflow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_error(404)
 
+        do_POST = do_GET
+
         def log_message(self, *args):
             pass
 
+    # something answers: the probe lets MLflow talk to it, and MLflow's own answer is the error
+    # (a 404 is not retried), with the password left out of it
     srv = http.server.HTTPServer(("127.0.0.1", 0), NotMlflow)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        uri = f"http://127.0.0.1:{srv.server_address[1]}/"
-        with pytest.raises(MlflowExportError, match=r"answers, but not as an MLflow tracking server "
-                                                     r"\(GET /health: HTTP 404\)"):
+        uri = f"http://me:hunter2@127.0.0.1:{srv.server_address[1]}/"
+        t0 = time.monotonic()
+        with pytest.raises(MlflowExportError, match=r"cannot open the MLflow tracking store 'http://me:\*\*\*@") as caught:
             export_mlflow(engine, uri)
+        assert "hunter2" not in str(caught.value) and caught.value.__cause__ is None
+        assert time.monotonic() - t0 < 60
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_redact_hides_only_the_password():
+    assert redact("http://me:pw@host:5000/x") == "http://me:***@host:5000/x"
+    assert redact("postgresql://u:p%40ss@db/mlflow") == "postgresql://u:***@db/mlflow"
+    for uri in ("http://host:5000", "sqlite:////tmp/m.db", "http://token@host", "databricks"):
+        assert redact(uri) == uri
 
 
 def test_without_mlflow_the_engine_works_and_the_export_says_what_to_install(workspace):
