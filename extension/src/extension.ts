@@ -233,6 +233,7 @@ export function activate(ctx: vscode.ExtensionContext): SigmaloopApi {
     vscode.workspace.onDidGrantWorkspaceTrust(() => {
       log.info('workspace trusted; starting the server');
       void server.start();
+      void refreshReport(commands); // a report panel that said why it had no page gets its page
     }),
     ctx.secrets.onDidChange((e) => {
       if (e.key === SECRET_KEY) {

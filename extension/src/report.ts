@@ -17,6 +17,7 @@ const WEBVIEW_OPTIONS: vscode.WebviewOptions = { enableScripts: false, enableFor
 
 export class ReportPanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
+  private noted = false;
   /** The file the shown page was written to. */
   path: string | undefined;
 
@@ -32,9 +33,14 @@ export class ReportPanel implements vscode.Disposable {
     return typeof v === 'number' && v >= 0 ? v : undefined;
   }
 
-  /** Show this page (a new panel, or the open one refreshed; revealed unless `reveal` is false). */
+  /** Show this page (a new panel, or the open one refreshed and revealed). `reveal` false: a
+   * refresh in the background, shown only in a panel that is still open. */
   show(report: { path: string; html: string }, since?: number, reveal = true): void {
+    if (!reveal && !this.panel) {
+      return; // closed while the page was being written: not reopened behind the user's back
+    }
     this.path = report.path;
+    this.noted = false;
     void this.memento?.update(SINCE_KEY, since ?? -1);
     if (!this.panel) {
       this.adopt(vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, REPORT_TITLE, vscode.ViewColumn.Active, { ...WEBVIEW_OPTIONS, enableFindWidget: true }));
@@ -57,7 +63,13 @@ export class ReportPanel implements vscode.Disposable {
   note(text: string): void {
     if (this.panel) {
       this.panel.webview.html = reportDocument(placeholderPage(text));
+      this.noted = true;
     }
+  }
+
+  /** Whether the open panel shows a note rather than a page. */
+  get showsNote(): boolean {
+    return !!this.panel && this.noted;
   }
 
   /** Brings the panel back after a window reload; `refresh` writes the page anew. */

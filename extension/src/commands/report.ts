@@ -32,7 +32,11 @@ export async function refreshReport(c: CommandContext): Promise<void> {
     return;
   }
   if (c.report.isOpen) {
-    await openReport(c, c.report.since, false);
+    const path = await openReport(c, c.report.since, false);
+    if (!path && c.report.showsNote) {
+      // a page already shown stays; a placeholder says what went wrong instead of waiting forever
+      c.report.note('The morning report could not be written (the Sigmaloop log says why). Run "Sigmaloop: Open Morning Report" to try again.');
+    }
   }
 }
 
