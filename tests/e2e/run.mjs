@@ -1158,7 +1158,11 @@ async function research() {
   await step('a window reload brings the report panel back, written anew by the server', async () => {
     const written = () => (extensionLog().match(/\breport: "/g) ?? []).length;
     const before = written();
-    await page.reload({ waitUntil: 'domcontentloaded', timeout: 60_000 });
+    // Developer: Reload Window, as a user reloads: VS Code saves the open editors (our panel
+    // among them) before it goes; a bare page.reload() can beat that save to the server
+    const reloaded = page.waitForEvent('load', { timeout: 60_000 });
+    await runCommand('Developer: Reload Window');
+    await reloaded;
     await page.locator('.monaco-workbench').waitFor({ state: 'visible', timeout: 60_000 });
     const report = await reportInPanel();
     const lines = await waitFor('a new "report:" line in the extension log', () => (written() > before ? written() : undefined), { timeout: 60_000, interval: 500 });
