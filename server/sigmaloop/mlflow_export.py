@@ -623,9 +623,10 @@ def export_mlflow(
         except MlflowExportError:
             raise
         except Exception as exc:  # mlflow's, SQLAlchemy's, the network's: say where and what
+            shown = redact(uri)
             raise MlflowExportError(
-                f"cannot open the MLflow tracking store {redact(uri)!r}: {_scrub(_why(exc, uri), uri)}"
-            ) from (None if redact(uri) != uri else exc)  # a traceback would quote the password
+                f"cannot open the MLflow tracking store {shown!r}: {_scrub(_why(exc, uri), uri)}"
+            ) from (None if shown != uri else exc)  # a traceback would quote the password
     writer = _Writer(client, eid)
     identity = {"sigmaloop.key": key, "sigmaloop.workspace": str(engine.workspace),
                 "sigmaloop.branch": engine.branch}

@@ -43,7 +43,6 @@ export async function refreshReport(c: CommandContext): Promise<void> {
 export function registerReportCommands(c: CommandContext): vscode.Disposable[] {
   const open = (since?: number) => openReport(c, since);
 
-
   return [
     vscode.commands.registerCommand('sigmaloop.openReport', async (since?: unknown) => {
       await open(typeof since === 'number' && Number.isInteger(since) && since >= 0 ? since : undefined);

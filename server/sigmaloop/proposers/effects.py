@@ -61,12 +61,13 @@ def steps(experiments: Iterable[Experiment], study: str | None = None) -> dict[s
     for e in experiments:
         if e.source != "tune" or Status(e.status) not in MEASURED:
             continue
-        token = (e.params or {}).get("optuna_study")
+        params = e.params or {}
+        token = params.get("optuna_study")
         if study is not None and token is not None and token != study:
             continue
         if e.delta is None or not math.isfinite(e.delta):
             continue
-        changes = (e.params or {}).get("changes")
+        changes = params.get("changes")
         if not isinstance(changes, dict) or len(changes) != 1:
             continue  # two constants at once: whose effect was it?
         (name, pair), = changes.items()
